@@ -1,1 +1,41 @@
+//! The signaling core: every room rule, with no IO and no clock of its own.
+//!
+//! [`Hub`] is a state machine in the style of quinn-proto and str0m. The
+//! async shell owns it and, for every event, follows one loop:
+//!
+//! 1. feed an input: [`Hub::open`], [`Hub::message`], [`Hub::disconnect`],
+//!    [`Hub::timeout`] or [`Hub::shutdown`], each with the current [`Now`];
+//! 2. drain [`Hub::poll_output`] until it returns `None`, sending each
+//!    [`Output`] (a message to one or many connections, or a close);
+//! 3. sleep until [`Hub::poll_timeout`] or the next input, whichever is first.
+//!
+//! Because time and randomness are inputs, tests drive rooms through
+//! thousands of steps in microseconds, with no sockets and no sleeping.
+//! Per-connection checks that need no shared state (frame size, rate limit)
+//! live in the shell, using [`RateLimiter`] and the same [`Limits`].
 
+mod auth;
+mod chat;
+mod hub;
+mod limits;
+mod rate;
+mod room;
+mod timers;
+
+pub use auth::{Claims, TokenVerifier, mint_token};
+pub use chat::ChatLog;
+pub use hub::{CloseReason, ConnId, Entropy, Hub, HubConfig, Output, Recipients};
+pub use limits::Limits;
+pub use rate::{RateLimiter, Verdict};
+
+use std::time::Instant;
+
+/// The current time, given to the core by its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time, for deadlines.
+    pub mono: Instant,
+    /// Wall-clock Unix time in milliseconds, for chat timestamps and token
+    /// expiry.
+    pub unix_ms: u64,
+}

@@ -1,0 +1,100 @@
+//! Join tokens: HS256 JWTs that name the room and the identity, with an
+//! expiry checked against the time the shell passes in.
+
+use serde::{Deserialize, Serialize};
+use switchboard_protocol::{ErrorCode, RoomName};
+
+/// Tolerated clock difference between the token issuer and this server.
+pub const CLOCK_SKEW_LEEWAY_S: u64 = 30;
+
+/// The claims a join token must carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The one room this token admits to.
+    pub room: String,
+    /// The participant's identity, shown to the others as `identity`.
+    pub sub: String,
+    /// Expiry, Unix seconds.
+    pub exp: u64,
+}
+
+/// Checks join tokens against the server's secret.
+pub struct TokenVerifier {
+    key: jsonwebtoken::DecodingKey,
+    validation: jsonwebtoken::Validation,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenVerifier { .. }")
+    }
+}
+
+impl TokenVerifier {
+    /// A verifier for tokens signed with `secret`.
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        // Expiry is checked below against the caller's clock, so that the
+        // core stays deterministic.
+        validation.validate_exp = false;
+        validation.required_spec_claims.clear();
+        Self { key: jsonwebtoken::DecodingKey::from_secret(secret), validation }
+    }
+
+    /// The token's claims if it is genuine, for `room`, and not expired at
+    /// `now_unix_s`; otherwise the error code and a message for the client.
+    pub fn verify(&self, token: &str, room: &RoomName, now_unix_s: u64) -> Result<Claims, (ErrorCode, String)> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| (ErrorCode::Unauthorized, format!("invalid token: {e}")))?;
+        let claims = data.claims;
+        if claims.exp.saturating_add(CLOCK_SKEW_LEEWAY_S) < now_unix_s {
+            return Err((ErrorCode::TokenExpired, "token has expired".into()));
+        }
+        if claims.room != room.as_str() {
+            return Err((ErrorCode::Unauthorized, "token is for another room".into()));
+        }
+        if claims.sub.is_empty() || claims.sub.len() > 128 {
+            return Err((ErrorCode::Unauthorized, "token subject must be 1-128 bytes".into()));
+        }
+        Ok(claims)
+    }
+}
+
+/// Signs `claims` with `secret` (HS256): for operators' tooling and tests.
+pub fn mint_token(secret: &[u8], claims: &Claims) -> String {
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    // HS256 signing with an HMAC key cannot fail.
+    jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_secret(secret))
+        .unwrap_or_else(|e| unreachable!("HS256 signing failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn claims(room: &str, exp: u64) -> Claims {
+        Claims { room: room.into(), sub: "ada".into(), exp }
+    }
+
+    #[test]
+    fn accepts_a_good_token() {
+        let v = TokenVerifier::new(SECRET);
+        let t = mint_token(SECRET, &claims("demo", 2000));
+        assert_eq!(v.verify(&t, &RoomName::new("demo").unwrap(), 1000).unwrap().sub, "ada");
+    }
+
+    #[test]
+    fn refuses_expired_wrong_room_and_forged() {
+        let v = TokenVerifier::new(SECRET);
+        let room = RoomName::new("demo").unwrap();
+        let expired = mint_token(SECRET, &claims("demo", 1000));
+        assert_eq!(v.verify(&expired, &room, 1000 + CLOCK_SKEW_LEEWAY_S + 1).unwrap_err().0, ErrorCode::TokenExpired);
+        let other = mint_token(SECRET, &claims("other", 2000));
+        assert_eq!(v.verify(&other, &room, 1000).unwrap_err().0, ErrorCode::Unauthorized);
+        let forged = mint_token(b"another secret another secret!!!", &claims("demo", 2000));
+        assert_eq!(v.verify(&forged, &room, 1000).unwrap_err().0, ErrorCode::Unauthorized);
+        assert_eq!(v.verify("garbage", &room, 1000).unwrap_err().0, ErrorCode::Unauthorized);
+    }
+}

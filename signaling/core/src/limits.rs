@@ -1,0 +1,91 @@
+//! Every bound of the service, named, with what happens on overflow.
+
+use std::time::Duration;
+use switchboard_protocol::LimitsInfo;
+
+/// Limits, configurable; the defaults are safe for a public server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Largest text frame, in bytes. A larger frame gets a
+    /// `message_too_large` error and is dropped; the connection survives.
+    pub max_message_bytes: usize,
+    /// Frames above this size (a multiple of `max_message_bytes`) are not
+    /// even buffered: the connection is closed with `message_too_large`.
+    pub hard_max_message_bytes: usize,
+    /// Longest chat text, in characters; longer gets `chat_too_long`.
+    pub max_chat_chars: usize,
+    /// Sustained messages per second per connection. Beyond it (and the
+    /// burst) each message is dropped with a `rate_limited` error.
+    pub messages_per_second: u32,
+    /// Messages allowed in a burst above the sustained rate.
+    pub message_burst: u32,
+    /// Dropped messages tolerated before the connection is closed with
+    /// `flood`; forgiven at a tenth of `messages_per_second` per second.
+    pub flood_strikes: u32,
+    /// Most participants in one room; one more gets `room_full`.
+    pub max_peers_per_room: usize,
+    /// Most rooms on the server; a join that would create one more gets
+    /// `too_many_rooms`.
+    pub max_rooms: usize,
+    /// Most open WebSocket connections; beyond it the HTTP upgrade is
+    /// answered with 503 and a `Retry-After`.
+    pub max_connections: usize,
+    /// Messages queued for one connection. A client that lets its queue fill
+    /// is disconnected as a `slow_consumer`; nobody else waits for it.
+    pub outbound_queue: usize,
+    /// A connection that has not joined after this long is closed with
+    /// `join_timeout`.
+    pub join_timeout: Duration,
+    /// How often clients are told to send at least a `ping`.
+    pub ping_interval: Duration,
+    /// A connection silent for this long is closed with `ping_timeout`.
+    pub ping_timeout: Duration,
+    /// Chat messages a room keeps; the oldest is forgotten beyond it.
+    pub chat_history: usize,
+    /// Most messages in the welcome's chat and in one `chat_history` page.
+    pub chat_history_page: usize,
+    /// A typing indicator not renewed within this clears by itself.
+    pub typing_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024,
+            hard_max_message_bytes: 256 * 1024,
+            max_chat_chars: 4000,
+            messages_per_second: 50,
+            message_burst: 100,
+            flood_strikes: 100,
+            max_peers_per_room: 32,
+            max_rooms: 10_000,
+            max_connections: 10_000,
+            outbound_queue: 1024,
+            join_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(15),
+            ping_timeout: Duration::from_secs(45),
+            chat_history: 500,
+            chat_history_page: 50,
+            typing_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+fn clamp_u32(value: usize) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}
+
+impl Limits {
+    /// The part clients need to know, for the welcome message.
+    pub fn info(&self) -> LimitsInfo {
+        LimitsInfo {
+            max_message_bytes: clamp_u32(self.max_message_bytes),
+            max_chat_chars: clamp_u32(self.max_chat_chars),
+            messages_per_second: self.messages_per_second,
+            message_burst: self.message_burst,
+            max_peers_per_room: clamp_u32(self.max_peers_per_room),
+            chat_history_page: clamp_u32(self.chat_history_page),
+            typing_ttl_ms: u64::try_from(self.typing_ttl.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! One room: its members and its chat log.
+
+use crate::chat::ChatLog;
+use crate::hub::ConnId;
+use std::collections::HashMap;
+use std::time::Instant;
+use switchboard_protocol::{PeerId, PeerInfo};
+
+/// A participant of a room.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// The connection that speaks for it.
+    pub conn: ConnId,
+    /// What the others see.
+    pub info: PeerInfo,
+    /// Position in join order, for listing peers.
+    join_order: u64,
+    /// When its typing indicator expires, while it is typing.
+    pub typing_until: Option<Instant>,
+    /// Whether a `TypingExpiry` timer is pending for it (at most one is).
+    pub typing_timer_armed: bool,
+}
+
+/// Members in join order plus the chat log. Created on first join, removed
+/// by the hub when the last member leaves.
+#[derive(Debug)]
+pub struct Room {
+    members: HashMap<PeerId, Member>,
+    next_order: u64,
+    /// The room's chat.
+    pub chat: ChatLog,
+}
+
+impl Room {
+    /// An empty room keeping `chat_history` chat messages.
+    pub fn new(chat_history: usize) -> Self {
+        Self { members: HashMap::new(), next_order: 0, chat: ChatLog::new(chat_history) }
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// True when nobody is left.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// A member by id.
+    pub fn get(&self, peer: &PeerId) -> Option<&Member> {
+        self.members.get(peer)
+    }
+
+    /// A member by id, mutably.
+    pub fn get_mut(&mut self, peer: &PeerId) -> Option<&mut Member> {
+        self.members.get_mut(peer)
+    }
+
+    /// Adds a member, last in join order.
+    pub fn insert(&mut self, conn: ConnId, info: PeerInfo) {
+        let join_order = self.next_order;
+        self.next_order += 1;
+        let member = Member { conn, info, join_order, typing_until: None, typing_timer_armed: false };
+        self.members.insert(member.info.id.clone(), member);
+    }
+
+    /// Removes a member.
+    pub fn remove(&mut self, peer: &PeerId) -> Option<Member> {
+        self.members.remove(peer)
+    }
+
+    /// Connections of every member but `except`.
+    pub fn conns_except(&self, except: &PeerId) -> Vec<ConnId> {
+        self.members.iter().filter(|(id, _)| *id != except).map(|(_, m)| m.conn).collect()
+    }
+
+    /// Connections of every member.
+    pub fn conns(&self) -> Vec<ConnId> {
+        self.members.values().map(|m| m.conn).collect()
+    }
+
+    /// Every member but `except`, in join order.
+    pub fn peers_except(&self, except: &PeerId) -> Vec<PeerInfo> {
+        let mut members: Vec<&Member> = self.members.values().filter(|m| &m.info.id != except).collect();
+        members.sort_by_key(|m| m.join_order);
+        members.into_iter().map(|m| m.info.clone()).collect()
+    }
+
+    /// The member with this verified identity, if any.
+    pub fn find_identity(&self, identity: &str) -> Option<PeerId> {
+        self.members.values().find(|m| m.info.identity.as_deref() == Some(identity)).map(|m| m.info.id.clone())
+    }
+
+    /// Every member, in no particular order.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+}
