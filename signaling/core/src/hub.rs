@@ -97,6 +97,8 @@ pub struct Hub {
     timers: Timers,
     out: VecDeque<Output>,
     entropy: Entropy,
+    /// Members of all rooms, kept so that metrics never walk the rooms.
+    peers: usize,
 }
 
 impl std::fmt::Debug for Hub {
@@ -117,6 +119,7 @@ impl Hub {
             timers: Timers::default(),
             out: VecDeque::new(),
             entropy,
+            peers: 0,
         }
     }
 
@@ -137,7 +140,7 @@ impl Hub {
 
     /// Participants in all rooms.
     pub fn peers(&self) -> usize {
-        self.rooms.values().map(Room::len).sum()
+        self.peers
     }
 
     /// The next output, if any. Call until `None` after every input.
@@ -214,6 +217,7 @@ impl Hub {
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         self.conns.clear();
         self.rooms.clear();
+        self.peers = 0;
         self.timers = Timers::default();
         if conns.is_empty() {
             return;
@@ -284,6 +288,7 @@ impl Hub {
             resume_token: format!("{:032x}", (self.entropy)()),
         };
         room.insert(conn, info.clone());
+        self.peers += 1;
         self.conns.insert(conn, ConnState::Joined { room: room_name, peer: peer_id });
         self.send(conn, ServerMessage::Welcome(welcome));
         self.broadcast(others, ServerMessage::PeerJoined { peer: info });
@@ -422,6 +427,7 @@ impl Hub {
         if room.remove(peer).is_none() {
             return;
         }
+        self.peers -= 1;
         if room.is_empty() {
             self.rooms.remove(room_name);
             return;
@@ -467,6 +473,9 @@ impl Hub {
                     return Err(format!("member {} read beyond the last seq", m.info.id));
                 }
             }
+        }
+        if members != self.peers {
+            return Err(format!("peer count {} but {members} members", self.peers));
         }
         let joined = self.conns.values().filter(|s| matches!(s, ConnState::Joined { .. })).count();
         if joined != members {

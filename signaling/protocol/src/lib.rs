@@ -22,7 +22,7 @@ mod webrtc;
 pub use client::{ChatHistoryRequest, ChatSend, ClientKind, ClientMessage, Join};
 pub use error::{ErrorCode, ErrorMessage};
 pub use ids::{ClientMsgId, DisplayName, IdError, PeerId, RequestId, RoomName};
-pub use parse::{ParseError, parse_client};
+pub use parse::{ParseError, parse_client, request_id_of};
 pub use server::{GoingAway, ServerKind, ServerMessage, Welcome};
 pub use shared::{ChatMessage, LeaveReason, LimitsInfo, MediaState, PeerInfo};
 pub use webrtc::{IceCandidate, IceServer, SdpType, SessionDescription};

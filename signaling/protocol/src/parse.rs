@@ -36,6 +36,16 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ParseError> {
     }
 }
 
+/// The request id of a frame that will not be handled (rate limited), read
+/// without parsing the rest of the message.
+pub fn request_id_of(text: &str) -> Option<RequestId> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: Option<RequestId>,
+    }
+    serde_json::from_str::<IdOnly>(text).ok().and_then(|e| e.id)
+}
+
 fn classify(text: &str, err: &serde_json::Error) -> ParseError {
     #[derive(Deserialize)]
     struct Envelope {

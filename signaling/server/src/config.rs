@@ -1,0 +1,364 @@
+//! Configuration: command-line flags, then environment variables, then an
+//! optional TOML file, then the built-in defaults, in that order of priority.
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use switchboard_core::Limits;
+use switchboard_protocol::IceServer;
+
+/// Shortest accepted auth secret: HS256 wants at least 256 bits of key.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The `switchboard` command line.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about = "Switchboard WebRTC signaling server")]
+pub struct Cli {
+    /// What to do; `serve` when absent.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server options (for `serve` and the default).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Print a join token signed with the auth secret.
+    Token {
+        /// The room the token admits to.
+        #[arg(long)]
+        room: String,
+        /// The identity (`sub`).
+        #[arg(long)]
+        identity: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `serve`; every one also reads an environment variable and a TOML
+/// key of the same name.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "SWITCHBOARD_CONFIG", global = true)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "SWITCHBOARD_BIND")]
+    pub bind: Option<SocketAddr>,
+    /// HS256 secret for join tokens (at least 32 bytes). Without it rooms are
+    /// open, which is only allowed on loopback unless --insecure-open-rooms.
+    #[arg(long, env = "SWITCHBOARD_AUTH_SECRET", hide_env_values = true, global = true)]
+    pub auth_secret: Option<String>,
+    /// Allow open rooms (no auth secret) on a non-loopback address.
+    #[arg(long, env = "SWITCHBOARD_INSECURE_OPEN_ROOMS")]
+    pub insecure_open_rooms: Option<bool>,
+    /// Browser origins allowed to connect (repeat or comma-separate). Empty:
+    /// any origin. The server's own origin is always allowed.
+    #[arg(long = "allowed-origin", env = "SWITCHBOARD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+    /// STUN/TURN URLs handed to clients in the welcome (repeatable).
+    #[arg(long = "ice-url", env = "SWITCHBOARD_ICE_URLS", value_delimiter = ',')]
+    #[serde(skip)]
+    pub ice_urls: Option<Vec<String>>,
+    /// ICE servers with credentials (TOML only).
+    #[arg(skip)]
+    pub ice_servers: Option<Vec<IceServer>>,
+    /// URL clients should reconnect to after a going-away notice.
+    #[arg(long, env = "SWITCHBOARD_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Log format.
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, `tracing` syntax [default: info].
+    #[arg(long, env = "SWITCHBOARD_LOG")]
+    pub log: Option<String>,
+    /// Time allowed to close connections on shutdown, ms [default: 5000].
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE_MS")]
+    pub shutdown_grace_ms: Option<u64>,
+    /// Limits.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Overrides of [`Limits`]; see its fields for what each bound does.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitArgs {
+    /// Largest message in bytes [default: 65536].
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Longest chat text in characters [default: 4000].
+    #[arg(long, env = "SWITCHBOARD_MAX_CHAT_CHARS")]
+    pub max_chat_chars: Option<usize>,
+    /// Sustained messages per second per connection [default: 50].
+    #[arg(long, env = "SWITCHBOARD_MESSAGES_PER_SECOND")]
+    pub messages_per_second: Option<u32>,
+    /// Burst above the sustained rate [default: 100].
+    #[arg(long, env = "SWITCHBOARD_MESSAGE_BURST")]
+    pub message_burst: Option<u32>,
+    /// Dropped messages tolerated before a flood close [default: 100].
+    #[arg(long, env = "SWITCHBOARD_FLOOD_STRIKES")]
+    pub flood_strikes: Option<u32>,
+    /// Participants per room [default: 32].
+    #[arg(long, env = "SWITCHBOARD_MAX_PEERS_PER_ROOM")]
+    pub max_peers_per_room: Option<usize>,
+    /// Rooms [default: 10000].
+    #[arg(long, env = "SWITCHBOARD_MAX_ROOMS")]
+    pub max_rooms: Option<usize>,
+    /// Open WebSocket connections [default: 10000].
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Messages queued per connection before it is a slow consumer [default: 1024].
+    #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE")]
+    pub outbound_queue: Option<usize>,
+    /// Time allowed to join, ms [default: 10000].
+    #[arg(long, env = "SWITCHBOARD_JOIN_TIMEOUT_MS")]
+    pub join_timeout_ms: Option<u64>,
+    /// Ping interval announced to clients, ms [default: 15000].
+    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL_MS")]
+    pub ping_interval_ms: Option<u64>,
+    /// Silence that closes a connection, ms [default: 45000].
+    #[arg(long, env = "SWITCHBOARD_PING_TIMEOUT_MS")]
+    pub ping_timeout_ms: Option<u64>,
+    /// Chat messages kept per room [default: 500].
+    #[arg(long, env = "SWITCHBOARD_CHAT_HISTORY")]
+    pub chat_history: Option<usize>,
+    /// Chat messages per history page and in the welcome [default: 50].
+    #[arg(long, env = "SWITCHBOARD_CHAT_HISTORY_PAGE")]
+    pub chat_history_page: Option<usize>,
+    /// Typing indicator lifetime, ms [default: 5000].
+    #[arg(long, env = "SWITCHBOARD_TYPING_TTL_MS")]
+    pub typing_ttl_ms: Option<u64>,
+}
+
+/// The resolved configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Join token secret.
+    pub auth_secret: Option<String>,
+    /// Open rooms allowed off loopback.
+    pub insecure_open_rooms: bool,
+    /// Allowed browser origins (empty: any).
+    pub allowed_origins: Vec<String>,
+    /// ICE servers for the welcome.
+    pub ice_servers: Vec<IceServer>,
+    /// Reconnect URL for the going-away notice.
+    pub public_url: Option<String>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log: String,
+    /// Bound on the shutdown.
+    pub shutdown_grace: Duration,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            auth_secret: None,
+            insecure_open_rooms: false,
+            allowed_origins: Vec::new(),
+            ice_servers: Vec::new(),
+            public_url: None,
+            log_format: LogFormat::Human,
+            log: "info".into(),
+            shutdown_grace: Duration::from_secs(5),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl ServeArgs {
+    /// Reads the TOML file named by `--config`, if any.
+    pub fn load_file(&self) -> anyhow::Result<Self> {
+        let Some(path) = &self.config else { return Ok(Self::default()) };
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Merges flags/environment (`self`) over `file` over the defaults, and
+    /// checks that the result is safe to run.
+    pub fn resolve(self, file: Self) -> anyhow::Result<Settings> {
+        let d = Settings::default();
+        let mut ice_servers = self.ice_servers.or(file.ice_servers).unwrap_or_default();
+        if let Some(urls) = self.ice_urls.filter(|u| !u.is_empty()) {
+            ice_servers.push(IceServer { urls, username: None, credential: None });
+        }
+        let settings = Settings {
+            bind: self.bind.or(file.bind).unwrap_or(d.bind),
+            auth_secret: self.auth_secret.or(file.auth_secret).filter(|s| !s.is_empty()),
+            insecure_open_rooms: self.insecure_open_rooms.or(file.insecure_open_rooms).unwrap_or(false),
+            allowed_origins: self.allowed_origins.or(file.allowed_origins).unwrap_or_default(),
+            ice_servers,
+            public_url: self.public_url.or(file.public_url),
+            log_format: self.log_format.or(file.log_format).unwrap_or(d.log_format),
+            log: self.log.or(file.log).unwrap_or(d.log),
+            shutdown_grace: self.shutdown_grace_ms.or(file.shutdown_grace_ms).map_or(d.shutdown_grace, Duration::from_millis),
+            limits: self.limits.over(file.limits).apply(d.limits),
+        };
+        settings.check()?;
+        Ok(settings)
+    }
+}
+
+impl LimitArgs {
+    fn over(self, file: Self) -> Self {
+        Self {
+            max_message_bytes: self.max_message_bytes.or(file.max_message_bytes),
+            max_chat_chars: self.max_chat_chars.or(file.max_chat_chars),
+            messages_per_second: self.messages_per_second.or(file.messages_per_second),
+            message_burst: self.message_burst.or(file.message_burst),
+            flood_strikes: self.flood_strikes.or(file.flood_strikes),
+            max_peers_per_room: self.max_peers_per_room.or(file.max_peers_per_room),
+            max_rooms: self.max_rooms.or(file.max_rooms),
+            max_connections: self.max_connections.or(file.max_connections),
+            outbound_queue: self.outbound_queue.or(file.outbound_queue),
+            join_timeout_ms: self.join_timeout_ms.or(file.join_timeout_ms),
+            ping_interval_ms: self.ping_interval_ms.or(file.ping_interval_ms),
+            ping_timeout_ms: self.ping_timeout_ms.or(file.ping_timeout_ms),
+            chat_history: self.chat_history.or(file.chat_history),
+            chat_history_page: self.chat_history_page.or(file.chat_history_page),
+            typing_ttl_ms: self.typing_ttl_ms.or(file.typing_ttl_ms),
+        }
+    }
+
+    fn apply(self, d: Limits) -> Limits {
+        let ms = Duration::from_millis;
+        let max_message_bytes = self.max_message_bytes.unwrap_or(d.max_message_bytes);
+        Limits {
+            max_message_bytes,
+            hard_max_message_bytes: max_message_bytes.saturating_mul(4),
+            max_chat_chars: self.max_chat_chars.unwrap_or(d.max_chat_chars),
+            messages_per_second: self.messages_per_second.unwrap_or(d.messages_per_second),
+            message_burst: self.message_burst.unwrap_or(d.message_burst),
+            flood_strikes: self.flood_strikes.unwrap_or(d.flood_strikes),
+            max_peers_per_room: self.max_peers_per_room.unwrap_or(d.max_peers_per_room),
+            max_rooms: self.max_rooms.unwrap_or(d.max_rooms),
+            max_connections: self.max_connections.unwrap_or(d.max_connections),
+            outbound_queue: self.outbound_queue.unwrap_or(d.outbound_queue),
+            join_timeout: self.join_timeout_ms.map_or(d.join_timeout, ms),
+            ping_interval: self.ping_interval_ms.map_or(d.ping_interval, ms),
+            ping_timeout: self.ping_timeout_ms.map_or(d.ping_timeout, ms),
+            chat_history: self.chat_history.unwrap_or(d.chat_history),
+            chat_history_page: self.chat_history_page.unwrap_or(d.chat_history_page),
+            typing_ttl: self.typing_ttl_ms.map_or(d.typing_ttl, ms),
+        }
+    }
+}
+
+impl Settings {
+    /// Refuses configurations that are unsafe or cannot work.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if let Some(secret) = &self.auth_secret
+            && secret.len() < MIN_SECRET_BYTES
+        {
+            bail!("the auth secret must be at least {MIN_SECRET_BYTES} bytes");
+        }
+        if !self.bind.ip().is_loopback() && self.auth_secret.is_none() && !self.insecure_open_rooms {
+            bail!(
+                "refusing to serve open rooms on {}: set an auth secret (--auth-secret / SWITCHBOARD_AUTH_SECRET) \
+                 or accept the risk with --insecure-open-rooms",
+                self.bind.ip()
+            );
+        }
+        let l = &self.limits;
+        if l.max_message_bytes < 1024 {
+            bail!("max_message_bytes must be at least 1024");
+        }
+        if l.outbound_queue == 0 || l.max_connections == 0 || l.max_peers_per_room == 0 || l.max_rooms == 0 {
+            bail!("outbound_queue, max_connections, max_peers_per_room and max_rooms must be positive");
+        }
+        if l.ping_timeout <= l.ping_interval {
+            bail!("ping_timeout must be longer than ping_interval");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        let mut argv = vec!["switchboard"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("parses").serve
+    }
+
+    #[test]
+    fn defaults_are_loopback_and_open() {
+        let s = ServeArgs::default().resolve(ServeArgs::default()).expect("valid");
+        assert!(s.bind.ip().is_loopback());
+        assert!(s.auth_secret.is_none());
+    }
+
+    #[test]
+    fn public_bind_without_secret_is_refused_unless_insecure() {
+        let err = parse(&["--bind", "0.0.0.0:8080"]).resolve(ServeArgs::default()).unwrap_err();
+        assert!(err.to_string().contains("refusing"), "{err}");
+        assert!(parse(&["--bind", "0.0.0.0:8080", "--insecure-open-rooms", "true"]).resolve(ServeArgs::default()).is_ok());
+        let secret = "x".repeat(32);
+        assert!(parse(&["--bind", "0.0.0.0:8080", "--auth-secret", &secret]).resolve(ServeArgs::default()).is_ok());
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        assert!(parse(&["--auth-secret", "short"]).resolve(ServeArgs::default()).is_err());
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let file: ServeArgs = toml::from_str(
+            r#"
+            bind = "127.0.0.1:9000"
+            allowed_origins = ["https://a.example"]
+            [limits]
+            max_rooms = 7
+            messages_per_second = 5
+            [[ice_servers]]
+            urls = ["turn:turn.example:3478"]
+            username = "u"
+            credential = "c"
+            "#,
+        )
+        .expect("toml");
+        let s = parse(&["--messages-per-second", "9", "--ice-url", "stun:127.0.0.1:3478"]).resolve(file).expect("valid");
+        assert_eq!(s.bind.port(), 9000);
+        assert_eq!(s.limits.max_rooms, 7);
+        assert_eq!(s.limits.messages_per_second, 9);
+        assert_eq!(s.allowed_origins, vec!["https://a.example"]);
+        assert_eq!(s.ice_servers.len(), 2);
+    }
+
+    #[test]
+    fn unknown_toml_keys_are_errors() {
+        assert!(toml::from_str::<ServeArgs>("bnd = \"x\"").is_err());
+    }
+}

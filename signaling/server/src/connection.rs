@@ -1,0 +1,256 @@
+//! One task per WebSocket: it reads, checks and parses the client's frames
+//! and forwards them to the hub, and writes the frames the hub queues for it.
+//! Checks that need no shared state (size, rate, parse, silence) happen here,
+//! in parallel across connections, so the hub only sees valid messages.
+
+use crate::hub_task::{CloseSpec, ConnHandle, HubEvent, Outbound};
+use crate::state::AppState;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchboard_core::{ConnId, RateLimiter, Verdict};
+use switchboard_protocol::{ErrorCode, ErrorMessage, LeaveReason, RequestId, ServerMessage, parse_client, request_id_of};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tracing::{Instrument, debug, info, info_span};
+
+/// A single write or flush that takes longer than this means the client has
+/// stopped reading: it is disconnected as a slow consumer.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed to deliver a close frame before the socket is dropped.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Queued frames written before one flush: batching under load, low latency
+/// when idle.
+pub const WRITE_BATCH: usize = 64;
+
+/// Why the socket loop stopped.
+enum Stop {
+    /// The room learns this reason.
+    Leave(LeaveReason),
+}
+
+/// One socket write.
+enum Write {
+    /// Buffer a frame.
+    Feed(Message),
+    /// Flush buffered frames.
+    Flush,
+    /// Buffer and flush one frame.
+    Send(Message),
+}
+
+struct Conn {
+    id: ConnId,
+    ws: WebSocket,
+    /// The hub's kill switch; `None` once the hub dropped it unused.
+    kill: Option<oneshot::Receiver<CloseSpec>>,
+    state: Arc<AppState>,
+}
+
+/// Resolves when the hub kills the connection. A hub that drops the sender
+/// (it does so after queueing a normal close) never kills it.
+async fn killed(kill: &mut Option<oneshot::Receiver<CloseSpec>>) -> CloseSpec {
+    if let Some(rx) = kill.as_mut()
+        && let Ok(spec) = rx.await
+    {
+        return spec;
+    }
+    *kill = None;
+    std::future::pending().await
+}
+
+/// Serves one upgraded WebSocket until it closes. `_slot` is this
+/// connection's place under the connection limit, released on return.
+pub async fn run(ws: WebSocket, id: ConnId, state: Arc<AppState>, _slot: OwnedSemaphorePermit) {
+    let span = info_span!("conn", id = id.0);
+    async move {
+        state.telemetry.connections.increment(1.0);
+        info!("connection opened");
+        let (tx, rx) = mpsc::channel(state.limits.outbound_queue);
+        let (kill_tx, kill) = oneshot::channel();
+        let opened = state.hub.send(HubEvent::Open { conn: id, handle: ConnHandle { tx, kill: kill_tx } }).await;
+        if opened.is_ok() {
+            let mut conn = Conn { id, ws, kill: Some(kill), state: state.clone() };
+            let Stop::Leave(reason) = conn.serve(rx).await;
+            let _ = state.hub.send(HubEvent::Closed { conn: id, reason }).await;
+        }
+        state.telemetry.connections.decrement(1.0);
+    }
+    .instrument(span)
+    .await;
+}
+
+impl Conn {
+    async fn serve(&mut self, mut rx: mpsc::Receiver<Outbound>) -> Stop {
+        let limits = &self.state.limits;
+        let mut rate = RateLimiter::new(limits, Instant::now());
+        let mut silence_deadline = tokio::time::Instant::now() + limits.ping_timeout;
+        loop {
+            tokio::select! {
+                biased;
+                spec = killed(&mut self.kill) => {
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.send(close_message(spec))).await;
+                    return Stop::Leave(LeaveReason::SlowConsumer);
+                }
+                out = rx.recv() => {
+                    let Some(out) = out else { return Stop::Leave(LeaveReason::Disconnected) };
+                    if let Some(stop) = self.write_queued(out, &mut rx).await {
+                        return stop;
+                    }
+                }
+                inbound = tokio::time::timeout_at(silence_deadline, self.ws.recv()) => {
+                    let frame = match inbound {
+                        Err(_) => {
+                            let ping_timeout = self.state.limits.ping_timeout;
+                            return self.fatal(ErrorCode::PingTimeout, format!("no message for {ping_timeout:?}"), 1008, LeaveReason::Timeout).await;
+                        }
+                        Ok(None) => return Stop::Leave(LeaveReason::Disconnected),
+                        Ok(Some(Err(err))) => return self.read_failed(err).await,
+                        Ok(Some(Ok(frame))) => frame,
+                    };
+                    silence_deadline = tokio::time::Instant::now() + self.state.limits.ping_timeout;
+                    if let Some(stop) = self.inbound(frame, &mut rate).await {
+                        return stop;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `first` and whatever else is queued (up to a batch), then
+    /// flushes once.
+    async fn write_queued(&mut self, first: Outbound, rx: &mut mpsc::Receiver<Outbound>) -> Option<Stop> {
+        let mut next = Some(first);
+        let mut written: Vec<(switchboard_protocol::ServerKind, Option<Instant>)> = Vec::new();
+        for _ in 0..WRITE_BATCH {
+            let Some(out) = next.take().or_else(|| rx.try_recv().ok()) else { break };
+            match out {
+                Outbound::Frame { text, kind, received } => {
+                    if let Err(stop) = self.io(Write::Feed(Message::Text(text))).await {
+                        return Some(stop);
+                    }
+                    written.push((kind, received));
+                }
+                Outbound::Close(spec) => {
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.send(close_message(spec))).await;
+                    return Some(Stop::Leave(LeaveReason::Left));
+                }
+            }
+        }
+        if let Err(stop) = self.io(Write::Flush).await {
+            return Some(stop);
+        }
+        let telemetry = &self.state.telemetry;
+        let now = Instant::now();
+        for (kind, received) in written {
+            telemetry.message_out(kind, 1);
+            if let (true, Some(at)) = (kind.is_relay(), received) {
+                telemetry.relay_latency.record(now.saturating_duration_since(at).as_secs_f64());
+            }
+        }
+        None
+    }
+
+    /// Runs one socket write, bounded by [`WRITE_TIMEOUT`] and interrupted
+    /// by a kill.
+    async fn io(&mut self, op: Write) -> Result<(), Stop> {
+        let (ws, kill) = (&mut self.ws, &mut self.kill);
+        let write = async move {
+            match op {
+                Write::Feed(msg) => ws.feed(msg).await,
+                Write::Flush => ws.flush().await,
+                Write::Send(msg) => ws.send(msg).await,
+            }
+        };
+        tokio::select! {
+            result = tokio::time::timeout(WRITE_TIMEOUT, write) => match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(Stop::Leave(LeaveReason::Disconnected)),
+                Err(_) => Err(Stop::Leave(LeaveReason::SlowConsumer)),
+            },
+            _ = killed(kill) => Err(Stop::Leave(LeaveReason::SlowConsumer)),
+        }
+    }
+
+    async fn inbound(&mut self, frame: Message, rate: &mut RateLimiter) -> Option<Stop> {
+        let received = Instant::now();
+        let text = match frame {
+            Message::Text(text) => Some(text),
+            Message::Binary(_) => None,
+            // Pings are answered by the WebSocket layer; a close ends the read.
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return None,
+        };
+        let limits = &self.state.limits;
+        match rate.check(received) {
+            Verdict::Allow => {}
+            Verdict::Drop => {
+                let id = text.as_ref().and_then(|t| request_id_of(t));
+                let message = format!("over {} messages per second: message dropped", limits.messages_per_second);
+                return self.reply(ErrorMessage::recoverable(id, ErrorCode::RateLimited, message)).await;
+            }
+            Verdict::Flood => {
+                let message = "sustained flooding".to_owned();
+                return Some(self.fatal(ErrorCode::Flood, message, 1008, LeaveReason::Kicked).await);
+            }
+        }
+        let Some(text) = text else {
+            let message = "binary frames are not part of the protocol: send JSON text";
+            return self.reply(ErrorMessage::recoverable(None, ErrorCode::BinaryFrame, message)).await;
+        };
+        if text.len() > limits.max_message_bytes {
+            let id = request_id_of(&text);
+            let message = format!("message of {} bytes is over the {}-byte limit", text.len(), limits.max_message_bytes);
+            return self.reply(ErrorMessage::recoverable(id, ErrorCode::MessageTooLarge, message)).await;
+        }
+        match parse_client(&text) {
+            Ok(msg) => {
+                let kind = msg.kind();
+                debug!(kind = kind.as_str(), "message");
+                self.state.telemetry.message_in(kind);
+                if self.state.hub.send(HubEvent::Message { conn: self.id, msg, received }).await.is_err() {
+                    return Some(Stop::Leave(LeaveReason::Shutdown));
+                }
+                None
+            }
+            Err(err) => self.reply(err.into_error()).await,
+        }
+    }
+
+    /// Sends an error straight to this socket. It may overtake messages
+    /// still queued by the hub; its request id says what it answers.
+    async fn reply(&mut self, error: ErrorMessage) -> Option<Stop> {
+        self.state.telemetry.error(error.code);
+        debug!(code = error.code.as_str(), "error reply");
+        let text = Utf8Bytes::from(ServerMessage::Error(error).to_json());
+        self.io(Write::Send(Message::Text(text))).await.err()
+    }
+
+    /// Sends a fatal error and a close frame, and stops.
+    async fn fatal(&mut self, code: ErrorCode, message: String, close: u16, reason: LeaveReason) -> Stop {
+        info!(code = code.as_str(), "closing connection");
+        self.state.telemetry.error(code);
+        let text = Utf8Bytes::from(ServerMessage::Error(ErrorMessage::fatal(None::<RequestId>, code, message)).to_json());
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            self.ws.send(Message::Text(text)).await?;
+            self.ws.send(close_message(CloseSpec { code: close, reason: code.as_str() })).await
+        })
+        .await;
+        Stop::Leave(reason)
+    }
+
+    async fn read_failed(&mut self, err: axum::Error) -> Stop {
+        let inner = err.into_inner();
+        let too_big = matches!(inner.downcast_ref::<tungstenite::Error>(), Some(tungstenite::Error::Capacity(_)));
+        if too_big {
+            let hard = self.state.limits.hard_max_message_bytes;
+            let message = format!("frame over {hard} bytes: connection closed");
+            return self.fatal(ErrorCode::MessageTooLarge, message, 1009, LeaveReason::Kicked).await;
+        }
+        debug!(error = %inner, "read failed");
+        Stop::Leave(LeaveReason::Disconnected)
+    }
+}
+
+fn close_message(spec: CloseSpec) -> Message {
+    Message::Close(Some(CloseFrame { code: spec.code, reason: Utf8Bytes::from_static(spec.reason) }))
+}

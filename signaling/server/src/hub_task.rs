@@ -1,0 +1,219 @@
+//! The hub task: the one owner of the core [`Hub`] and of every connection's
+//! outbound queue. Connections talk to it through a bounded channel; it
+//! never waits on a connection (a full queue means a slow consumer).
+
+use crate::clock;
+use crate::telemetry::Telemetry;
+use axum::extract::ws::Utf8Bytes;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use switchboard_core::{CloseReason, ConnId, Hub, HubConfig, Output};
+use switchboard_protocol::{ClientMessage, GoingAway, LeaveReason, ServerKind, ServerMessage};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info};
+
+/// Events queued for the hub before senders wait: a burst of this many
+/// messages from all connections together is absorbed without blocking.
+pub const HUB_QUEUE: usize = 16 * 1024;
+
+/// What the hub hears from connections and from the server.
+#[derive(Debug)]
+pub enum HubEvent {
+    /// A connection is up.
+    Open {
+        /// Its id.
+        conn: ConnId,
+        /// How to reach it.
+        handle: ConnHandle,
+    },
+    /// A parsed message from a connection.
+    Message {
+        /// From whom.
+        conn: ConnId,
+        /// What.
+        msg: ClientMessage,
+        /// When its frame was read, for the relay latency histogram.
+        received: Instant,
+    },
+    /// A connection ended.
+    Closed {
+        /// Which.
+        conn: ConnId,
+        /// Why, as the room will be told.
+        reason: LeaveReason,
+    },
+    /// The server is shutting down.
+    Shutdown(GoingAway),
+}
+
+/// A frame or instruction for a connection's socket.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A text frame.
+    Frame {
+        /// The JSON text, shared by every recipient of a broadcast.
+        text: Utf8Bytes,
+        /// Its type, for metrics.
+        kind: ServerKind,
+        /// When the message that caused it was read.
+        received: Option<Instant>,
+    },
+    /// Send a close frame and end the connection.
+    Close(CloseSpec),
+}
+
+/// A WebSocket close code and reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseSpec {
+    /// RFC 6455 close code.
+    pub code: u16,
+    /// Short reason (an error code or leave reason).
+    pub reason: &'static str,
+}
+
+impl CloseSpec {
+    /// The close that matches a core close reason.
+    pub fn from_reason(reason: CloseReason) -> Self {
+        match reason {
+            CloseReason::Normal => Self { code: 1000, reason: "left" },
+            CloseReason::GoingAway => Self { code: 1001, reason: "going_away" },
+            CloseReason::Error(code) => Self { code: 1008, reason: code.as_str() },
+        }
+    }
+
+    /// The close for a slow consumer.
+    pub const SLOW_CONSUMER: Self = Self { code: 1008, reason: "slow_consumer" };
+}
+
+/// The hub's way to reach one connection.
+#[derive(Debug)]
+pub struct ConnHandle {
+    /// Its bounded outbound queue.
+    pub tx: mpsc::Sender<Outbound>,
+    /// Closes it at once, skipping the queue (for slow consumers).
+    pub kill: oneshot::Sender<CloseSpec>,
+}
+
+/// Runs the hub until every sender is gone.
+pub async fn run(config: HubConfig, mut events: mpsc::Receiver<HubEvent>, telemetry: Arc<Telemetry>) {
+    let mut task = HubTask {
+        hub: Hub::new(config, Box::new(rand::random::<u128>)),
+        conns: HashMap::new(),
+        telemetry,
+        received: None,
+    };
+    loop {
+        let deadline = task.hub.poll_timeout();
+        let event = tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => Some(event),
+                None => break,
+            },
+            () = sleep_until(deadline) => None,
+        };
+        match event {
+            Some(event) => task.handle(event),
+            None => task.hub.timeout(clock::now()),
+        }
+        task.drain();
+    }
+    debug!("hub stopped");
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct HubTask {
+    hub: Hub,
+    conns: HashMap<ConnId, ConnHandle>,
+    telemetry: Arc<Telemetry>,
+    /// Read time of the message being handled.
+    received: Option<Instant>,
+}
+
+impl HubTask {
+    fn handle(&mut self, event: HubEvent) {
+        self.received = None;
+        match event {
+            HubEvent::Open { conn, handle } => {
+                self.conns.insert(conn, handle);
+                self.hub.open(conn, clock::now());
+            }
+            HubEvent::Message { conn, msg, received } => {
+                self.received = Some(received);
+                let joining = matches!(msg, ClientMessage::Join(_));
+                self.hub.message(conn, msg, clock::now());
+                if joining {
+                    self.telemetry.rooms.set(self.hub.rooms() as f64);
+                    self.telemetry.peers.set(self.hub.peers() as f64);
+                }
+            }
+            HubEvent::Closed { conn, reason } => {
+                if self.conns.remove(&conn).is_some() {
+                    info!(conn = conn.0, reason = reason.as_str(), "connection closed");
+                    self.telemetry.disconnect(reason);
+                }
+                self.hub.disconnect(conn, reason);
+            }
+            HubEvent::Shutdown(notice) => self.hub.shutdown(&notice),
+        }
+    }
+
+    /// Carries out every output of the last input.
+    fn drain(&mut self) {
+        let rooms_before = self.hub.rooms();
+        while let Some(output) = self.hub.poll_output() {
+            match output {
+                Output::Send { to, msg } => {
+                    let kind = msg.kind();
+                    if let ServerMessage::Error(e) = &msg {
+                        self.telemetry.error(e.code);
+                    }
+                    if let ServerMessage::Welcome(w) = &msg {
+                        info!(room = %w.room, peer = %w.you.id, "joined");
+                    }
+                    let text = Utf8Bytes::from(msg.to_json());
+                    for &conn in to.as_slice() {
+                        self.deliver(conn, Outbound::Frame { text: text.clone(), kind, received: self.received });
+                    }
+                }
+                Output::Close { conn, reason } => {
+                    if let Some(handle) = self.conns.remove(&conn) {
+                        let spec = CloseSpec::from_reason(reason);
+                        if let Err(mpsc::error::TrySendError::Full(_)) = handle.tx.try_send(Outbound::Close(spec)) {
+                            let _ = handle.kill.send(spec);
+                        }
+                    }
+                }
+            }
+        }
+        if self.hub.rooms() != rooms_before {
+            self.telemetry.rooms.set(self.hub.rooms() as f64);
+        }
+        self.telemetry.peers.set(self.hub.peers() as f64);
+    }
+
+    fn deliver(&mut self, conn: ConnId, frame: Outbound) {
+        let Some(handle) = self.conns.get(&conn) else { return };
+        match handle.tx.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // The client is not reading: cut it off rather than let it
+                // hold the room back or grow our memory.
+                if let Some(handle) = self.conns.remove(&conn) {
+                    let _ = handle.kill.send(CloseSpec::SLOW_CONSUMER);
+                }
+                info!(conn = conn.0, "slow consumer disconnected");
+                self.telemetry.disconnect(LeaveReason::SlowConsumer);
+                self.hub.disconnect(conn, LeaveReason::SlowConsumer);
+            }
+            // The connection task has ended; its Closed event is on the way.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The Switchboard signaling server: an axum shell around the sans-IO core.
+//!
+//! Tasks and who owns what:
+//! - the **hub task** ([`hub_task`]) owns the core `Hub` (rooms, members,
+//!   chat) and every connection's outbound queue;
+//! - one **connection task** per WebSocket ([`connection`]) reads, checks and
+//!   parses frames, forwards them to the hub over a bounded channel, and
+//!   writes what the hub queues for it;
+//! - axum serves HTTP: the upgrade, `/healthz`, `/readyz`, `/metrics`.
+//!
+//! [`start`] binds and runs everything; [`Server::shutdown`] sends every
+//! client a going-away notice and finishes within the configured grace.
+
+pub mod clock;
+pub mod config;
+pub mod connection;
+pub mod hub_task;
+pub mod routes;
+pub mod state;
+pub mod telemetry;
+
+use anyhow::Context;
+use config::Settings;
+use hub_task::HubEvent;
+use state::AppState;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use switchboard_core::{HubConfig, TokenVerifier};
+use switchboard_protocol::GoingAway;
+use telemetry::Telemetry;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// Clients are told to wait this long before reconnecting after a
+/// going-away notice (they add jitter).
+pub const RECONNECT_AFTER_MS: u64 = 1000;
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    settings: Settings,
+    stop_accepting: watch::Sender<bool>,
+    http: JoinHandle<std::io::Result<()>>,
+    hub: JoinHandle<()>,
+}
+
+/// Binds `settings.bind` and starts serving.
+pub async fn start(settings: Settings) -> anyhow::Result<Server> {
+    settings.check()?;
+    let listener = tokio::net::TcpListener::bind(settings.bind)
+        .await
+        .with_context(|| format!("binding {}", settings.bind))?;
+    let addr = listener.local_addr()?;
+    let telemetry = Arc::new(Telemetry::new());
+    let (hub_tx, hub_rx) = mpsc::channel(hub_task::HUB_QUEUE);
+    let config = HubConfig {
+        limits: settings.limits.clone(),
+        verifier: settings.auth_secret.as_deref().map(|s| TokenVerifier::new(s.as_bytes())),
+        ice_servers: settings.ice_servers.clone(),
+        ice_servers_ttl_s: None,
+    };
+    let hub = tokio::spawn(hub_task::run(config, hub_rx, telemetry.clone()));
+    let state = Arc::new(AppState {
+        hub: hub_tx,
+        limits: settings.limits.clone(),
+        telemetry,
+        conn_slots: Arc::new(Semaphore::new(settings.limits.max_connections)),
+        next_conn: AtomicU64::new(1),
+        allowed_origins: settings.allowed_origins.iter().map(|o| routes::normalize_origin(o)).collect(),
+        shutting_down: AtomicBool::new(false),
+    });
+    let (stop_accepting, mut stop_rx) = watch::channel(false);
+    let app = routes::router(state.clone());
+    let http = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    // Keep the Prometheus histograms from growing between scrapes.
+    let upkeep = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        while !upkeep.shutting_down.load(Ordering::Relaxed) {
+            tick.tick().await;
+            telemetry::prometheus().run_upkeep();
+        }
+    });
+    Ok(Server { addr, state, settings, stop_accepting, http, hub })
+}
+
+impl Server {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Graceful shutdown: refuse new connections, send every client a
+    /// going-away notice and a close, and wait for them to go, at most the
+    /// configured grace.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let Self { state, settings, stop_accepting, http, hub, .. } = self;
+        state.shutting_down.store(true, Ordering::Relaxed);
+        let notice = GoingAway {
+            reason: "server shutting down".into(),
+            reconnect_url: settings.public_url.clone(),
+            retry_after_ms: RECONNECT_AFTER_MS,
+        };
+        let _ = state.hub.send(HubEvent::Shutdown(notice)).await;
+        let _ = stop_accepting.send(true);
+        let all = u32::try_from(settings.limits.max_connections).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(settings.shutdown_grace, state.conn_slots.acquire_many(all)).await;
+        match drained {
+            Ok(_) => info!("all connections closed"),
+            Err(_) => {
+                let open = settings.limits.max_connections - state.conn_slots.available_permits();
+                warn!(open, "shutdown grace over with connections still open; dropping them");
+            }
+        }
+        let _ = tokio::time::timeout(settings.shutdown_grace, http).await;
+        hub.abort();
+        Ok(())
+    }
+}

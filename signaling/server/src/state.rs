@@ -1,0 +1,29 @@
+//! What every request handler and connection task shares.
+
+use crate::hub_task::HubEvent;
+use crate::telemetry::Telemetry;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use switchboard_core::Limits;
+use tokio::sync::{Semaphore, mpsc};
+
+/// Shared, read-mostly server state. The only mutable parts are atomics
+/// and the semaphore; room state belongs to the hub task alone.
+#[derive(Debug)]
+pub struct AppState {
+    /// The hub's inbox.
+    pub hub: mpsc::Sender<HubEvent>,
+    /// Limits in force.
+    pub limits: Limits,
+    /// Metrics.
+    pub telemetry: Arc<Telemetry>,
+    /// One permit per allowed connection; all permits back means no
+    /// connection is left (used to finish shutdown).
+    pub conn_slots: Arc<Semaphore>,
+    /// Next connection id.
+    pub next_conn: AtomicU64,
+    /// Allowed browser origins, lower-cased, without trailing slash.
+    pub allowed_origins: Vec<String>,
+    /// Set once shutdown begins: readiness fails and upgrades are refused.
+    pub shutting_down: AtomicBool,
+}

@@ -1,0 +1,120 @@
+//! Logs and metrics. Metric handles are resolved once at start so that the
+//! hot path increments an atomic and never looks a name up.
+
+use crate::config::{LogFormat, Settings};
+use metrics::{Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use switchboard_protocol::{ClientKind, ErrorCode, LeaveReason, ServerKind};
+
+/// Relay latency buckets, seconds: from 25 us to 1 s.
+const LATENCY_BUCKETS: [f64; 14] =
+    [0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+/// Installs the global log subscriber (once per process; later calls do
+/// nothing).
+pub fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match settings.log_format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// The process-wide Prometheus recorder: `metrics` has one global recorder,
+/// so servers started in one process (tests) share it.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full("switchboard_relay_latency_seconds".into()), &LATENCY_BUCKETS)
+            .unwrap_or_else(|e| unreachable!("static buckets are valid: {e}"));
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder was installed first; then our
+        // handle renders nothing, which the metrics test would catch.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Every metric the server records.
+#[derive(Debug)]
+pub struct Telemetry {
+    messages_in: Vec<Counter>,
+    messages_out: Vec<Counter>,
+    errors: Vec<Counter>,
+    disconnects: Vec<Counter>,
+    /// Time from reading a relayed message to writing it to the addressee.
+    pub relay_latency: Histogram,
+    /// Open WebSocket connections.
+    pub connections: Gauge,
+    /// Rooms with members.
+    pub rooms: Gauge,
+    /// Participants in rooms.
+    pub peers: Gauge,
+    /// Upgrades refused at the connection limit.
+    pub rejected_connections: Counter,
+}
+
+impl Telemetry {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        prometheus();
+        Self {
+            messages_in: ClientKind::ALL
+                .iter()
+                .map(|k| metrics::counter!("switchboard_messages_in_total", "type" => k.as_str()))
+                .collect(),
+            messages_out: ServerKind::ALL
+                .iter()
+                .map(|k| metrics::counter!("switchboard_messages_out_total", "type" => k.as_str()))
+                .collect(),
+            errors: ErrorCode::ALL
+                .iter()
+                .map(|c| metrics::counter!("switchboard_errors_total", "code" => c.as_str()))
+                .collect(),
+            disconnects: LeaveReason::ALL
+                .iter()
+                .map(|r| metrics::counter!("switchboard_disconnects_total", "reason" => r.as_str()))
+                .collect(),
+            relay_latency: metrics::histogram!("switchboard_relay_latency_seconds"),
+            connections: metrics::gauge!("switchboard_connections"),
+            rooms: metrics::gauge!("switchboard_rooms"),
+            peers: metrics::gauge!("switchboard_peers"),
+            rejected_connections: metrics::counter!("switchboard_rejected_connections_total"),
+        }
+    }
+
+    /// Counts a message received.
+    pub fn message_in(&self, kind: ClientKind) {
+        self.messages_in[kind.index()].increment(1);
+    }
+
+    /// Counts messages sent.
+    pub fn message_out(&self, kind: ServerKind, n: u64) {
+        self.messages_out[kind.index()].increment(n);
+    }
+
+    /// Counts an error sent.
+    pub fn error(&self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            self.errors[i].increment(1);
+        }
+    }
+
+    /// Counts a participant's departure.
+    pub fn disconnect(&self, reason: LeaveReason) {
+        if let Some(i) = LeaveReason::ALL.iter().position(|r| *r == reason) {
+            self.disconnects[i].increment(1);
+        }
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
