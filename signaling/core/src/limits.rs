@@ -9,9 +9,6 @@ pub struct Limits {
     /// Largest text frame, in bytes. A larger frame gets a
     /// `message_too_large` error and is dropped; the connection survives.
     pub max_message_bytes: usize,
-    /// Frames above this size (a multiple of `max_message_bytes`) are not
-    /// even buffered: the connection is closed with `message_too_large`.
-    pub hard_max_message_bytes: usize,
     /// Longest chat text, in characters; longer gets `chat_too_long`.
     pub max_chat_chars: usize,
     /// Sustained messages per second per connection. Beyond it (and the
@@ -52,7 +49,6 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_message_bytes: 64 * 1024,
-            hard_max_message_bytes: 256 * 1024,
             max_chat_chars: 4000,
             messages_per_second: 50,
             message_burst: 100,
@@ -75,7 +71,16 @@ fn clamp_u32(value: usize) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
 }
 
+/// Frames above `max_message_bytes` times this are not even buffered: the
+/// connection is closed with `message_too_large` (code 1009).
+pub const HARD_LIMIT_FACTOR: usize = 4;
+
 impl Limits {
+    /// The size beyond which a frame closes the connection.
+    pub fn hard_max_message_bytes(&self) -> usize {
+        self.max_message_bytes.saturating_mul(HARD_LIMIT_FACTOR)
+    }
+
     /// The part clients need to know, for the welcome message.
     pub fn info(&self) -> LimitsInfo {
         LimitsInfo {

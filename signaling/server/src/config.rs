@@ -251,10 +251,8 @@ impl LimitArgs {
 
     fn apply(self, d: Limits) -> Limits {
         let ms = Duration::from_millis;
-        let max_message_bytes = self.max_message_bytes.unwrap_or(d.max_message_bytes);
         Limits {
-            max_message_bytes,
-            hard_max_message_bytes: max_message_bytes.saturating_mul(4),
+            max_message_bytes: self.max_message_bytes.unwrap_or(d.max_message_bytes),
             max_chat_chars: self.max_chat_chars.unwrap_or(d.max_chat_chars),
             messages_per_second: self.messages_per_second.unwrap_or(d.messages_per_second),
             message_burst: self.message_burst.unwrap_or(d.message_burst),

@@ -19,6 +19,10 @@ use tracing::{Instrument, debug, info, info_span};
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed to deliver a close frame before the socket is dropped.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// After a frame over the hard size limit the rest of it is still unread and
+/// cannot be drained; the socket is kept this long so the client can read
+/// the error and the close frame before the kernel resets the connection.
+pub const OVERSIZE_LINGER: Duration = Duration::from_secs(1);
 /// Queued frames written before one flush: batching under load, low latency
 /// when idle.
 pub const WRITE_BATCH: usize = 64;
@@ -89,7 +93,7 @@ impl Conn {
             tokio::select! {
                 biased;
                 spec = killed(&mut self.kill) => {
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.send(close_message(spec))).await;
+                    self.close(spec).await;
                     return Stop::Leave(LeaveReason::SlowConsumer);
                 }
                 out = rx.recv() => {
@@ -132,7 +136,7 @@ impl Conn {
                     written.push((kind, received));
                 }
                 Outbound::Close(spec) => {
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.send(close_message(spec))).await;
+                    self.close(spec).await;
                     return Some(Stop::Leave(LeaveReason::Left));
                 }
             }
@@ -230,21 +234,40 @@ impl Conn {
         info!(code = code.as_str(), "closing connection");
         self.state.telemetry.error(code);
         let text = Utf8Bytes::from(ServerMessage::Error(ErrorMessage::fatal(None::<RequestId>, code, message)).to_json());
+        let sent = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.send(Message::Text(text))).await;
+        if matches!(sent, Ok(Ok(()))) {
+            self.close(CloseSpec { code: close, reason: code.as_str() }).await;
+        }
+        Stop::Leave(reason)
+    }
+
+    /// The closing handshake, bounded by [`CLOSE_TIMEOUT`]: send a close
+    /// frame, then read (and discard) until the client's close arrives.
+    /// Dropping the socket with unread input would make the kernel reset
+    /// the connection, and the client would lose the frames before it.
+    async fn close(&mut self, spec: CloseSpec) {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-            self.ws.send(Message::Text(text)).await?;
-            self.ws.send(close_message(CloseSpec { code: close, reason: code.as_str() })).await
+            if self.ws.send(close_message(spec)).await.is_err() {
+                return;
+            }
+            while let Some(Ok(frame)) = self.ws.recv().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
         })
         .await;
-        Stop::Leave(reason)
     }
 
     async fn read_failed(&mut self, err: axum::Error) -> Stop {
         let inner = err.into_inner();
         let too_big = matches!(inner.downcast_ref::<tungstenite::Error>(), Some(tungstenite::Error::Capacity(_)));
         if too_big {
-            let hard = self.state.limits.hard_max_message_bytes;
+            let hard = self.state.limits.hard_max_message_bytes();
             let message = format!("frame over {hard} bytes: connection closed");
-            return self.fatal(ErrorCode::MessageTooLarge, message, 1009, LeaveReason::Kicked).await;
+            let stop = self.fatal(ErrorCode::MessageTooLarge, message, 1009, LeaveReason::Kicked).await;
+            tokio::time::sleep(OVERSIZE_LINGER).await;
+            return stop;
         }
         debug!(error = %inner, "read failed");
         Stop::Leave(LeaveReason::Disconnected)

@@ -59,7 +59,7 @@ async fn upgrade(State(state): State<Arc<AppState>>, headers: HeaderMap, ws: Web
         return unavailable("too many connections\n");
     };
     let id = ConnId(state.next_conn.fetch_add(1, Ordering::Relaxed));
-    let hard = state.limits.hard_max_message_bytes;
+    let hard = state.limits.hard_max_message_bytes();
     ws.max_message_size(hard)
         .max_frame_size(hard)
         .read_buffer_size(READ_BUFFER_BYTES)
