@@ -1,0 +1,187 @@
+//! The `switchboard` binary as an operator runs it: signals, logs, refusals.
+
+mod common;
+
+use common::{Client, WAIT};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use switchboard_core::{Claims, TokenVerifier, mint_token};
+use switchboard_protocol::{RoomName, ServerMessage};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+const SECRET: &str = "LOGLEAK-secret-0123456789-abcdefghijkl";
+
+/// A running binary whose stderr lines are collected.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env_remove("SWITCHBOARD_AUTH_SECRET")
+            .spawn()
+            .expect("spawn switchboard");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines, seen: Vec::new() }
+    }
+
+    /// Waits for a log line containing `needle`.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no log line with {needle:?}; saw:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn addr(&mut self) -> SocketAddr {
+        let line = self.wait_for("listening");
+        let json: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        json["addr"].as_str().expect("addr field").parse().expect("socket address")
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                // Collect the rest of the log.
+                while let Ok(line) = self.lines.recv_timeout(std::time::Duration::from_millis(500)) {
+                    self.seen.push(line);
+                }
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "did not exit after SIGTERM");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn logs_never_contain_sdp_candidates_addresses_tokens_or_secrets() {
+    let mut proc = Proc::start(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--auth-secret",
+        SECRET,
+        "--log-format",
+        "json",
+        "--log",
+        "info,switchboard_server=debug,switchboard_core=debug",
+    ]);
+    let addr = proc.addr();
+    let exp = switchboard_server::clock::now().unix_ms / 1000 + 600;
+    let token_a = mint_token(SECRET.as_bytes(), &Claims { room: "leak".into(), sub: "LOGLEAK-ident-a".into(), exp });
+    let token_b = mint_token(SECRET.as_bytes(), &Claims { room: "leak".into(), sub: "LOGLEAK-ident-b".into(), exp });
+    let mut a = Client::connect(addr).await;
+    a.send(format!(r#"{{"type":"join","room":"leak","name":"LOGLEAK-name","token":"{token_a}"}}"#)).await;
+    a.expect_welcome().await;
+    let mut b = Client::connect(addr).await;
+    b.send(format!(r#"{{"type":"join","room":"leak","name":"Bob","token":"{token_b}"}}"#)).await;
+    let wb = b.expect_welcome().await;
+    let to = wb.you.id;
+    a.send(format!(r#"{{"type":"offer","to":"{to}","description":{{"type":"offer","sdp":"v=0\r\no=- LOGLEAK-SDP 2 IN IP4 203.0.113.9\r\n"}}}}"#)).await;
+    a.send(format!(
+        r#"{{"type":"candidate","to":"{to}","candidate":{{"candidate":"candidate:1 1 udp 1 198.51.100.77 50000 typ host","usernameFragment":"LOGLEAK-ufrag"}}}}"#
+    ))
+    .await;
+    a.send(r#"{"type":"chat","client_id":"c1","text":"LOGLEAK-chat"}"#).await;
+    // Bad input too: error paths must not echo payloads into the logs.
+    a.send(r#"{"type":"offer","to":"pX","description":{"type":"offer","sdp":"LOGLEAK-bad-sdp 192.0.2.55"}}"#).await;
+    a.send("{LOGLEAK-malformed 192.0.2.66").await;
+    a.sync().await;
+    b.recv_until("chat", |m| matches!(m, ServerMessage::Chat(_))).await;
+    let status = proc.terminate();
+    assert!(status.success(), "exit status {status}");
+    let log = proc.seen.join("\n");
+    assert!(log.contains("joined"), "the log should show activity:\n{log}");
+    for line in &proc.seen {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        for secret in ["LOGLEAK", "203.0.113.9", "198.51.100.77", "192.0.2.", SECRET, &token_a, &token_b, "v=0"] {
+            assert!(!line.contains(secret), "log leaks {secret:?}: {line}");
+        }
+        if line.contains("127.0.0.1") {
+            assert!(line.contains("listening"), "a client address reached the log: {line}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_sends_going_away_and_exits_cleanly() {
+    let mut proc = Proc::start(&["--bind", "127.0.0.1:0", "--log-format", "json"]);
+    let addr = proc.addr();
+    let mut a = Client::connect(addr).await;
+    a.join("term", "a").await;
+    let mut b = Client::connect(addr).await;
+    b.join("term", "b").await;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = proc.terminate();
+        (status, proc)
+    });
+    for c in [&mut a, &mut b] {
+        c.recv_until("going_away", |m| matches!(m, ServerMessage::GoingAway(_))).await;
+        let close = c.expect_close().await.expect("close frame");
+        assert_eq!(u16::from(close.code), 1001);
+    }
+    let (status, _proc) = status.await.expect("join");
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn refuses_open_rooms_off_loopback() {
+    // It never binds: the check runs before any socket is opened.
+    let out = Command::new(BIN).args(["--bind", "0.0.0.0:0"]).env_remove("SWITCHBOARD_AUTH_SECRET").output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refusing to serve open rooms"), "{stderr}");
+}
+
+#[test]
+fn token_subcommand_mints_a_valid_token() {
+    let out = Command::new(BIN)
+        .args(["token", "--auth-secret", SECRET, "--room", "demo", "--identity", "ada", "--ttl", "60"])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).expect("utf8");
+    let now_s = switchboard_server::clock::now().unix_ms / 1000;
+    let claims = TokenVerifier::new(SECRET.as_bytes())
+        .verify(token.trim(), &RoomName::new("demo").expect("room"), now_s)
+        .expect("valid token");
+    assert_eq!(claims.sub, "ada");
+    assert!(claims.exp <= now_s + 61);
+}
