@@ -1,16 +1,16 @@
 //! The hub: every connection's room membership and every room, owned by one
 //! state machine. See the crate docs for the loop that drives it.
 
+use crate::Now;
 use crate::auth::TokenVerifier;
 use crate::limits::Limits;
 use crate::room::Room;
 use crate::timers::{Timer, Timers};
-use crate::Now;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 use switchboard_protocol::{
-    ChatHistoryRequest, ChatMessage, ChatSend, ClientMessage, ErrorCode, ErrorMessage, GoingAway, IceServer,
-    Join, LeaveReason, PeerId, PeerInfo, RequestId, RoomName, SdpType, ServerMessage, Welcome, PROTOCOL_VERSION,
+    ChatHistoryRequest, ChatMessage, ChatSend, ClientMessage, ErrorCode, ErrorMessage, GoingAway, IceServer, Join,
+    LeaveReason, PROTOCOL_VERSION, PeerId, PeerInfo, RequestId, RoomName, SdpType, ServerMessage, Welcome,
 };
 
 /// A connection, numbered by the shell.
@@ -190,7 +190,12 @@ impl Hub {
             }
             (msg, None) => {
                 let id = msg.request_id().cloned();
-                self.error(conn, id, ErrorCode::NotJoined, format!("join a room before sending {}", msg.kind().as_str()));
+                self.error(
+                    conn,
+                    id,
+                    ErrorCode::NotJoined,
+                    format!("join a room before sending {}", msg.kind().as_str()),
+                );
             }
             (msg, Some((room, peer))) => self.in_room(conn, &room, &peer, msg, now),
         }
@@ -225,7 +230,8 @@ impl Hub {
         for &conn in &conns {
             self.out.push_back(Output::Close { conn, reason: CloseReason::GoingAway });
         }
-        self.out.push_front(Output::Send { to: Recipients::Many(conns), msg: ServerMessage::GoingAway(notice.clone()) });
+        self.out
+            .push_front(Output::Send { to: Recipients::Many(conns), msg: ServerMessage::GoingAway(notice.clone()) });
     }
 
     fn join(&mut self, conn: ConnId, join: Join, now: Now) {
@@ -290,7 +296,7 @@ impl Hub {
         room.insert(conn, info.clone());
         self.peers += 1;
         self.conns.insert(conn, ConnState::Joined { room: room_name, peer: peer_id });
-        self.send(conn, ServerMessage::Welcome(welcome));
+        self.send(conn, ServerMessage::Welcome(Box::new(welcome)));
         self.broadcast(others, ServerMessage::PeerJoined { peer: info });
     }
 
@@ -303,13 +309,23 @@ impl Hub {
         match msg {
             ClientMessage::Offer { id, to, description } => {
                 if description.kind != SdpType::Offer {
-                    return self.error(conn, id, ErrorCode::InvalidDescription, "an offer must carry a description of type offer");
+                    return self.error(
+                        conn,
+                        id,
+                        ErrorCode::InvalidDescription,
+                        "an offer must carry a description of type offer",
+                    );
                 }
                 self.relay(conn, room_name, id, &to, ServerMessage::Offer { from: me.clone(), description });
             }
             ClientMessage::Answer { id, to, description } => {
                 if !matches!(description.kind, SdpType::Answer | SdpType::Pranswer) {
-                    return self.error(conn, id, ErrorCode::InvalidDescription, "an answer must carry a description of type answer or pranswer");
+                    return self.error(
+                        conn,
+                        id,
+                        ErrorCode::InvalidDescription,
+                        "an answer must carry a description of type answer or pranswer",
+                    );
                 }
                 self.relay(conn, room_name, id, &to, ServerMessage::Answer { from: me.clone(), description });
             }
@@ -325,7 +341,12 @@ impl Hub {
                     return self.error(conn, id, ErrorCode::InvalidMessage, "chat text must not be empty");
                 }
                 if text.chars().count() > max {
-                    return self.error(conn, id, ErrorCode::ChatTooLong, format!("chat text is longer than {max} characters"));
+                    return self.error(
+                        conn,
+                        id,
+                        ErrorCode::ChatTooLong,
+                        format!("chat text is longer than {max} characters"),
+                    );
                 }
                 let Some(member) = room.get_mut(me) else { return };
                 let name = member.info.name.clone();
@@ -368,7 +389,12 @@ impl Hub {
             ClientMessage::Read { id, seq } => {
                 let last = room.chat.last_seq();
                 if seq > last {
-                    return self.error(conn, id, ErrorCode::InvalidMessage, format!("seq {seq} is beyond the latest message ({last})"));
+                    return self.error(
+                        conn,
+                        id,
+                        ErrorCode::InvalidMessage,
+                        format!("seq {seq} is beyond the latest message ({last})"),
+                    );
                 }
                 let Some(member) = room.get_mut(me) else { return };
                 if seq <= member.info.read_seq {

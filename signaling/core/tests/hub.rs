@@ -4,7 +4,7 @@ mod common;
 
 use common::Sim;
 use std::time::Duration;
-use switchboard_core::{CloseReason, HubConfig, Limits, TokenVerifier, mint_token, Claims};
+use switchboard_core::{Claims, CloseReason, HubConfig, Limits, TokenVerifier, mint_token};
 use switchboard_protocol::{ErrorCode, LeaveReason, ServerMessage};
 
 fn sim() -> Sim {
@@ -43,7 +43,13 @@ fn relay_stamps_the_sender_and_reaches_only_the_target() {
     s.take(a);
     s.take(b);
     // A forged "from" is ignored: unknown fields are not part of the message.
-    s.send(a, &format!(r#"{{"type":"offer","from":"pFORGED","to":"{}","description":{{"type":"offer","sdp":"v=0"}}}}"#, wb.you.id));
+    s.send(
+        a,
+        &format!(
+            r#"{{"type":"offer","from":"pFORGED","to":"{}","description":{{"type":"offer","sdp":"v=0"}}}}"#,
+            wb.you.id
+        ),
+    );
     match s.take(b).as_slice() {
         [ServerMessage::Offer { from, description }] => {
             assert_eq!(from, &wa.you.id);
@@ -187,7 +193,10 @@ fn sending_chat_clears_typing() {
     s.take(b);
     s.send(a, r#"{"type":"chat","client_id":"m","text":"done"}"#);
     let msgs = s.take(b);
-    assert!(matches!(msgs.as_slice(), [ServerMessage::Typing { active: false, .. }, ServerMessage::Chat(_)]), "{msgs:?}");
+    assert!(
+        matches!(msgs.as_slice(), [ServerMessage::Typing { active: false, .. }, ServerMessage::Chat(_)]),
+        "{msgs:?}"
+    );
 }
 
 #[test]
@@ -236,9 +245,13 @@ fn leave_and_disconnect_announce_reasons_and_empty_rooms_vanish() {
     s.take(a);
     s.send(b, r#"{"type":"leave"}"#);
     assert_eq!(s.closed.get(&b), Some(&CloseReason::Normal));
-    assert!(matches!(s.take(a).as_slice(), [ServerMessage::PeerLeft { peer_id, reason: LeaveReason::Left }] if *peer_id == wb.you.id));
+    assert!(
+        matches!(s.take(a).as_slice(), [ServerMessage::PeerLeft { peer_id, reason: LeaveReason::Left }] if *peer_id == wb.you.id)
+    );
     s.disconnect(c, LeaveReason::SlowConsumer);
-    assert!(matches!(s.take(a).as_slice(), [ServerMessage::PeerLeft { peer_id, reason: LeaveReason::SlowConsumer }] if *peer_id == wc.you.id));
+    assert!(
+        matches!(s.take(a).as_slice(), [ServerMessage::PeerLeft { peer_id, reason: LeaveReason::SlowConsumer }] if *peer_id == wc.you.id)
+    );
     s.disconnect(c, LeaveReason::Disconnected);
     assert!(s.take(a).is_empty(), "disconnect is idempotent");
     s.disconnect(a, LeaveReason::Disconnected);
@@ -316,7 +329,11 @@ fn shutdown_tells_everyone_and_closes() {
     let mut s = sim();
     let (a, _) = s.join(1, "demo", "Ada");
     let b = s.open(2);
-    s.hub.shutdown(&switchboard_protocol::GoingAway { reason: "bye".into(), reconnect_url: None, retry_after_ms: 1000 });
+    s.hub.shutdown(&switchboard_protocol::GoingAway {
+        reason: "bye".into(),
+        reconnect_url: None,
+        retry_after_ms: 1000,
+    });
     while let Some(out) = s.hub.poll_output() {
         if let switchboard_core::Output::Close { conn, reason } = out {
             s.closed.insert(conn, reason);

@@ -68,10 +68,7 @@ fn check_token_chars(value: &str, what: &'static str) -> Result<(), IdError> {
     if value.is_empty() || value.len() > MAX_ID_LEN {
         return Err(IdError(what));
     }
-    if !value
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-    {
+    if !value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
         return Err(IdError(what));
     }
     Ok(())

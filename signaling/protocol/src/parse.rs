@@ -53,15 +53,8 @@ fn classify(text: &str, err: &serde_json::Error) -> ParseError {
         kind: Option<serde_json::Value>,
         id: Option<RequestId>,
     }
-    let value = match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(value) => value,
-        Err(_) => {
-            return ParseError {
-                code: ErrorCode::MalformedJson,
-                message: format!("not valid JSON: {err}"),
-                id: None,
-            };
-        }
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
+        return ParseError { code: ErrorCode::MalformedJson, message: format!("not valid JSON: {err}"), id: None };
     };
     if !value.is_object() {
         return ParseError {
@@ -81,11 +74,7 @@ fn classify(text: &str, err: &serde_json::Error) -> ParseError {
                 if shown.len() < kind.len() {
                     shown.push('…');
                 }
-                ParseError {
-                    code: ErrorCode::UnknownType,
-                    message: format!("unknown message type {shown:?}"),
-                    id,
-                }
+                ParseError { code: ErrorCode::UnknownType, message: format!("unknown message type {shown:?}"), id }
             }
         }
         Some(_) => ParseError { code: ErrorCode::InvalidMessage, message: "\"type\" must be a string".into(), id },

@@ -57,7 +57,7 @@ pub struct GoingAway {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// Joined.
-    Welcome(Welcome),
+    Welcome(Box<Welcome>),
     /// Someone joined the room.
     PeerJoined {
         /// The newcomer.

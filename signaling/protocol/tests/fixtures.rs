@@ -40,8 +40,7 @@ fn every_client_message_round_trips_its_fixture() {
 fn every_server_message_round_trips_its_fixture() {
     for kind in ServerKind::ALL {
         let text = read("server", kind.as_str());
-        let msg: ServerMessage =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", kind.as_str()));
+        let msg: ServerMessage = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", kind.as_str()));
         assert_eq!(msg.kind(), kind);
         let back: Value = serde_json::from_str(&msg.to_json()).expect("to_json is JSON");
         let original: Value = serde_json::from_str(&text).expect("fixture is JSON");

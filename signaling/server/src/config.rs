@@ -103,7 +103,7 @@ pub struct ServeArgs {
 }
 
 /// Overrides of [`Limits`]; see its fields for what each bound does.
-#[derive(Debug, Default, Args, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, Args, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitArgs {
     /// Largest message in bytes [default: 65536].
@@ -220,8 +220,11 @@ impl ServeArgs {
             public_url: self.public_url.or(file.public_url),
             log_format: self.log_format.or(file.log_format).unwrap_or(d.log_format),
             log: self.log.or(file.log).unwrap_or(d.log),
-            shutdown_grace: self.shutdown_grace_ms.or(file.shutdown_grace_ms).map_or(d.shutdown_grace, Duration::from_millis),
-            limits: self.limits.over(file.limits).apply(d.limits),
+            shutdown_grace: self
+                .shutdown_grace_ms
+                .or(file.shutdown_grace_ms)
+                .map_or(d.shutdown_grace, Duration::from_millis),
+            limits: self.limits.over(file.limits).apply(&d.limits),
         };
         settings.check()?;
         Ok(settings)
@@ -249,7 +252,7 @@ impl LimitArgs {
         }
     }
 
-    fn apply(self, d: Limits) -> Limits {
+    fn apply(self, d: &Limits) -> Limits {
         let ms = Duration::from_millis;
         Limits {
             max_message_bytes: self.max_message_bytes.unwrap_or(d.max_message_bytes),
@@ -321,7 +324,9 @@ mod tests {
     fn public_bind_without_secret_is_refused_unless_insecure() {
         let err = parse(&["--bind", "0.0.0.0:8080"]).resolve(ServeArgs::default()).unwrap_err();
         assert!(err.to_string().contains("refusing"), "{err}");
-        assert!(parse(&["--bind", "0.0.0.0:8080", "--insecure-open-rooms", "true"]).resolve(ServeArgs::default()).is_ok());
+        assert!(
+            parse(&["--bind", "0.0.0.0:8080", "--insecure-open-rooms", "true"]).resolve(ServeArgs::default()).is_ok()
+        );
         let secret = "x".repeat(32);
         assert!(parse(&["--bind", "0.0.0.0:8080", "--auth-secret", &secret]).resolve(ServeArgs::default()).is_ok());
     }
@@ -347,7 +352,8 @@ mod tests {
             "#,
         )
         .expect("toml");
-        let s = parse(&["--messages-per-second", "9", "--ice-url", "stun:127.0.0.1:3478"]).resolve(file).expect("valid");
+        let s =
+            parse(&["--messages-per-second", "9", "--ice-url", "stun:127.0.0.1:3478"]).resolve(file).expect("valid");
         assert_eq!(s.bind.port(), 9000);
         assert_eq!(s.limits.max_rooms, 7);
         assert_eq!(s.limits.messages_per_second, 9);

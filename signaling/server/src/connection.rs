@@ -10,7 +10,9 @@ use futures_util::SinkExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard_core::{ConnId, RateLimiter, Verdict};
-use switchboard_protocol::{ErrorCode, ErrorMessage, LeaveReason, RequestId, ServerMessage, parse_client, request_id_of};
+use switchboard_protocol::{
+    ErrorCode, ErrorMessage, LeaveReason, RequestId, ServerMessage, parse_client, request_id_of,
+};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span};
 
@@ -203,7 +205,8 @@ impl Conn {
         };
         if text.len() > limits.max_message_bytes {
             let id = request_id_of(&text);
-            let message = format!("message of {} bytes is over the {}-byte limit", text.len(), limits.max_message_bytes);
+            let message =
+                format!("message of {} bytes is over the {}-byte limit", text.len(), limits.max_message_bytes);
             return self.reply(ErrorMessage::recoverable(id, ErrorCode::MessageTooLarge, message)).await;
         }
         match parse_client(&text) {
@@ -233,7 +236,8 @@ impl Conn {
     async fn fatal(&mut self, code: ErrorCode, message: String, close: u16, reason: LeaveReason) -> Stop {
         info!(code = code.as_str(), "closing connection");
         self.state.telemetry.error(code);
-        let text = Utf8Bytes::from(ServerMessage::Error(ErrorMessage::fatal(None::<RequestId>, code, message)).to_json());
+        let text =
+            Utf8Bytes::from(ServerMessage::Error(ErrorMessage::fatal(None::<RequestId>, code, message)).to_json());
         let sent = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.send(Message::Text(text))).await;
         if matches!(sent, Ok(Ok(()))) {
             self.close(CloseSpec { code: close, reason: code.as_str() }).await;

@@ -51,9 +51,8 @@ pub struct Server {
 /// Binds `settings.bind` and starts serving.
 pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     settings.check()?;
-    let listener = tokio::net::TcpListener::bind(settings.bind)
-        .await
-        .with_context(|| format!("binding {}", settings.bind))?;
+    let listener =
+        tokio::net::TcpListener::bind(settings.bind).await.with_context(|| format!("binding {}", settings.bind))?;
     let addr = listener.local_addr()?;
     let telemetry = Arc::new(Telemetry::new());
     let (hub_tx, hub_rx) = mpsc::channel(hub_task::HUB_QUEUE);

@@ -80,7 +80,7 @@ fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
         return true;
     }
     let origin = normalize_origin(origin);
-    if allowed.iter().any(|a| *a == origin) {
+    if allowed.contains(&origin) {
         return true;
     }
     // The server's own pages (the web client) are always allowed.

@@ -30,7 +30,10 @@ async fn tokens_are_required_checked_and_retryable() {
     c.expect_error(ErrorCode::TokenExpired).await;
     c.send(join("r", &token("other-room", "ada", now_s() + 3600))).await;
     c.expect_error(ErrorCode::Unauthorized).await;
-    let forged = mint_token(b"somebody-elses-secret-somebody-else", &Claims { room: "r".into(), sub: "ada".into(), exp: now_s() + 3600 });
+    let forged = mint_token(
+        b"somebody-elses-secret-somebody-else",
+        &Claims { room: "r".into(), sub: "ada".into(), exp: now_s() + 3600 },
+    );
     c.send(join("r", &forged)).await;
     c.expect_error(ErrorCode::Unauthorized).await;
     c.send(join("r", "not.a.jwt")).await;

@@ -5,9 +5,9 @@
 mod common;
 
 use common::{Client, WAIT, room, server};
+use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use switchboard_protocol::{ErrorCode, LeaveReason, RequestId, ServerMessage};
-use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Joins a and b to one room and returns them with b's peer id.

@@ -164,7 +164,8 @@ async fn sigterm_sends_going_away_and_exits_cleanly() {
 #[test]
 fn refuses_open_rooms_off_loopback() {
     // It never binds: the check runs before any socket is opened.
-    let out = Command::new(BIN).args(["--bind", "0.0.0.0:0"]).env_remove("SWITCHBOARD_AUTH_SECRET").output().expect("run");
+    let out =
+        Command::new(BIN).args(["--bind", "0.0.0.0:0"]).env_remove("SWITCHBOARD_AUTH_SECRET").output().expect("run");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("refusing to serve open rooms"), "{stderr}");

@@ -12,7 +12,8 @@ async fn join_relay_offer_answer_and_candidates() {
     let (mut b, wb) = peers.pop().expect("b");
     let (mut a, wa) = peers.pop().expect("a");
     assert_eq!(wb.peers[0].id, wa.you.id);
-    a.send(format!(r#"{{"type":"offer","to":"{}","description":{{"type":"offer","sdp":"v=0\r\n"}}}}"#, wb.you.id)).await;
+    a.send(format!(r#"{{"type":"offer","to":"{}","description":{{"type":"offer","sdp":"v=0\r\n"}}}}"#, wb.you.id))
+        .await;
     match b.recv("offer").await {
         ServerMessage::Offer { from, description } => {
             assert_eq!(from, wa.you.id);
@@ -20,7 +21,8 @@ async fn join_relay_offer_answer_and_candidates() {
         }
         other => panic!("{other:?}"),
     }
-    b.send(format!(r#"{{"type":"answer","to":"{}","description":{{"type":"answer","sdp":"v=0\r\n"}}}}"#, wa.you.id)).await;
+    b.send(format!(r#"{{"type":"answer","to":"{}","description":{{"type":"answer","sdp":"v=0\r\n"}}}}"#, wa.you.id))
+        .await;
     assert!(matches!(a.recv("answer").await, ServerMessage::Answer { from, .. } if from == wb.you.id));
     b.send(format!(
         r#"{{"type":"candidate","to":"{}","candidate":{{"candidate":"candidate:1 1 udp 1 192.0.2.1 9 typ host","sdpMid":"0","sdpMLineIndex":0}}}}"#,
@@ -61,7 +63,9 @@ async fn chat_history_typing_receipts_media_and_leave() {
     assert_eq!(wc.chat[0].text, "hello");
     assert_eq!(wc.peers.len(), 2);
     c.send(r#"{"type":"chat_history","id":"h"}"#).await;
-    assert!(matches!(c.recv("history").await, ServerMessage::ChatHistory { messages, has_more: false, .. } if messages.len() == 1));
+    assert!(
+        matches!(c.recv("history").await, ServerMessage::ChatHistory { messages, has_more: false, .. } if messages.len() == 1)
+    );
     // Leave: the others are told, the leaver's socket is closed normally.
     b.send(r#"{"type":"leave"}"#).await;
     let close = b.expect_close().await.expect("close frame");
@@ -80,5 +84,7 @@ async fn a_dropped_socket_is_announced_as_disconnected() {
     let (mut a, _) = peers.pop().expect("a");
     drop(b);
     let left = a.recv_until("peer_left", |m| matches!(m, ServerMessage::PeerLeft { .. })).await;
-    assert!(matches!(left, ServerMessage::PeerLeft { peer_id, reason: LeaveReason::Disconnected } if peer_id == wb.you.id));
+    assert!(
+        matches!(left, ServerMessage::PeerLeft { peer_id, reason: LeaveReason::Disconnected } if peer_id == wb.you.id)
+    );
 }

@@ -84,7 +84,7 @@ impl Sim {
         self.send(conn, &format!(r#"{{"type":"join","room":"{room}","name":"{name}"}}"#));
         let msgs = self.take(conn);
         match msgs.as_slice() {
-            [ServerMessage::Welcome(w)] => (conn, w.clone()),
+            [ServerMessage::Welcome(w)] => (conn, (**w).clone()),
             other => panic!("expected a welcome, got {other:?}"),
         }
     }

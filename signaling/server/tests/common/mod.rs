@@ -43,7 +43,8 @@ impl Client {
         if let Some(origin) = origin {
             request.headers_mut().insert(http::header::ORIGIN, origin.parse().expect("origin header"));
         }
-        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request)).await.expect("connect in time")?;
+        let (ws, _) =
+            tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request)).await.expect("connect in time")?;
         Ok(Self { ws, next_ping: 1_000_000 })
     }
 
@@ -64,7 +65,8 @@ impl Client {
                 .unwrap_or_else(|_| panic!("timed out waiting for {waiting_for}"));
             match frame {
                 Some(Ok(Message::Text(text))) => {
-                    return serde_json::from_str(&text).unwrap_or_else(|e| panic!("server sent invalid JSON {text}: {e}"));
+                    return serde_json::from_str(&text)
+                        .unwrap_or_else(|e| panic!("server sent invalid JSON {text}: {e}"));
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 other => panic!("connection ended while waiting for {waiting_for}: {other:?}"),
@@ -73,7 +75,11 @@ impl Client {
     }
 
     /// Skips messages until one matches.
-    pub async fn recv_until(&mut self, waiting_for: &str, mut pred: impl FnMut(&ServerMessage) -> bool) -> ServerMessage {
+    pub async fn recv_until(
+        &mut self,
+        waiting_for: &str,
+        mut pred: impl FnMut(&ServerMessage) -> bool,
+    ) -> ServerMessage {
         loop {
             let msg = self.recv(waiting_for).await;
             if pred(&msg) {
@@ -96,7 +102,7 @@ impl Client {
 
     pub async fn expect_welcome(&mut self) -> Welcome {
         match self.recv("welcome").await {
-            ServerMessage::Welcome(w) => w,
+            ServerMessage::Welcome(w) => *w,
             other => panic!("expected welcome, got {other:?}"),
         }
     }
@@ -110,7 +116,9 @@ impl Client {
         let mut before = Vec::new();
         loop {
             match self.recv("pong").await {
-                ServerMessage::Pong { id: Some(switchboard_protocol::RequestId::Number(n)) } if n == id => return before,
+                ServerMessage::Pong { id: Some(switchboard_protocol::RequestId::Number(n)) } if n == id => {
+                    return before;
+                }
                 other => before.push(other),
             }
         }
