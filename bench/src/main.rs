@@ -1,1 +1,165 @@
-fn main() {}
+//! `switchboard-bench`: Switchboard and PeerJS server 1.0.2 measured side
+//! by side in one run with the same Rust load client. Prints a Markdown
+//! report and, with `--write`, puts it into `docs/benchmarks.md`.
+//!
+//! Run it through `scripts/bench-signaling`, which builds the release
+//! binary, installs `peer@1.0.2` from npm and raises the file limit.
+
+mod idle;
+mod latency;
+mod process;
+mod relay_cpu;
+mod report;
+mod target;
+
+use clap::Parser;
+use process::ServerProc;
+use std::path::PathBuf;
+use std::time::Duration;
+use target::{Endpoint, Kind, sample_candidate, sample_sdp};
+
+/// Command-line options.
+#[derive(Debug, Parser)]
+#[command(about = "Side-by-side signaling benchmark: Switchboard vs PeerJS server 1.0.2")]
+struct Args {
+    /// The Switchboard release binary.
+    #[arg(long, default_value = "target/release/switchboard")]
+    switchboard_bin: PathBuf,
+    /// node_modules holding `peer` 1.0.2.
+    #[arg(long, default_value = ".bench/node_modules")]
+    node_modules: PathBuf,
+    /// Repetitions of each CPU measurement (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Small counts: a quick check that the bench works, not figures.
+    #[arg(long)]
+    quick: bool,
+    /// Write the report into this Markdown file (between its bench markers).
+    #[arg(long)]
+    write: Option<PathBuf>,
+    /// The command line to record in the report.
+    #[arg(long, default_value = "scripts/bench-signaling")]
+    command: String,
+}
+
+/// Scenario sizes.
+struct Plan {
+    pairs: usize,
+    offers_per_pair: u64,
+    candidates_per_pair: u64,
+    latency_pairs: usize,
+    latency_rate: u32,
+    warmup: Duration,
+    measure: Duration,
+    idle_steps: Vec<usize>,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                pairs: 4,
+                offers_per_pair: 500,
+                candidates_per_pair: 500,
+                latency_pairs: 4,
+                latency_rate: 1000,
+                warmup: Duration::from_millis(200),
+                measure: Duration::from_secs(1),
+                idle_steps: vec![100, 200],
+            }
+        } else {
+            Self {
+                pairs: 50,
+                offers_per_pair: 2_000,
+                candidates_per_pair: 4_000,
+                latency_pairs: 10,
+                latency_rate: 5_000,
+                warmup: Duration::from_secs(1),
+                measure: Duration::from_secs(10),
+                idle_steps: vec![1_000, 5_000, 15_000],
+            }
+        }
+    }
+}
+
+/// Everything measured for one server.
+#[derive(Debug)]
+pub struct Results {
+    kind: Kind,
+    offer: Vec<relay_cpu::CpuRun>,
+    candidate: Vec<relay_cpu::CpuRun>,
+    latency: latency::LatencyRun,
+    idle_base: u64,
+    idle: Vec<idle::IdlePoint>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let plan = Plan::new(args.quick);
+    let machine = report::Machine::read();
+    let sdp = sample_sdp(1_950);
+    let line = sample_candidate();
+    let kinds = [Kind::Switchboard, Kind::PeerJs];
+    let start = |kind: Kind| match kind {
+        Kind::Switchboard => ServerProc::switchboard(&args.switchboard_bin),
+        Kind::PeerJs => ServerProc::peerjs(&args.node_modules),
+    };
+    let mut offer: [Vec<relay_cpu::CpuRun>; 2] = [Vec::new(), Vec::new()];
+    let mut candidate: [Vec<relay_cpu::CpuRun>; 2] = [Vec::new(), Vec::new()];
+    // Interleave the rounds so that a noisy neighbour hits both servers.
+    for round in 0..args.rounds {
+        for (i, kind) in kinds.into_iter().enumerate() {
+            let server = start(kind)?;
+            let ep = Endpoint { kind, addr: server.addr };
+            let o = relay_cpu::run(ep, &server, plan.pairs, plan.offers_per_pair, |to| ep.offer(to, &sdp)).await?;
+            let c =
+                relay_cpu::run(ep, &server, plan.pairs, plan.candidates_per_pair, |to| ep.candidate(to, &line)).await?;
+            eprintln!(
+                "round {round} {}: offer {:.1} us/msg ({:.0} msg/s), candidate {:.1} us/msg ({:.0} msg/s)",
+                kind.name(),
+                o.us_per_message(),
+                o.rate(),
+                c.us_per_message(),
+                c.rate()
+            );
+            offer[i].push(o);
+            candidate[i].push(c);
+        }
+    }
+    let mut results = Vec::new();
+    for (i, kind) in kinds.into_iter().enumerate() {
+        let server = start(kind)?;
+        let ep = Endpoint { kind, addr: server.addr };
+        let lat = latency::run(ep, &server, plan.latency_pairs, plan.latency_rate, plan.warmup, plan.measure).await?;
+        eprintln!(
+            "{} latency: p50 {} us, p99 {} us over {} messages",
+            kind.name(),
+            lat.histogram.value_at_quantile(0.5),
+            lat.histogram.value_at_quantile(0.99),
+            lat.messages
+        );
+        drop(server);
+        let server = start(kind)?;
+        let ep = Endpoint { kind, addr: server.addr };
+        let (idle_base, idle) = idle::run(ep, &server, &plan.idle_steps).await?;
+        for p in &idle {
+            eprintln!("{} idle: {} connections, {:.0} B each", kind.name(), p.connections, p.per_connection);
+        }
+        results.push(Results {
+            kind,
+            offer: std::mem::take(&mut offer[i]),
+            candidate: std::mem::take(&mut candidate[i]),
+            latency: lat,
+            idle_base,
+            idle,
+        });
+    }
+    let text = report::render(&machine, &args.command, args.quick, &results, plan.latency_rate);
+    println!("{text}");
+    if let Some(path) = args.write {
+        report::write_section(&path, &text)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}

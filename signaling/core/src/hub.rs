@@ -260,7 +260,15 @@ impl Hub {
             .and_then(|peer| self.rooms.get(&room_name).and_then(|r| r.get(&peer)).map(|m| (peer, m.conn)));
         if let Some((old_peer, old_conn)) = replaced {
             self.conns.remove(&old_conn);
-            self.remove_member(&room_name, &old_peer, LeaveReason::Replaced);
+            // Removed directly, not through remove_member: the room must not
+            // be dropped (with its chat) when the old session was alone in it.
+            if let Some(room) = self.rooms.get_mut(&room_name)
+                && room.remove(&old_peer).is_some()
+            {
+                self.peers -= 1;
+                let others = room.conns();
+                self.broadcast(others, ServerMessage::PeerLeft { peer_id: old_peer, reason: LeaveReason::Replaced });
+            }
             self.fatal(old_conn, ErrorCode::Replaced, "the same identity joined from another connection");
         }
         let limits = &self.config.limits;

@@ -14,7 +14,8 @@ pub struct Limits {
     /// Sustained messages per second per connection. Beyond it (and the
     /// burst) each message is dropped with a `rate_limited` error.
     pub messages_per_second: u32,
-    /// Messages allowed in a burst above the sustained rate.
+    /// Capacity of the token bucket: messages that may arrive at once after
+    /// a quiet period.
     pub message_burst: u32,
     /// Dropped messages tolerated before the connection is closed with
     /// `flood`; forgiven at a tenth of `messages_per_second` per second.

@@ -325,6 +325,28 @@ fn same_identity_replaces_the_old_session() {
 }
 
 #[test]
+fn replacing_the_only_member_keeps_the_chat() {
+    let mut s = Sim::new(HubConfig { verifier: Some(TokenVerifier::new(SECRET)), ..HubConfig::default() });
+    let exp = s.now.unix_ms / 1000 + 3600;
+    let (a, b) = (s.open(1), s.open(2));
+    let join = format!(r#"{{"type":"join","room":"demo","name":"Ada","token":"{}"}}"#, token("demo", "ada", exp));
+    s.send(a, &join);
+    s.send(a, r#"{"type":"chat","client_id":"m1","text":"before the reconnect"}"#);
+    s.take(a);
+    s.send(b, &join);
+    match s.take(b).as_slice() {
+        [ServerMessage::Welcome(w)] => {
+            assert_eq!(w.chat_seq, 1);
+            assert_eq!(w.chat.len(), 1);
+            assert!(w.peers.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.closed.get(&a), Some(&CloseReason::Error(ErrorCode::Replaced)));
+    s.hub.check_invariants().expect("invariants");
+}
+
+#[test]
 fn shutdown_tells_everyone_and_closes() {
     let mut s = sim();
     let (a, _) = s.join(1, "demo", "Ada");

@@ -81,14 +81,16 @@ string_newtype!(
 );
 
 string_newtype!(
-    /// A participant id, assigned by the server at join and unique in the server.
+    /// A participant id, assigned by the server at join: 60 random bits,
+    /// unique within its room.
     PeerId,
     |v| check_token_chars(v, "peer id must be 1-64 characters of A-Z a-z 0-9 _ - .")
 );
 
 string_newtype!(
     /// A sender-chosen id for a chat message: the server echoes it back as the
-    /// acknowledgement, so a client can match (and later safely resend) it.
+    /// acknowledgement, so a client can match it. (Resends are not yet
+    /// de-duplicated: that comes with session resume.)
     ClientMsgId,
     |v| check_token_chars(v, "client_id must be 1-64 characters of A-Z a-z 0-9 _ - .")
 );
@@ -109,7 +111,7 @@ string_newtype!(
 );
 
 /// An optional request id chosen by the client; replies and errors echo it.
-/// Either a JSON string (at most 64 bytes) or a non-negative integer.
+/// Either a JSON string or a non-negative integer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum RequestId {

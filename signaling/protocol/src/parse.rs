@@ -47,12 +47,6 @@ pub fn request_id_of(text: &str) -> Option<RequestId> {
 }
 
 fn classify(text: &str, err: &serde_json::Error) -> ParseError {
-    #[derive(Deserialize)]
-    struct Envelope {
-        #[serde(rename = "type")]
-        kind: Option<serde_json::Value>,
-        id: Option<RequestId>,
-    }
     let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
         return ParseError { code: ErrorCode::MalformedJson, message: format!("not valid JSON: {err}"), id: None };
     };
@@ -63,9 +57,9 @@ fn classify(text: &str, err: &serde_json::Error) -> ParseError {
             id: None,
         };
     }
-    let envelope = Envelope::deserialize(&value).unwrap_or(Envelope { kind: None, id: None });
-    let id = envelope.id;
-    match envelope.kind {
+    // Each field on its own, so that a bad `id` does not hide the `type`.
+    let id = value.get("id").and_then(|v| RequestId::deserialize(v).ok());
+    match value.get("type").cloned() {
         Some(serde_json::Value::String(kind)) => {
             if ClientKind::ALL.iter().any(|k| k.as_str() == kind) {
                 ParseError { code: ErrorCode::InvalidMessage, message: format!("invalid {kind}: {err}"), id }
@@ -111,6 +105,14 @@ mod tests {
     fn mistyped_field() {
         let err = parse_client(r#"{"type":"read","seq":"three"}"#).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidMessage);
+    }
+
+    #[test]
+    fn a_bad_id_does_not_hide_the_type() {
+        let err = parse_client(r#"{"type":"read","id":-1,"seq":1}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidMessage);
+        assert!(err.message.contains("invalid read"), "{}", err.message);
+        assert_eq!(err.id, None);
     }
 
     #[test]

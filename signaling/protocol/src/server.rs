@@ -70,7 +70,7 @@ pub enum ServerMessage {
         /// Why.
         reason: LeaveReason,
     },
-    /// Someone's name, media state or read position changed.
+    /// Someone's camera/microphone state changed.
     PeerUpdated {
         /// The participant, as now.
         peer: PeerInfo,
@@ -232,6 +232,11 @@ impl ServerMessage {
             Self::Error(_) => ServerKind::Error,
             Self::GoingAway(_) => ServerKind::GoingAway,
         }
+    }
+
+    /// Parses a server message (for clients, tests and the fuzzer).
+    pub fn from_json(text: &str) -> Option<Self> {
+        serde_json::from_str(text).ok()
     }
 
     /// The JSON text frame for this message.

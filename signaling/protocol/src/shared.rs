@@ -103,7 +103,8 @@ pub struct LimitsInfo {
     pub max_chat_chars: u32,
     /// Sustained messages per second per connection.
     pub messages_per_second: u32,
-    /// Burst of messages allowed above the sustained rate.
+    /// Capacity of the token bucket: messages that may arrive at once after
+    /// a quiet period.
     pub message_burst: u32,
     /// Most participants in one room.
     pub max_peers_per_room: u32,

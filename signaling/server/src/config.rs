@@ -72,7 +72,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_AUTH_SECRET", hide_env_values = true, global = true)]
     pub auth_secret: Option<String>,
     /// Allow open rooms (no auth secret) on a non-loopback address.
-    #[arg(long, env = "SWITCHBOARD_INSECURE_OPEN_ROOMS")]
+    #[arg(long, env = "SWITCHBOARD_INSECURE_OPEN_ROOMS", num_args = 0..=1, default_missing_value = "true")]
     pub insecure_open_rooms: Option<bool>,
     /// Browser origins allowed to connect (repeat or comma-separate). Empty:
     /// any origin. The server's own origin is always allowed.
@@ -324,9 +324,7 @@ mod tests {
     fn public_bind_without_secret_is_refused_unless_insecure() {
         let err = parse(&["--bind", "0.0.0.0:8080"]).resolve(ServeArgs::default()).unwrap_err();
         assert!(err.to_string().contains("refusing"), "{err}");
-        assert!(
-            parse(&["--bind", "0.0.0.0:8080", "--insecure-open-rooms", "true"]).resolve(ServeArgs::default()).is_ok()
-        );
+        assert!(parse(&["--bind", "0.0.0.0:8080", "--insecure-open-rooms"]).resolve(ServeArgs::default()).is_ok());
         let secret = "x".repeat(32);
         assert!(parse(&["--bind", "0.0.0.0:8080", "--auth-secret", &secret]).resolve(ServeArgs::default()).is_ok());
     }

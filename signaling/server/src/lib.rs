@@ -74,6 +74,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     });
     let (stop_accepting, mut stop_rx) = watch::channel(false);
     let app = routes::router(state.clone());
+    // Signaling is small messages that must go out at once: no Nagle delay.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY");
+        }
+    });
     let http = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
