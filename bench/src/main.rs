@@ -37,9 +37,29 @@ struct Args {
     /// Write the report into this Markdown file (between its bench markers).
     #[arg(long)]
     write: Option<PathBuf>,
+    /// Run only this scenario and print its figures (no report).
+    #[arg(long, value_enum)]
+    only: Option<Scenario>,
+    /// Connection counts for the idle scenario (with --only idle).
+    #[arg(long, value_delimiter = ',')]
+    idle_steps: Option<Vec<usize>>,
+    /// Extra flags for the Switchboard server (repeatable).
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
     /// The command line to record in the report.
     #[arg(long, default_value = "scripts/bench-signaling")]
     command: String,
+}
+
+/// One part of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    /// Server CPU per relayed message.
+    Cpu,
+    /// Relay latency at a fixed rate.
+    Latency,
+    /// Memory per idle connection.
+    Idle,
 }
 
 /// Scenario sizes.
@@ -102,9 +122,26 @@ async fn main() -> anyhow::Result<()> {
     let line = sample_candidate();
     let kinds = [Kind::Switchboard, Kind::PeerJs];
     let start = |kind: Kind| match kind {
-        Kind::Switchboard => ServerProc::switchboard(&args.switchboard_bin),
+        Kind::Switchboard => ServerProc::switchboard(&args.switchboard_bin, &args.server_args),
         Kind::PeerJs => ServerProc::peerjs(&args.node_modules),
     };
+    if args.only == Some(Scenario::Idle) {
+        let steps = args.idle_steps.clone().unwrap_or(plan.idle_steps);
+        for kind in kinds {
+            let server = start(kind)?;
+            let (base, points) = idle::run(Endpoint { kind, addr: server.addr }, &server, &steps).await?;
+            for p in points {
+                eprintln!(
+                    "{} idle: base {} KB, {} connections, {:.0} B each",
+                    kind.name(),
+                    base / 1024,
+                    p.connections,
+                    p.per_connection
+                );
+            }
+        }
+        return Ok(());
+    }
     let mut offer: [Vec<relay_cpu::CpuRun>; 2] = [Vec::new(), Vec::new()];
     let mut candidate: [Vec<relay_cpu::CpuRun>; 2] = [Vec::new(), Vec::new()];
     // Interleave the rounds so that a noisy neighbour hits both servers.
@@ -126,6 +163,9 @@ async fn main() -> anyhow::Result<()> {
             offer[i].push(o);
             candidate[i].push(c);
         }
+    }
+    if args.only == Some(Scenario::Cpu) {
+        return Ok(());
     }
     let mut results = Vec::new();
     for (i, kind) in kinds.into_iter().enumerate() {

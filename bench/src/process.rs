@@ -42,7 +42,7 @@ fn wait_listening(addr: SocketAddr, child: &mut Child) -> anyhow::Result<()> {
 impl ServerProc {
     /// Starts the Switchboard release binary with limits raised for load
     /// (the defaults would rate-limit a load generator, correctly).
-    pub fn switchboard(bin: &Path) -> anyhow::Result<Self> {
+    pub fn switchboard(bin: &Path, extra: &[String]) -> anyhow::Result<Self> {
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut child = Command::new(bin)
@@ -50,6 +50,7 @@ impl ServerProc {
             .args(["--max-connections", "19000", "--max-rooms", "19000", "--max-peers-per-room", "1000"])
             .args(["--messages-per-second", "1000000", "--message-burst", "1000000"])
             .args(["--outbound-queue", "65536", "--ping-timeout-ms", "600000", "--ping-interval-ms", "300000"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

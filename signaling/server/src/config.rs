@@ -94,6 +94,9 @@ pub struct ServeArgs {
     /// Log filter, `tracing` syntax [default: info].
     #[arg(long, env = "SWITCHBOARD_LOG")]
     pub log: Option<String>,
+    /// Runtime worker threads [default: the number of CPU cores].
+    #[arg(long, env = "SWITCHBOARD_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// Time allowed to close connections on shutdown, ms [default: 5000].
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
@@ -172,6 +175,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter.
     pub log: String,
+    /// Runtime worker threads (None: one per core).
+    pub worker_threads: Option<usize>,
     /// Bound on the shutdown.
     pub shutdown_grace: Duration,
     /// Limits.
@@ -189,6 +194,7 @@ impl Default for Settings {
             public_url: None,
             log_format: LogFormat::Human,
             log: "info".into(),
+            worker_threads: None,
             shutdown_grace: Duration::from_secs(5),
             limits: Limits::default(),
         }
@@ -220,6 +226,7 @@ impl ServeArgs {
             public_url: self.public_url.or(file.public_url),
             log_format: self.log_format.or(file.log_format).unwrap_or(d.log_format),
             log: self.log.or(file.log).unwrap_or(d.log),
+            worker_threads: self.worker_threads.or(file.worker_threads).filter(|n| *n > 0),
             shutdown_grace: self
                 .shutdown_grace_ms
                 .or(file.shutdown_grace_ms)

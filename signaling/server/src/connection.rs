@@ -88,9 +88,13 @@ pub async fn run(ws: WebSocket, id: ConnId, state: Arc<AppState>, _slot: OwnedSe
 
 impl Conn {
     async fn serve(&mut self, mut rx: mpsc::Receiver<Outbound>) -> Stop {
-        let limits = &self.state.limits;
-        let mut rate = RateLimiter::new(limits, Instant::now());
-        let mut silence_deadline = tokio::time::Instant::now() + limits.ping_timeout;
+        let ping_timeout = self.state.limits.ping_timeout;
+        let mut rate = RateLimiter::new(&self.state.limits, Instant::now());
+        // One timer for the whole connection, moved only when it fires:
+        // re-arming a timer for every frame would cost more than the frame.
+        let mut last_heard = tokio::time::Instant::now();
+        let silence = tokio::time::sleep_until(last_heard + ping_timeout);
+        tokio::pin!(silence);
         loop {
             tokio::select! {
                 biased;
@@ -104,20 +108,25 @@ impl Conn {
                         return stop;
                     }
                 }
-                inbound = tokio::time::timeout_at(silence_deadline, self.ws.recv()) => {
+                inbound = self.ws.recv() => {
                     let frame = match inbound {
-                        Err(_) => {
-                            let ping_timeout = self.state.limits.ping_timeout;
-                            return self.fatal(ErrorCode::PingTimeout, format!("no message for {ping_timeout:?}"), 1008, LeaveReason::Timeout).await;
-                        }
-                        Ok(None) => return Stop::Leave(LeaveReason::Disconnected),
-                        Ok(Some(Err(err))) => return self.read_failed(err).await,
-                        Ok(Some(Ok(frame))) => frame,
+                        None => return Stop::Leave(LeaveReason::Disconnected),
+                        Some(Err(err)) => return self.read_failed(err).await,
+                        Some(Ok(frame)) => frame,
                     };
-                    silence_deadline = tokio::time::Instant::now() + self.state.limits.ping_timeout;
+                    last_heard = tokio::time::Instant::now();
                     if let Some(stop) = self.inbound(frame, &mut rate).await {
                         return stop;
                     }
+                }
+                () = &mut silence => {
+                    let due = last_heard + ping_timeout;
+                    if due > tokio::time::Instant::now() {
+                        silence.as_mut().reset(due);
+                        continue;
+                    }
+                    let message = format!("no message for {ping_timeout:?}");
+                    return self.fatal(ErrorCode::PingTimeout, message, 1008, LeaveReason::Timeout).await;
                 }
             }
         }

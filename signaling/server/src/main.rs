@@ -25,7 +25,11 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     switchboard_server::telemetry::init_logging(&settings);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = settings.worker_threads {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("switchboard: cannot start the runtime: {err}");

@@ -20,6 +20,10 @@ pub const RETRY_AFTER_S: &str = "5";
 /// idle connection holds one such buffer.
 pub const READ_BUFFER_BYTES: usize = 4 * 1024;
 
+/// Frames buffered before tungstenite writes to the socket: a batch of
+/// queued frames goes out in one system call, up to this size.
+pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
 /// The server's routes.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -63,7 +67,7 @@ async fn upgrade(State(state): State<Arc<AppState>>, headers: HeaderMap, ws: Web
     ws.max_message_size(hard)
         .max_frame_size(hard)
         .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| connection::run(socket, id, state, slot))
 }
 
