@@ -9,8 +9,11 @@ use crate::timers::{Timer, Timers};
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 use switchboard_protocol::{
-    ChatHistoryRequest, ChatMessage, ChatSend, ClientMessage, ErrorCode, ErrorMessage, GoingAway, IceServer, Join,
-    LeaveReason, PROTOCOL_VERSION, PeerId, PeerInfo, RequestId, RoomName, SdpType, ServerMessage, Welcome,
+    Bare, CandidateRelay, ChatHistoryPage, ChatHistoryRequest, ChatMessage, ChatSend, ClientMessage, DescriptionRelay,
+    EndOfCandidatesRelay, ErrorCode, ErrorMessage, GoingAway, IceServer, Join, LeaveReason, MediaUpdate,
+    PROTOCOL_VERSION, PeerId, PeerInfo, PeerJoined, PeerLeft, PeerUpdated, Pong, ReadNotice, ReadReceipt,
+    RelayedCandidate, RelayedDescription, RelayedEndOfCandidates, RequestId, RoomName, SdpType, ServerMessage,
+    TypingNotice, TypingUpdate, Welcome,
 };
 
 /// A connection, numbered by the shell.
@@ -176,8 +179,8 @@ impl Hub {
             ConnState::Lobby => None,
         };
         match (msg, joined) {
-            (ClientMessage::Ping { id }, _) => self.send(conn, ServerMessage::Pong { id }),
-            (ClientMessage::Leave { .. }, joined) => {
+            (ClientMessage::Ping(Bare { id }), _) => self.send(conn, ServerMessage::Pong(Pong { id })),
+            (ClientMessage::Leave(_), joined) => {
                 self.conns.remove(&conn);
                 if let Some((room, peer)) = joined {
                     self.remove_member(&room, &peer, LeaveReason::Left);
@@ -267,7 +270,10 @@ impl Hub {
             {
                 self.peers -= 1;
                 let others = room.conns();
-                self.broadcast(others, ServerMessage::PeerLeft { peer_id: old_peer, reason: LeaveReason::Replaced });
+                self.broadcast(
+                    others,
+                    ServerMessage::PeerLeft(PeerLeft { peer_id: old_peer, reason: LeaveReason::Replaced }),
+                );
             }
             self.fatal(old_conn, ErrorCode::Replaced, "the same identity joined from another connection");
         }
@@ -305,7 +311,7 @@ impl Hub {
         self.peers += 1;
         self.conns.insert(conn, ConnState::Joined { room: room_name, peer: peer_id });
         self.send(conn, ServerMessage::Welcome(Box::new(welcome)));
-        self.broadcast(others, ServerMessage::PeerJoined { peer: info });
+        self.broadcast(others, ServerMessage::PeerJoined(PeerJoined { peer: info }));
     }
 
     fn in_room(&mut self, conn: ConnId, room_name: &RoomName, me: &PeerId, msg: ClientMessage, now: Now) {
@@ -315,7 +321,7 @@ impl Hub {
             return;
         };
         match msg {
-            ClientMessage::Offer { id, to, description } => {
+            ClientMessage::Offer(DescriptionRelay { id, to, description }) => {
                 if description.kind != SdpType::Offer {
                     return self.error(
                         conn,
@@ -324,9 +330,15 @@ impl Hub {
                         "an offer must carry a description of type offer",
                     );
                 }
-                self.relay(conn, room_name, id, &to, ServerMessage::Offer { from: me.clone(), description });
+                self.relay(
+                    conn,
+                    room_name,
+                    id,
+                    &to,
+                    ServerMessage::Offer(RelayedDescription { from: me.clone(), description }),
+                );
             }
-            ClientMessage::Answer { id, to, description } => {
+            ClientMessage::Answer(DescriptionRelay { id, to, description }) => {
                 if !matches!(description.kind, SdpType::Answer | SdpType::Pranswer) {
                     return self.error(
                         conn,
@@ -335,13 +347,31 @@ impl Hub {
                         "an answer must carry a description of type answer or pranswer",
                     );
                 }
-                self.relay(conn, room_name, id, &to, ServerMessage::Answer { from: me.clone(), description });
+                self.relay(
+                    conn,
+                    room_name,
+                    id,
+                    &to,
+                    ServerMessage::Answer(RelayedDescription { from: me.clone(), description }),
+                );
             }
-            ClientMessage::Candidate { id, to, candidate } => {
-                self.relay(conn, room_name, id, &to, ServerMessage::Candidate { from: me.clone(), candidate });
+            ClientMessage::Candidate(CandidateRelay { id, to, candidate }) => {
+                self.relay(
+                    conn,
+                    room_name,
+                    id,
+                    &to,
+                    ServerMessage::Candidate(RelayedCandidate { from: me.clone(), candidate }),
+                );
             }
-            ClientMessage::EndOfCandidates { id, to } => {
-                self.relay(conn, room_name, id, &to, ServerMessage::EndOfCandidates { from: me.clone() });
+            ClientMessage::EndOfCandidates(EndOfCandidatesRelay { id, to }) => {
+                self.relay(
+                    conn,
+                    room_name,
+                    id,
+                    &to,
+                    ServerMessage::EndOfCandidates(RelayedEndOfCandidates { from: me.clone() }),
+                );
             }
             ClientMessage::Chat(ChatSend { id, client_id, text }) => {
                 let max = self.config.limits.max_chat_chars;
@@ -366,7 +396,7 @@ impl Hub {
                 let everyone = room.conns();
                 if was_typing {
                     let others = room.conns_except(me);
-                    self.broadcast(others, ServerMessage::Typing { from: me.clone(), active: false });
+                    self.broadcast(others, ServerMessage::Typing(TypingNotice { from: me.clone(), active: false }));
                 }
                 self.broadcast(everyone, ServerMessage::Chat(message));
             }
@@ -374,9 +404,9 @@ impl Hub {
                 let page = self.config.limits.chat_history_page;
                 let limit = limit.map_or(page, |l| usize::try_from(l).unwrap_or(page).min(page));
                 let (messages, has_more) = room.chat.page(before, limit);
-                self.send(conn, ServerMessage::ChatHistory { id, messages, has_more });
+                self.send(conn, ServerMessage::ChatHistory(ChatHistoryPage { id, messages, has_more }));
             }
-            ClientMessage::Typing { active, .. } => {
+            ClientMessage::Typing(TypingUpdate { active, .. }) => {
                 let ttl = self.config.limits.typing_ttl;
                 let Some(member) = room.get_mut(me) else { return };
                 let was_typing = member.typing_until.is_some();
@@ -391,10 +421,10 @@ impl Hub {
                 }
                 if was_typing != active {
                     let others = room.conns_except(me);
-                    self.broadcast(others, ServerMessage::Typing { from: me.clone(), active });
+                    self.broadcast(others, ServerMessage::Typing(TypingNotice { from: me.clone(), active }));
                 }
             }
-            ClientMessage::Read { id, seq } => {
+            ClientMessage::Read(ReadReceipt { id, seq }) => {
                 let last = room.chat.last_seq();
                 if seq > last {
                     return self.error(
@@ -410,9 +440,9 @@ impl Hub {
                 }
                 member.info.read_seq = seq;
                 let others = room.conns_except(me);
-                self.broadcast(others, ServerMessage::Read { from: me.clone(), seq });
+                self.broadcast(others, ServerMessage::Read(ReadNotice { from: me.clone(), seq }));
             }
-            ClientMessage::Media { mic_muted, camera_muted, .. } => {
+            ClientMessage::Media(MediaUpdate { mic_muted, camera_muted, .. }) => {
                 let Some(member) = room.get_mut(me) else { return };
                 let media = switchboard_protocol::MediaState { mic_muted, camera_muted };
                 if member.info.media == media {
@@ -421,10 +451,10 @@ impl Hub {
                 member.info.media = media;
                 let peer = member.info.clone();
                 let others = room.conns_except(me);
-                self.broadcast(others, ServerMessage::PeerUpdated { peer });
+                self.broadcast(others, ServerMessage::PeerUpdated(PeerUpdated { peer }));
             }
             // Handled before room dispatch.
-            ClientMessage::Join(_) | ClientMessage::Ping { .. } | ClientMessage::Leave { .. } => {}
+            ClientMessage::Join(_) | ClientMessage::Ping(_) | ClientMessage::Leave(_) => {}
         }
     }
 
@@ -450,7 +480,7 @@ impl Hub {
                 member.typing_timer_armed = false;
                 let from = peer.clone();
                 let others = room.conns_except(&from);
-                self.broadcast(others, ServerMessage::Typing { from, active: false });
+                self.broadcast(others, ServerMessage::Typing(TypingNotice { from, active: false }));
             }
             None => member.typing_timer_armed = false,
         }
@@ -467,7 +497,7 @@ impl Hub {
             return;
         }
         let others = room.conns();
-        self.broadcast(others, ServerMessage::PeerLeft { peer_id: peer.clone(), reason });
+        self.broadcast(others, ServerMessage::PeerLeft(PeerLeft { peer_id: peer.clone(), reason }));
     }
 
     fn send(&mut self, conn: ConnId, msg: ServerMessage) {

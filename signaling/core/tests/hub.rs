@@ -5,7 +5,10 @@ mod common;
 use common::Sim;
 use std::time::Duration;
 use switchboard_core::{Claims, CloseReason, HubConfig, Limits, TokenVerifier, mint_token};
-use switchboard_protocol::{ErrorCode, LeaveReason, ServerMessage};
+use switchboard_protocol::{
+    ChatHistoryPage, ErrorCode, LeaveReason, PeerJoined, PeerLeft, PeerUpdated, Pong, ReadNotice, RelayedDescription,
+    ServerMessage, TypingNotice,
+};
 
 fn sim() -> Sim {
     Sim::new(HubConfig::default())
@@ -29,7 +32,7 @@ fn join_welcomes_and_announces() {
     assert_eq!(wb.peers.len(), 1);
     assert_eq!(wb.peers[0].id, wa.you.id);
     match s.take(a).as_slice() {
-        [ServerMessage::PeerJoined { peer }] => assert_eq!(peer.id, wb.you.id),
+        [ServerMessage::PeerJoined(PeerJoined { peer })] => assert_eq!(peer.id, wb.you.id),
         other => panic!("{other:?}"),
     }
 }
@@ -51,9 +54,9 @@ fn relay_stamps_the_sender_and_reaches_only_the_target() {
         ),
     );
     match s.take(b).as_slice() {
-        [ServerMessage::Offer { from, description }] => {
+        [ServerMessage::Offer(RelayedDescription { from, description })] => {
             assert_eq!(from, &wa.you.id);
-            assert_eq!(description.sdp, "v=0");
+            assert_eq!(description.sdp.text(), "v=0");
         }
         other => panic!("{other:?}"),
     }
@@ -91,7 +94,7 @@ fn messages_before_join_are_refused_but_ping_works() {
     s.send(a, r#"{"type":"chat","client_id":"x","text":"hi"}"#);
     assert_eq!(error_code(&s.take(a)), Some(ErrorCode::NotJoined));
     s.send(a, r#"{"type":"ping","id":3}"#);
-    assert!(matches!(s.take(a).as_slice(), [ServerMessage::Pong { .. }]));
+    assert!(matches!(s.take(a).as_slice(), [ServerMessage::Pong(Pong { .. })]));
 }
 
 #[test]
@@ -144,7 +147,7 @@ fn chat_is_sequenced_acknowledged_and_paged() {
     assert_eq!(wc.chat_seq, 60);
     s.send(c, r#"{"type":"chat_history","id":"h","before":11}"#);
     match s.take(c).as_slice() {
-        [ServerMessage::ChatHistory { messages, has_more, .. }] => {
+        [ServerMessage::ChatHistory(ChatHistoryPage { messages, has_more, .. })] => {
             assert_eq!(messages.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
             assert!(!has_more);
         }
@@ -172,14 +175,14 @@ fn typing_expires_unless_renewed() {
     let (b, _) = s.join(2, "demo", "Grace");
     s.take(a);
     s.send(a, r#"{"type":"typing","active":true}"#);
-    assert!(matches!(s.take(b).as_slice(), [ServerMessage::Typing { active: true, .. }]));
+    assert!(matches!(s.take(b).as_slice(), [ServerMessage::Typing(TypingNotice { active: true, .. })]));
     s.advance(Duration::from_secs(3));
     s.send(a, r#"{"type":"typing","active":true}"#);
     assert!(s.take(b).is_empty(), "renewal is silent");
     s.advance(Duration::from_secs(3));
     assert!(s.take(b).is_empty(), "renewed 3 s ago with a 5 s TTL: still typing");
     s.advance(Duration::from_secs(3));
-    assert!(matches!(s.take(b).as_slice(), [ServerMessage::Typing { active: false, .. }]));
+    assert!(matches!(s.take(b).as_slice(), [ServerMessage::Typing(TypingNotice { active: false, .. })]));
     assert!(s.hub.poll_timeout().is_none() || s.hub.poll_timeout() > Some(s.now.mono));
 }
 
@@ -194,7 +197,7 @@ fn sending_chat_clears_typing() {
     s.send(a, r#"{"type":"chat","client_id":"m","text":"done"}"#);
     let msgs = s.take(b);
     assert!(
-        matches!(msgs.as_slice(), [ServerMessage::Typing { active: false, .. }, ServerMessage::Chat(_)]),
+        matches!(msgs.as_slice(), [ServerMessage::Typing(TypingNotice { active: false, .. }), ServerMessage::Chat(_)]),
         "{msgs:?}"
     );
 }
@@ -211,7 +214,7 @@ fn read_receipts_move_forward_only() {
     s.take(a);
     s.take(b);
     s.send(b, r#"{"type":"read","seq":2}"#);
-    assert!(matches!(s.take(a).as_slice(), [ServerMessage::Read { seq: 2, .. }]));
+    assert!(matches!(s.take(a).as_slice(), [ServerMessage::Read(ReadNotice { seq: 2, .. })]));
     s.send(b, r#"{"type":"read","seq":1}"#);
     assert!(s.take(a).is_empty());
     s.send(b, r#"{"type":"read","seq":9}"#);
@@ -229,7 +232,7 @@ fn media_state_is_announced_once_per_change() {
     s.take(a);
     s.send(a, r#"{"type":"media","mic_muted":true,"camera_muted":false}"#);
     match s.take(b).as_slice() {
-        [ServerMessage::PeerUpdated { peer }] => assert!(peer.media.mic_muted),
+        [ServerMessage::PeerUpdated(PeerUpdated { peer })] => assert!(peer.media.mic_muted),
         other => panic!("{other:?}"),
     }
     s.send(a, r#"{"type":"media","mic_muted":true,"camera_muted":false}"#);
@@ -246,11 +249,11 @@ fn leave_and_disconnect_announce_reasons_and_empty_rooms_vanish() {
     s.send(b, r#"{"type":"leave"}"#);
     assert_eq!(s.closed.get(&b), Some(&CloseReason::Normal));
     assert!(
-        matches!(s.take(a).as_slice(), [ServerMessage::PeerLeft { peer_id, reason: LeaveReason::Left }] if *peer_id == wb.you.id)
+        matches!(s.take(a).as_slice(), [ServerMessage::PeerLeft(PeerLeft { peer_id, reason: LeaveReason::Left })] if *peer_id == wb.you.id)
     );
     s.disconnect(c, LeaveReason::SlowConsumer);
     assert!(
-        matches!(s.take(a).as_slice(), [ServerMessage::PeerLeft { peer_id, reason: LeaveReason::SlowConsumer }] if *peer_id == wc.you.id)
+        matches!(s.take(a).as_slice(), [ServerMessage::PeerLeft(PeerLeft { peer_id, reason: LeaveReason::SlowConsumer })] if *peer_id == wc.you.id)
     );
     s.disconnect(c, LeaveReason::Disconnected);
     assert!(s.take(a).is_empty(), "disconnect is idempotent");
@@ -318,8 +321,11 @@ fn same_identity_replaces_the_old_session() {
     s.send(c, &format!(r#"{{"type":"join","room":"demo","name":"Ada","token":"{}"}}"#, token("demo", "ada", exp)));
     assert_eq!(s.closed.get(&a), Some(&CloseReason::Error(ErrorCode::Replaced)));
     let bob = s.take(b);
-    assert!(matches!(bob.first(), Some(ServerMessage::PeerLeft { reason: LeaveReason::Replaced, .. })), "{bob:?}");
-    assert!(matches!(bob.get(1), Some(ServerMessage::PeerJoined { .. })), "{bob:?}");
+    assert!(
+        matches!(bob.first(), Some(ServerMessage::PeerLeft(PeerLeft { reason: LeaveReason::Replaced, .. }))),
+        "{bob:?}"
+    );
+    assert!(matches!(bob.get(1), Some(ServerMessage::PeerJoined(PeerJoined { .. }))), "{bob:?}");
     assert_eq!(s.hub.peers(), 2);
     s.hub.check_invariants().expect("invariants");
 }

@@ -8,7 +8,10 @@ use proptest::prelude::*;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 use switchboard_core::{ConnId, HubConfig, Limits, Output};
-use switchboard_protocol::{LeaveReason, PeerId, ServerMessage};
+use switchboard_protocol::{
+    LeaveReason, PeerId, PeerJoined, PeerLeft, PeerUpdated, ReadNotice, RelayedCandidate, RelayedDescription,
+    RelayedEndOfCandidates, ServerMessage, TypingNotice,
+};
 
 const CONNS: u64 = 6;
 const ROOMS: [&str; 3] = ["r0", "r1", "r2"];
@@ -64,14 +67,16 @@ fn conn_id(model: &Model, slot: u64) -> ConnId {
 
 fn room_peer(msg: &ServerMessage) -> Option<&PeerId> {
     match msg {
-        ServerMessage::PeerJoined { peer } | ServerMessage::PeerUpdated { peer } => Some(&peer.id),
-        ServerMessage::PeerLeft { peer_id, .. } => Some(peer_id),
-        ServerMessage::Offer { from, .. }
-        | ServerMessage::Answer { from, .. }
-        | ServerMessage::Candidate { from, .. }
-        | ServerMessage::EndOfCandidates { from }
-        | ServerMessage::Typing { from, .. }
-        | ServerMessage::Read { from, .. } => Some(from),
+        ServerMessage::PeerJoined(PeerJoined { peer }) | ServerMessage::PeerUpdated(PeerUpdated { peer }) => {
+            Some(&peer.id)
+        }
+        ServerMessage::PeerLeft(PeerLeft { peer_id, .. }) => Some(peer_id),
+        ServerMessage::Offer(RelayedDescription { from, .. })
+        | ServerMessage::Answer(RelayedDescription { from, .. })
+        | ServerMessage::Candidate(RelayedCandidate { from, .. })
+        | ServerMessage::EndOfCandidates(RelayedEndOfCandidates { from })
+        | ServerMessage::Typing(TypingNotice { from, .. })
+        | ServerMessage::Read(ReadNotice { from, .. }) => Some(from),
         ServerMessage::Chat(c) => Some(&c.from),
         _ => None,
     }
@@ -146,10 +151,10 @@ fn apply(s: &mut Sim, m: &mut Model, op: &Op) {
                 );
             }
             match msg {
-                ServerMessage::PeerJoined { peer } => {
+                ServerMessage::PeerJoined(PeerJoined { peer }) => {
                     m.view.entry(slot).or_default().insert(peer.id.clone());
                 }
-                ServerMessage::PeerLeft { peer_id, .. } => {
+                ServerMessage::PeerLeft(PeerLeft { peer_id, .. }) => {
                     m.view.entry(slot).or_default().remove(peer_id);
                 }
                 ServerMessage::Chat(chat) => {

@@ -50,93 +50,115 @@ pub struct ChatHistoryRequest {
     pub limit: Option<u32>,
 }
 
-/// Everything a client may send.
+/// Relay a session description (offer or answer) to one peer of the room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DescriptionRelay {
+    /// Request id echoed by an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
+    /// The addressee.
+    pub to: PeerId,
+    /// `{ "type": "offer" | "answer" | "pranswer", "sdp": ... }`.
+    pub description: SessionDescription,
+}
+
+/// Relay one trickled ICE candidate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CandidateRelay {
+    /// Request id echoed by an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
+    /// The addressee.
+    pub to: PeerId,
+    /// The candidate.
+    pub candidate: IceCandidate,
+}
+
+/// Tell one peer that no more candidates will come (the browser's `null`
+/// candidate event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndOfCandidatesRelay {
+    /// Request id echoed by an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
+    /// The addressee.
+    pub to: PeerId,
+}
+
+/// Start (or renew) or stop the typing indicator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingUpdate {
+    /// Request id echoed by an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
+    /// True while typing; it expires after `typing_ttl_ms` unless renewed.
+    pub active: bool,
+}
+
+/// Mark chat read up to and including a sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadReceipt {
+    /// Request id echoed by an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
+    /// Highest sequence number read.
+    pub seq: u64,
+}
+
+/// Announce camera/microphone state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaUpdate {
+    /// Request id echoed by an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
+    /// Microphone muted.
+    pub mic_muted: bool,
+    /// Camera muted.
+    pub camera_muted: bool,
+}
+
+/// A message that carries nothing but its optional request id (`ping`,
+/// `leave`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bare {
+    /// Request id (echoed by the pong; no reply to a leave).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
+}
+
+/// Everything a client may send.
+///
+/// Serialized as an internally tagged enum (`"type"`). Deserialization is
+/// written by hand (see `decode.rs`) because serde's derived version buffers
+/// every message before it looks at the tag, which doubled the parsing work
+/// of every relayed offer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
     /// Join a room.
     Join(Join),
     /// Relay an SDP offer to one peer of the room.
-    Offer {
-        /// Request id echoed by an error.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<RequestId>,
-        /// The addressee.
-        to: PeerId,
-        /// `{ "type": "offer", "sdp": ... }`.
-        description: SessionDescription,
-    },
+    Offer(DescriptionRelay),
     /// Relay an SDP answer to one peer of the room.
-    Answer {
-        /// Request id echoed by an error.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<RequestId>,
-        /// The addressee.
-        to: PeerId,
-        /// `{ "type": "answer", "sdp": ... }` (or `pranswer`).
-        description: SessionDescription,
-    },
+    Answer(DescriptionRelay),
     /// Relay one trickled ICE candidate.
-    Candidate {
-        /// Request id echoed by an error.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<RequestId>,
-        /// The addressee.
-        to: PeerId,
-        /// The candidate.
-        candidate: IceCandidate,
-    },
-    /// Tell one peer that no more candidates will come (the browser's `null`
-    /// candidate event).
-    EndOfCandidates {
-        /// Request id echoed by an error.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<RequestId>,
-        /// The addressee.
-        to: PeerId,
-    },
+    Candidate(CandidateRelay),
+    /// No more candidates for one peer.
+    EndOfCandidates(EndOfCandidatesRelay),
     /// Send a chat message.
     Chat(ChatSend),
     /// Page through older chat messages.
     ChatHistory(ChatHistoryRequest),
     /// Start (or renew) or stop the typing indicator.
-    Typing {
-        /// Request id echoed by an error.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<RequestId>,
-        /// True while typing; it expires after `typing_ttl_ms` unless renewed.
-        active: bool,
-    },
-    /// Mark chat read up to and including a sequence number.
-    Read {
-        /// Request id echoed by an error.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<RequestId>,
-        /// Highest sequence number read.
-        seq: u64,
-    },
+    Typing(TypingUpdate),
+    /// Mark chat read up to a sequence number.
+    Read(ReadReceipt),
     /// Announce camera/microphone state.
-    Media {
-        /// Request id echoed by an error.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<RequestId>,
-        /// Microphone muted.
-        mic_muted: bool,
-        /// Camera muted.
-        camera_muted: bool,
-    },
+    Media(MediaUpdate),
     /// Keep the connection alive; answered by `pong`.
-    Ping {
-        /// Request id echoed by the pong.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<RequestId>,
-    },
+    Ping(Bare),
     /// Leave the room; the server then closes the connection.
-    Leave {
-        /// Request id (no reply: the close is the answer).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<RequestId>,
-    },
+    Leave(Bare),
 }
 
 /// The `type` of a [`ClientMessage`], without its payload.
@@ -173,22 +195,25 @@ impl ClientKind {
         Self::Leave,
     ];
 
+    /// The `type` values on the wire, in the order of [`Self::ALL`].
+    pub const NAMES: [&'static str; 12] = [
+        "join",
+        "offer",
+        "answer",
+        "candidate",
+        "end_of_candidates",
+        "chat",
+        "chat_history",
+        "typing",
+        "read",
+        "media",
+        "ping",
+        "leave",
+    ];
+
     /// The `type` value on the wire.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Join => "join",
-            Self::Offer => "offer",
-            Self::Answer => "answer",
-            Self::Candidate => "candidate",
-            Self::EndOfCandidates => "end_of_candidates",
-            Self::Chat => "chat",
-            Self::ChatHistory => "chat_history",
-            Self::Typing => "typing",
-            Self::Read => "read",
-            Self::Media => "media",
-            Self::Ping => "ping",
-            Self::Leave => "leave",
-        }
+        Self::NAMES[self.index()]
     }
 
     /// Position in [`Self::ALL`], for per-type counters.
@@ -202,17 +227,17 @@ impl ClientMessage {
     pub fn kind(&self) -> ClientKind {
         match self {
             Self::Join(_) => ClientKind::Join,
-            Self::Offer { .. } => ClientKind::Offer,
-            Self::Answer { .. } => ClientKind::Answer,
-            Self::Candidate { .. } => ClientKind::Candidate,
-            Self::EndOfCandidates { .. } => ClientKind::EndOfCandidates,
+            Self::Offer(_) => ClientKind::Offer,
+            Self::Answer(_) => ClientKind::Answer,
+            Self::Candidate(_) => ClientKind::Candidate,
+            Self::EndOfCandidates(_) => ClientKind::EndOfCandidates,
             Self::Chat(_) => ClientKind::Chat,
             Self::ChatHistory(_) => ClientKind::ChatHistory,
-            Self::Typing { .. } => ClientKind::Typing,
-            Self::Read { .. } => ClientKind::Read,
-            Self::Media { .. } => ClientKind::Media,
-            Self::Ping { .. } => ClientKind::Ping,
-            Self::Leave { .. } => ClientKind::Leave,
+            Self::Typing(_) => ClientKind::Typing,
+            Self::Read(_) => ClientKind::Read,
+            Self::Media(_) => ClientKind::Media,
+            Self::Ping(_) => ClientKind::Ping,
+            Self::Leave(_) => ClientKind::Leave,
         }
     }
 
@@ -222,15 +247,15 @@ impl ClientMessage {
             Self::Join(Join { id, .. })
             | Self::Chat(ChatSend { id, .. })
             | Self::ChatHistory(ChatHistoryRequest { id, .. })
-            | Self::Offer { id, .. }
-            | Self::Answer { id, .. }
-            | Self::Candidate { id, .. }
-            | Self::EndOfCandidates { id, .. }
-            | Self::Typing { id, .. }
-            | Self::Read { id, .. }
-            | Self::Media { id, .. }
-            | Self::Ping { id }
-            | Self::Leave { id } => id.as_ref(),
+            | Self::Offer(DescriptionRelay { id, .. })
+            | Self::Answer(DescriptionRelay { id, .. })
+            | Self::Candidate(CandidateRelay { id, .. })
+            | Self::EndOfCandidates(EndOfCandidatesRelay { id, .. })
+            | Self::Typing(TypingUpdate { id, .. })
+            | Self::Read(ReadReceipt { id, .. })
+            | Self::Media(MediaUpdate { id, .. })
+            | Self::Ping(Bare { id })
+            | Self::Leave(Bare { id }) => id.as_ref(),
         }
     }
 }

@@ -12,6 +12,7 @@
 //! tested against.
 
 mod client;
+mod decode;
 mod error;
 mod ids;
 mod parse;
@@ -19,13 +20,19 @@ mod server;
 mod shared;
 mod webrtc;
 
-pub use client::{ChatHistoryRequest, ChatSend, ClientKind, ClientMessage, Join};
+pub use client::{
+    Bare, CandidateRelay, ChatHistoryRequest, ChatSend, ClientKind, ClientMessage, DescriptionRelay,
+    EndOfCandidatesRelay, Join, MediaUpdate, ReadReceipt, TypingUpdate,
+};
 pub use error::{ErrorCode, ErrorMessage};
 pub use ids::{ClientMsgId, DisplayName, IdError, PeerId, RequestId, RoomName};
 pub use parse::{ParseError, parse_client, request_id_of};
-pub use server::{GoingAway, ServerKind, ServerMessage, Welcome};
+pub use server::{
+    ChatHistoryPage, GoingAway, PeerJoined, PeerLeft, PeerUpdated, Pong, ReadNotice, RelayedCandidate,
+    RelayedDescription, RelayedEndOfCandidates, ServerKind, ServerMessage, TypingNotice, Welcome,
+};
 pub use shared::{ChatMessage, LeaveReason, LimitsInfo, MediaState, PeerInfo};
-pub use webrtc::{IceCandidate, IceServer, SdpType, SessionDescription};
+pub use webrtc::{IceCandidate, IceServer, Sdp, SdpType, SessionDescription};
 
 /// Version carried in the welcome message; bumped on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;

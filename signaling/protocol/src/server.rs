@@ -52,87 +52,123 @@ pub struct GoingAway {
     pub retry_after_ms: u64,
 }
 
-/// Everything the server sends.
+/// Someone joined the room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerJoined {
+    /// The newcomer.
+    pub peer: PeerInfo,
+}
+
+/// Someone left the room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerLeft {
+    /// Who.
+    pub peer_id: PeerId,
+    /// Why.
+    pub reason: LeaveReason,
+}
+
+/// Someone's camera/microphone state changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerUpdated {
+    /// The participant, as now.
+    pub peer: PeerInfo,
+}
+
+/// A relayed offer or answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayedDescription {
+    /// Sender, stamped by the server.
+    pub from: PeerId,
+    /// The description, verbatim.
+    pub description: SessionDescription,
+}
+
+/// A relayed candidate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayedCandidate {
+    /// Sender, stamped by the server.
+    pub from: PeerId,
+    /// The candidate.
+    pub candidate: IceCandidate,
+}
+
+/// The sender has no more candidates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayedEndOfCandidates {
+    /// Sender, stamped by the server.
+    pub from: PeerId,
+}
+
+/// A page of chat history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatHistoryPage {
+    /// The request id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
+    /// Oldest first.
+    pub messages: Vec<ChatMessage>,
+    /// True when older messages exist before the first one.
+    pub has_more: bool,
+}
+
+/// Someone started or stopped typing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingNotice {
+    /// Who.
+    pub from: PeerId,
+    /// Typing now.
+    pub active: bool,
+}
+
+/// Someone read the chat up to `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadNotice {
+    /// Who.
+    pub from: PeerId,
+    /// Highest sequence number read.
+    pub seq: u64,
+}
+
+/// Answer to `ping`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    /// The ping's request id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
+}
+
+/// Everything the server sends. Deserialized by hand, like
+/// [`crate::ClientMessage`], so that relayed SDP stays raw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// Joined.
     Welcome(Box<Welcome>),
     /// Someone joined the room.
-    PeerJoined {
-        /// The newcomer.
-        peer: PeerInfo,
-    },
+    PeerJoined(PeerJoined),
     /// Someone left the room.
-    PeerLeft {
-        /// Who.
-        peer_id: PeerId,
-        /// Why.
-        reason: LeaveReason,
-    },
+    PeerLeft(PeerLeft),
     /// Someone's camera/microphone state changed.
-    PeerUpdated {
-        /// The participant, as now.
-        peer: PeerInfo,
-    },
+    PeerUpdated(PeerUpdated),
     /// A relayed offer.
-    Offer {
-        /// Sender, stamped by the server.
-        from: PeerId,
-        /// The offer.
-        description: SessionDescription,
-    },
+    Offer(RelayedDescription),
     /// A relayed answer.
-    Answer {
-        /// Sender, stamped by the server.
-        from: PeerId,
-        /// The answer.
-        description: SessionDescription,
-    },
+    Answer(RelayedDescription),
     /// A relayed candidate.
-    Candidate {
-        /// Sender, stamped by the server.
-        from: PeerId,
-        /// The candidate.
-        candidate: IceCandidate,
-    },
+    Candidate(RelayedCandidate),
     /// The sender has no more candidates.
-    EndOfCandidates {
-        /// Sender, stamped by the server.
-        from: PeerId,
-    },
+    EndOfCandidates(RelayedEndOfCandidates),
     /// A chat message (also the acknowledgement to its sender).
     Chat(ChatMessage),
     /// A page of chat history.
-    ChatHistory {
-        /// The request id.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<RequestId>,
-        /// Oldest first.
-        messages: Vec<ChatMessage>,
-        /// True when older messages exist before the first one.
-        has_more: bool,
-    },
+    ChatHistory(ChatHistoryPage),
     /// Someone started or stopped typing.
-    Typing {
-        /// Who.
-        from: PeerId,
-        /// Typing now.
-        active: bool,
-    },
+    Typing(TypingNotice),
     /// Someone read the chat up to `seq`.
-    Read {
-        /// Who.
-        from: PeerId,
-        /// Highest sequence number read.
-        seq: u64,
-    },
+    Read(ReadNotice),
     /// Answer to `ping`.
-    Pong {
-        /// The ping's request id.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<RequestId>,
-    },
+    Pong(Pong),
     /// An error.
     Error(ErrorMessage),
     /// The server is shutting down or moving this client.
@@ -179,25 +215,28 @@ impl ServerKind {
         Self::GoingAway,
     ];
 
+    /// The `type` values on the wire, in the order of [`Self::ALL`].
+    pub const NAMES: [&'static str; 15] = [
+        "welcome",
+        "peer_joined",
+        "peer_left",
+        "peer_updated",
+        "offer",
+        "answer",
+        "candidate",
+        "end_of_candidates",
+        "chat",
+        "chat_history",
+        "typing",
+        "read",
+        "pong",
+        "error",
+        "going_away",
+    ];
+
     /// The `type` value on the wire.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Welcome => "welcome",
-            Self::PeerJoined => "peer_joined",
-            Self::PeerLeft => "peer_left",
-            Self::PeerUpdated => "peer_updated",
-            Self::Offer => "offer",
-            Self::Answer => "answer",
-            Self::Candidate => "candidate",
-            Self::EndOfCandidates => "end_of_candidates",
-            Self::Chat => "chat",
-            Self::ChatHistory => "chat_history",
-            Self::Typing => "typing",
-            Self::Read => "read",
-            Self::Pong => "pong",
-            Self::Error => "error",
-            Self::GoingAway => "going_away",
-        }
+        Self::NAMES[self.index()]
     }
 
     /// Position in [`Self::ALL`], for per-type counters.
@@ -217,18 +256,18 @@ impl ServerMessage {
     pub fn kind(&self) -> ServerKind {
         match self {
             Self::Welcome(_) => ServerKind::Welcome,
-            Self::PeerJoined { .. } => ServerKind::PeerJoined,
-            Self::PeerLeft { .. } => ServerKind::PeerLeft,
-            Self::PeerUpdated { .. } => ServerKind::PeerUpdated,
-            Self::Offer { .. } => ServerKind::Offer,
-            Self::Answer { .. } => ServerKind::Answer,
-            Self::Candidate { .. } => ServerKind::Candidate,
-            Self::EndOfCandidates { .. } => ServerKind::EndOfCandidates,
+            Self::PeerJoined(_) => ServerKind::PeerJoined,
+            Self::PeerLeft(_) => ServerKind::PeerLeft,
+            Self::PeerUpdated(_) => ServerKind::PeerUpdated,
+            Self::Offer(_) => ServerKind::Offer,
+            Self::Answer(_) => ServerKind::Answer,
+            Self::Candidate(_) => ServerKind::Candidate,
+            Self::EndOfCandidates(_) => ServerKind::EndOfCandidates,
             Self::Chat(_) => ServerKind::Chat,
-            Self::ChatHistory { .. } => ServerKind::ChatHistory,
-            Self::Typing { .. } => ServerKind::Typing,
-            Self::Read { .. } => ServerKind::Read,
-            Self::Pong { .. } => ServerKind::Pong,
+            Self::ChatHistory(_) => ServerKind::ChatHistory,
+            Self::Typing(_) => ServerKind::Typing,
+            Self::Read(_) => ServerKind::Read,
+            Self::Pong(_) => ServerKind::Pong,
             Self::Error(_) => ServerKind::Error,
             Self::GoingAway(_) => ServerKind::GoingAway,
         }

@@ -1,6 +1,61 @@
 //! WebRTC payloads in the browser's own shapes, relayed without looking inside.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+use std::fmt;
+
+/// SDP text kept exactly as it arrived: a JSON string literal, escapes and
+/// all. The server relays descriptions without reading them, so it never
+/// unescapes ~2 KB of SDP only to escape it again; peers that need the text
+/// call [`Sdp::text`]. Its `Debug` form shows only the length, so SDP cannot
+/// reach a log through a `{:?}`.
+#[derive(Clone, Serialize)]
+#[serde(transparent)]
+pub struct Sdp(Box<RawValue>);
+
+impl Sdp {
+    /// Wraps SDP text.
+    pub fn new(text: &str) -> Self {
+        // A &str always serializes to a valid JSON string literal.
+        let literal = serde_json::to_string(text).unwrap_or_else(|_| unreachable!("strings serialize"));
+        Self(RawValue::from_string(literal).unwrap_or_else(|_| unreachable!("a string literal is valid JSON")))
+    }
+
+    /// The SDP text, unescaped.
+    pub fn text(&self) -> String {
+        // Checked to be a JSON string when it was created.
+        serde_json::from_str(self.0.get()).unwrap_or_else(|_| unreachable!("Sdp holds a JSON string"))
+    }
+
+    /// The JSON string literal, quotes and escapes included.
+    pub fn json(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl<'de> Deserialize<'de> for Sdp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        if !raw.get().starts_with('"') {
+            return Err(serde::de::Error::custom("sdp must be a string"));
+        }
+        Ok(Self(raw))
+    }
+}
+
+impl PartialEq for Sdp {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get() || self.text() == other.text()
+    }
+}
+
+impl Eq for Sdp {}
+
+impl fmt::Debug for Sdp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sdp(<{} bytes>)", self.0.get().len())
+    }
+}
 
 /// The kind of a session description (`RTCSdpType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,8 +80,8 @@ pub struct SessionDescription {
     /// `offer`, `answer` or `pranswer`.
     #[serde(rename = "type")]
     pub kind: SdpType,
-    /// The SDP text.
-    pub sdp: String,
+    /// The SDP text, relayed verbatim.
+    pub sdp: Sdp,
 }
 
 /// `RTCIceCandidateInit`, with the browser's field names.
@@ -58,4 +113,25 @@ pub struct IceServer {
     /// TURN password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sdp_round_trips_verbatim_and_unescapes_on_demand() {
+        let json = r#"{"type":"offer","sdp":"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"}"#;
+        let d: SessionDescription = serde_json::from_str(json).expect("parses");
+        assert_eq!(d.sdp.text(), "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n");
+        assert_eq!(serde_json::to_string(&d).expect("serializes"), json);
+        assert_eq!(d.sdp, Sdp::new("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"));
+        assert!(!format!("{d:?}").contains("127.0.0.1"), "Debug must not show SDP");
+    }
+
+    #[test]
+    fn sdp_must_be_a_string() {
+        let err = serde_json::from_str::<SessionDescription>(r#"{"type":"offer","sdp":42}"#).unwrap_err();
+        assert!(err.to_string().contains("sdp must be a string"), "{err}");
+    }
 }

@@ -4,7 +4,7 @@ mod common;
 
 use common::{Client, server};
 use switchboard_core::{Claims, mint_token};
-use switchboard_protocol::{ErrorCode, ServerMessage};
+use switchboard_protocol::{ErrorCode, Pong, ServerMessage};
 
 const SECRET: &str = "an-auth-secret-of-at-least-32-bytes!!";
 
@@ -59,5 +59,5 @@ async fn the_same_identity_replaces_its_old_session() {
     assert!(err.fatal);
     old.expect_close().await;
     new.assert_quiet().await;
-    let _ = ServerMessage::Pong { id: None };
+    let _ = ServerMessage::Pong(Pong { id: None });
 }

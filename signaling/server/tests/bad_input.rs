@@ -7,7 +7,9 @@ mod common;
 use common::{Client, WAIT, room, server};
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
-use switchboard_protocol::{ErrorCode, LeaveReason, RequestId, ServerMessage};
+use switchboard_protocol::{
+    ErrorCode, LeaveReason, PeerLeft, Pong, RelayedDescription, RelayedEndOfCandidates, RequestId, ServerMessage,
+};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Joins a and b to one room and returns them with b's peer id.
@@ -23,7 +25,7 @@ async fn room_unaffected(a: &mut Client, b: &mut Client, b_id: &str) {
     a.send(format!(r#"{{"type":"end_of_candidates","to":"{b_id}"}}"#)).await;
     let pending = b.sync().await;
     assert!(
-        matches!(pending.as_slice(), [ServerMessage::EndOfCandidates { .. }]),
+        matches!(pending.as_slice(), [ServerMessage::EndOfCandidates(RelayedEndOfCandidates { .. })]),
         "b should have seen exactly the relay, got {pending:?}"
     );
     a.assert_quiet().await;
@@ -91,8 +93,8 @@ async fn oversized_frames_are_refused_and_huge_ones_close() {
     assert!(err.fatal);
     let close = a.expect_close().await.expect("close frame");
     assert_eq!(u16::from(close.code), 1009);
-    let left = b.recv_until("peer_left", |m| matches!(m, ServerMessage::PeerLeft { .. })).await;
-    assert!(matches!(left, ServerMessage::PeerLeft { reason: LeaveReason::Kicked, .. }), "{left:?}");
+    let left = b.recv_until("peer_left", |m| matches!(m, ServerMessage::PeerLeft(PeerLeft { .. }))).await;
+    assert!(matches!(left, ServerMessage::PeerLeft(PeerLeft { reason: LeaveReason::Kicked, .. })), "{left:?}");
     b.assert_quiet().await;
 }
 
@@ -124,7 +126,7 @@ async fn a_forged_sender_is_replaced_by_the_real_one() {
     ))
     .await;
     let got = c.recv("offer").await;
-    assert!(matches!(&got, ServerMessage::Offer { from, .. } if *from == wa.you.id), "{got:?}");
+    assert!(matches!(&got, ServerMessage::Offer(RelayedDescription { from, .. }) if *from == wa.you.id), "{got:?}");
 }
 
 #[tokio::test]
@@ -168,7 +170,7 @@ async fn a_flood_is_rate_limited_then_closed_and_the_room_carries_on() {
     let mut limited = 0;
     let fatal = loop {
         match a.recv("rate limit errors then flood").await {
-            ServerMessage::Pong { .. } => pongs += 1,
+            ServerMessage::Pong(Pong { .. }) => pongs += 1,
             ServerMessage::Error(e) if e.code == ErrorCode::RateLimited => {
                 let Some(RequestId::Number(id)) = e.id else { panic!("rate_limited echoes the dropped message's id") };
                 // The join took one token of the burst of 20.
@@ -185,8 +187,8 @@ async fn a_flood_is_rate_limited_then_closed_and_the_room_carries_on() {
     let _ = pongs;
     assert!(limited >= 1, "excess is refused before the close");
     a.expect_close().await;
-    let left = b.recv_until("peer_left", |m| matches!(m, ServerMessage::PeerLeft { .. })).await;
-    assert!(matches!(left, ServerMessage::PeerLeft { reason: LeaveReason::Kicked, .. }));
+    let left = b.recv_until("peer_left", |m| matches!(m, ServerMessage::PeerLeft(PeerLeft { .. }))).await;
+    assert!(matches!(left, ServerMessage::PeerLeft(PeerLeft { reason: LeaveReason::Kicked, .. })));
     b.assert_quiet().await;
     let _ = b_id;
 }
@@ -216,13 +218,13 @@ async fn a_client_that_never_reads_is_cut_off_without_stalling_the_room() {
         }
         panic!("1000 frames of 60 KB did not fill the sleeper's queue");
     };
-    let watch_c = c.recv_until("the sleeper's peer_left", |m| matches!(m, ServerMessage::PeerLeft { .. }));
+    let watch_c = c.recv_until("the sleeper's peer_left", |m| matches!(m, ServerMessage::PeerLeft(PeerLeft { .. })));
     let left = tokio::select! {
         left = watch_c => left,
         () = send_all => unreachable!(),
     };
     assert!(
-        matches!(&left, ServerMessage::PeerLeft { peer_id, reason: LeaveReason::SlowConsumer } if *peer_id == w_sleeper.you.id),
+        matches!(&left, ServerMessage::PeerLeft(PeerLeft { peer_id, reason: LeaveReason::SlowConsumer }) if *peer_id == w_sleeper.you.id),
         "{left:?}"
     );
     // Everyone else still talks.
@@ -257,7 +259,7 @@ async fn a_silent_connection_times_out_and_its_room_is_told() {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let pending = a.sync().await;
-            if let Some(left) = pending.into_iter().find(|m| matches!(m, ServerMessage::PeerLeft { .. })) {
+            if let Some(left) = pending.into_iter().find(|m| matches!(m, ServerMessage::PeerLeft(PeerLeft { .. }))) {
                 return left;
             }
             assert!(tokio::time::Instant::now() < deadline, "silent peer was never timed out");
@@ -266,7 +268,9 @@ async fn a_silent_connection_times_out_and_its_room_is_told() {
     };
     let (left, err) = tokio::join!(keep_alive, silent.expect_error(ErrorCode::PingTimeout));
     assert!(err.fatal);
-    assert!(matches!(left, ServerMessage::PeerLeft { peer_id, reason: LeaveReason::Timeout } if peer_id == ws.you.id));
+    assert!(
+        matches!(left, ServerMessage::PeerLeft(PeerLeft { peer_id, reason: LeaveReason::Timeout }) if peer_id == ws.you.id)
+    );
 }
 
 #[tokio::test]

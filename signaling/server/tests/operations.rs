@@ -4,7 +4,7 @@ mod common;
 
 use common::{Client, WAIT, http_get, room, server};
 use std::time::Duration;
-use switchboard_protocol::ServerMessage;
+use switchboard_protocol::{PeerJoined, ServerMessage};
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {
@@ -52,7 +52,7 @@ async fn shutdown_sends_going_away_closes_everyone_and_is_bounded() {
     let mut stuck = Client::connect(addr).await;
     stuck.join("bye", "stuck").await;
     for (c, _) in &mut peers {
-        c.recv_until("peer_joined", |m| matches!(m, ServerMessage::PeerJoined { .. })).await;
+        c.recv_until("peer_joined", |m| matches!(m, ServerMessage::PeerJoined(PeerJoined { .. }))).await;
     }
     let started = tokio::time::Instant::now();
     let shutdown = tokio::spawn(srv.shutdown());

@@ -5,7 +5,7 @@
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::time::Duration;
-use switchboard_protocol::{ErrorCode, ErrorMessage, ServerMessage, Welcome};
+use switchboard_protocol::{ErrorCode, ErrorMessage, PeerJoined, Pong, ServerMessage, Welcome};
 use switchboard_server::Server;
 use switchboard_server::config::Settings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -116,7 +116,7 @@ impl Client {
         let mut before = Vec::new();
         loop {
             match self.recv("pong").await {
-                ServerMessage::Pong { id: Some(switchboard_protocol::RequestId::Number(n)) } if n == id => {
+                ServerMessage::Pong(Pong { id: Some(switchboard_protocol::RequestId::Number(n)) }) if n == id => {
                     return before;
                 }
                 other => before.push(other),
@@ -150,7 +150,7 @@ pub async fn room(addr: SocketAddr, room: &str, n: usize) -> Vec<(Client, Welcom
         let mut c = Client::connect(addr).await;
         let w = c.join(room, &format!("user{i}")).await;
         for (other, _) in &mut clients {
-            other.recv_until("peer_joined", |m| matches!(m, ServerMessage::PeerJoined { .. })).await;
+            other.recv_until("peer_joined", |m| matches!(m, ServerMessage::PeerJoined(PeerJoined { .. }))).await;
         }
         clients.push((c, w));
     }
