@@ -102,10 +102,20 @@ impl Plan {
     }
 }
 
-/// Everything measured for one server.
+/// One server configuration under test.
+#[derive(Debug, Clone)]
+pub struct Target {
+    kind: Kind,
+    /// Column name in the report.
+    label: String,
+    /// Extra Switchboard flags.
+    server_args: Vec<String>,
+}
+
+/// Everything measured for one target.
 #[derive(Debug)]
 pub struct Results {
-    kind: Kind,
+    target: Target,
     offer: Vec<relay_cpu::CpuRun>,
     candidate: Vec<relay_cpu::CpuRun>,
     latency: latency::LatencyRun,
@@ -120,20 +130,27 @@ async fn main() -> anyhow::Result<()> {
     let machine = report::Machine::read();
     let sdp = sample_sdp(1_950);
     let line = sample_candidate();
-    let kinds = [Kind::Switchboard, Kind::PeerJs];
-    let start = |kind: Kind| match kind {
-        Kind::Switchboard => ServerProc::switchboard(&args.switchboard_bin, &args.server_args),
+    let default_args = args.server_args.clone();
+    let mut one_thread = args.server_args.clone();
+    one_thread.extend(["--worker-threads".to_owned(), "1".to_owned()]);
+    let targets = vec![
+        Target { kind: Kind::Switchboard, label: "Switchboard".into(), server_args: default_args },
+        Target { kind: Kind::Switchboard, label: "Switchboard, 1 worker".into(), server_args: one_thread },
+        Target { kind: Kind::PeerJs, label: "PeerJS 1.0.2".into(), server_args: Vec::new() },
+    ];
+    let start = |t: &Target| match t.kind {
+        Kind::Switchboard => ServerProc::switchboard(&args.switchboard_bin, &t.server_args),
         Kind::PeerJs => ServerProc::peerjs(&args.node_modules),
     };
     if args.only == Some(Scenario::Idle) {
         let steps = args.idle_steps.clone().unwrap_or(plan.idle_steps);
-        for kind in kinds {
-            let server = start(kind)?;
-            let (base, points) = idle::run(Endpoint { kind, addr: server.addr }, &server, &steps).await?;
+        for t in &targets {
+            let server = start(t)?;
+            let (base, points) = idle::run(Endpoint { kind: t.kind, addr: server.addr }, &server, &steps).await?;
             for p in points {
                 eprintln!(
                     "{} idle: base {} KB, {} connections, {:.0} B each",
-                    kind.name(),
+                    t.label,
                     base / 1024,
                     p.connections,
                     p.per_connection
@@ -142,19 +159,19 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let mut offer: [Vec<relay_cpu::CpuRun>; 2] = [Vec::new(), Vec::new()];
-    let mut candidate: [Vec<relay_cpu::CpuRun>; 2] = [Vec::new(), Vec::new()];
-    // Interleave the rounds so that a noisy neighbour hits both servers.
+    let mut offer: Vec<Vec<relay_cpu::CpuRun>> = vec![Vec::new(); targets.len()];
+    let mut candidate: Vec<Vec<relay_cpu::CpuRun>> = vec![Vec::new(); targets.len()];
+    // Interleave the rounds so that a noisy neighbour hits every server.
     for round in 0..args.rounds {
-        for (i, kind) in kinds.into_iter().enumerate() {
-            let server = start(kind)?;
-            let ep = Endpoint { kind, addr: server.addr };
+        for (i, t) in targets.iter().enumerate() {
+            let server = start(t)?;
+            let ep = Endpoint { kind: t.kind, addr: server.addr };
             let o = relay_cpu::run(ep, &server, plan.pairs, plan.offers_per_pair, |to| ep.offer(to, &sdp)).await?;
             let c =
                 relay_cpu::run(ep, &server, plan.pairs, plan.candidates_per_pair, |to| ep.candidate(to, &line)).await?;
             eprintln!(
                 "round {round} {}: offer {:.1} us/msg ({:.0} msg/s), candidate {:.1} us/msg ({:.0} msg/s)",
-                kind.name(),
+                t.label,
                 o.us_per_message(),
                 o.rate(),
                 c.us_per_message(),
@@ -168,26 +185,26 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let mut results = Vec::new();
-    for (i, kind) in kinds.into_iter().enumerate() {
-        let server = start(kind)?;
-        let ep = Endpoint { kind, addr: server.addr };
+    for (i, t) in targets.iter().enumerate() {
+        let server = start(t)?;
+        let ep = Endpoint { kind: t.kind, addr: server.addr };
         let lat = latency::run(ep, &server, plan.latency_pairs, plan.latency_rate, plan.warmup, plan.measure).await?;
         eprintln!(
             "{} latency: p50 {} us, p99 {} us over {} messages",
-            kind.name(),
+            t.label,
             lat.histogram.value_at_quantile(0.5),
             lat.histogram.value_at_quantile(0.99),
             lat.messages
         );
         drop(server);
-        let server = start(kind)?;
-        let ep = Endpoint { kind, addr: server.addr };
+        let server = start(t)?;
+        let ep = Endpoint { kind: t.kind, addr: server.addr };
         let (idle_base, idle) = idle::run(ep, &server, &plan.idle_steps).await?;
         for p in &idle {
-            eprintln!("{} idle: {} connections, {:.0} B each", kind.name(), p.connections, p.per_connection);
+            eprintln!("{} idle: {} connections, {:.0} B each", t.label, p.connections, p.per_connection);
         }
         results.push(Results {
-            kind,
+            target: t.clone(),
             offer: std::mem::take(&mut offer[i]),
             candidate: std::mem::take(&mut candidate[i]),
             latency: lat,

@@ -70,13 +70,14 @@ fn median(runs: &[CpuRun], f: impl Fn(&CpuRun) -> f64) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok { "met" } else { "**not met**" }
-}
+/// Whether a figure meets its target, given the value and its ratio to PeerJS.
+type Check<'a> = &'a dyn Fn(f64, f64) -> bool;
 
-/// The report section.
+/// The report section: one column per target, ratios against the last
+/// (the reference, PeerJS).
 pub fn render(m: &Machine, command: &str, quick: bool, results: &[Results], rate: u32) -> String {
-    let (s, p) = (&results[0], &results[1]);
+    let reference = &results[results.len() - 1];
+    let ours = &results[..results.len() - 1];
     let mut out = String::new();
     let _ = writeln!(out, "{BEGIN}");
     let _ = writeln!(out, "## Signaling relay: Switchboard vs PeerJS server 1.0.2\n");
@@ -85,7 +86,7 @@ pub fn render(m: &Machine, command: &str, quick: bool, results: &[Results], rate
     }
     let _ = writeln!(
         out,
-        "Command: `{command}` (both servers on loopback in a private network namespace, one Rust load client for both)."
+        "Command: `{command}` (all servers on loopback in a private network namespace, one Rust load client for all)."
     );
     let _ = writeln!(
         out,
@@ -98,69 +99,121 @@ pub fn render(m: &Machine, command: &str, quick: bool, results: &[Results], rate
         m.load,
         load()
     );
-    let _ = writeln!(out, "| measure | Switchboard | PeerJS 1.0.2 | Switchboard / PeerJS | target | |");
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
-    for (name, sr, pr) in
-        [("relayed ~2 KB offer", &s.offer, &p.offer), ("relayed ~300 B candidate", &s.candidate, &p.candidate)]
-    {
-        let su = median(sr, CpuRun::us_per_message);
-        let pu = median(pr, CpuRun::us_per_message);
-        let ratio = su / pu;
-        let _ = writeln!(
-            out,
-            "| server CPU per {name} ({} B / {} B frames, median of {}) | {su:.2} us | {pu:.2} us | {ratio:.2} | <= {CPU_RATIO_TARGET} | {} |",
-            sr.first().map_or(0, |r| r.frame_bytes),
-            pr.first().map_or(0, |r| r.frame_bytes),
-            sr.len(),
-            verdict(ratio <= CPU_RATIO_TARGET)
+    let mut header = String::from("| measure |");
+    let mut rule = String::from("|---|");
+    for r in results {
+        header.push_str(&format!(" {} |", r.target.label));
+        rule.push_str("---|");
+    }
+    for r in ours {
+        header.push_str(&format!(" {} / PeerJS |", r.target.label));
+        rule.push_str("---|");
+    }
+    header.push_str(" target |");
+    rule.push_str("---|");
+    let _ = writeln!(out, "{header}\n{rule}");
+    let row = |out: &mut String,
+               name: String,
+               values: &[f64],
+               unit: &str,
+               decimals: usize,
+               target: &str,
+               ok: Option<Check<'_>>| {
+        let mut line = format!("| {name} |");
+        for v in values {
+            line.push_str(&format!(" {v:.decimals$} {unit} |"));
+        }
+        let reference = values[values.len() - 1];
+        for v in &values[..values.len() - 1] {
+            let ratio = v / reference;
+            let mark = match ok {
+                Some(f) if !f(*v, ratio) => " (not met)",
+                Some(_) => " (met)",
+                None => "",
+            };
+            line.push_str(&format!(" {ratio:.2}{mark} |"));
+        }
+        line.push_str(&format!(" {target} |"));
+        let _ = writeln!(out, "{line}");
+    };
+    let cpu_ok = |_: f64, ratio: f64| ratio <= CPU_RATIO_TARGET;
+    for (name, pick) in [
+        ("relayed ~2 KB offer", (|r: &Results| &r.offer) as fn(&Results) -> &Vec<CpuRun>),
+        ("relayed ~300 B candidate", |r: &Results| &r.candidate),
+    ] {
+        let sizes: Vec<String> =
+            results.iter().map(|r| pick(r).first().map_or(0, |x| x.frame_bytes).to_string()).collect();
+        let us: Vec<f64> = results.iter().map(|r| median(pick(r), CpuRun::us_per_message)).collect();
+        row(
+            &mut out,
+            format!("server CPU per {name} ({} B frames, median of {})", sizes.join(" / "), args_rounds(results)),
+            &us,
+            "us",
+            2,
+            &format!("<= {CPU_RATIO_TARGET} of PeerJS"),
+            Some(&cpu_ok),
         );
-        let (sm, pm) = (median(sr, CpuRun::rate), median(pr, CpuRun::rate));
-        let _ = writeln!(
-            out,
-            "| throughput, {name} (closed loop, client-bound) | {sm:.0} msg/s | {pm:.0} msg/s | {:.2} | | |",
-            sm / pm
+        let rates: Vec<f64> = results.iter().map(|r| median(pick(r), CpuRun::rate)).collect();
+        row(
+            &mut out,
+            format!("throughput, {name} (closed loop, limited by the shared client)"),
+            &rates,
+            "msg/s",
+            0,
+            "",
+            None,
         );
     }
-    let (sl, pl) = (&s.latency.histogram, &p.latency.histogram);
     for (q, label) in [(0.5, "p50"), (0.99, "p99"), (1.0, "max")] {
-        let (a, b) = (sl.value_at_quantile(q), pl.value_at_quantile(q));
-        let target = if label == "p99" { format!("<= {P99_TARGET_US} us") } else { String::new() };
-        let v = if label == "p99" { verdict(a <= P99_TARGET_US) } else { "" };
-        let _ = writeln!(
-            out,
-            "| relay latency {label} at {rate} msg/s open loop (candidates) | {a} us | {b} us | {:.2} | {target} | {v} |",
-            a as f64 / b as f64
+        let v: Vec<f64> = results.iter().map(|r| r.latency.histogram.value_at_quantile(q) as f64).collect();
+        let p99_ok = |v: f64, _: f64| v <= P99_TARGET_US as f64;
+        let (target, ok): (String, Option<Check<'_>>) =
+            if label == "p99" { (format!("<= {P99_TARGET_US} us"), Some(&p99_ok)) } else { (String::new(), None) };
+        row(
+            &mut out,
+            format!("relay latency {label} at {rate} msg/s, open loop (candidates)"),
+            &v,
+            "us",
+            0,
+            &target,
+            ok,
         );
     }
-    let cpu_at_rate = |r: &Results| r.latency.server_cpu.as_secs_f64() * 1e6 / r.latency.messages.max(1) as f64;
+    let cpu_at_rate: Vec<f64> =
+        results.iter().map(|r| r.latency.server_cpu.as_secs_f64() * 1e6 / r.latency.messages.max(1) as f64).collect();
+    row(&mut out, format!("server CPU per message at {rate} msg/s"), &cpu_at_rate, "us", 2, "", None);
+    let idle_ok = |v: f64, _: f64| v <= IDLE_BYTES_TARGET;
+    for i in 0..reference.idle.len() {
+        let v: Vec<f64> = results.iter().map(|r| r.idle.get(i).map_or(f64::NAN, |p| p.per_connection)).collect();
+        row(
+            &mut out,
+            format!("server RSS per idle connection at {}", reference.idle[i].connections),
+            &v,
+            "B",
+            0,
+            &format!("<= {IDLE_BYTES_TARGET:.0} B"),
+            Some(&idle_ok),
+        );
+    }
     let _ = writeln!(
         out,
-        "| server CPU per message at {rate} msg/s | {:.2} us | {:.2} us | {:.2} | | |",
-        cpu_at_rate(s),
-        cpu_at_rate(p),
-        cpu_at_rate(s) / cpu_at_rate(p)
+        "\nRatios below 1 favour Switchboard. \"(met)\" / \"(not met)\" compare with the target in the last column."
     );
-    for (sp, pp) in s.idle.iter().zip(&p.idle) {
+    let _ = writeln!(out, "Idle RSS with no connections and at the largest count:");
+    for r in results {
         let _ = writeln!(
             out,
-            "| server RSS per idle connection at {} | {:.0} B | {:.0} B | {:.2} | <= {IDLE_BYTES_TARGET:.0} B | {} |",
-            sp.connections,
-            sp.per_connection,
-            pp.per_connection,
-            sp.per_connection / pp.per_connection,
-            verdict(sp.per_connection <= IDLE_BYTES_TARGET)
+            "- {}: {:.1} MB, then {:.1} MB at {}",
+            r.target.label,
+            r.idle_base as f64 / 1e6,
+            r.idle.last().map_or(0.0, |x| x.rss as f64 / 1e6),
+            r.idle.last().map_or(0, |x| x.connections)
         );
     }
     let _ = writeln!(
         out,
-        "\nIdle RSS: Switchboard {:.1} MB with no connections, {:.1} MB at {}; PeerJS {:.1} MB and {:.1} MB. \
-         Switchboard connections are joined to rooms of {}; PeerJS connections are registered ids.",
-        s.idle_base as f64 / 1e6,
-        s.idle.last().map_or(0.0, |x| x.rss as f64 / 1e6),
-        s.idle.last().map_or(0, |x| x.connections),
-        p.idle_base as f64 / 1e6,
-        p.idle.last().map_or(0.0, |x| x.rss as f64 / 1e6),
-        crate::idle::ROOM_SIZE,
+        "\nSwitchboard idle connections are joined to rooms of {}; PeerJS idle connections are registered ids.",
+        crate::idle::ROOM_SIZE
     );
     let _ = writeln!(out, "\nPer-round CPU figures (us per message, offer / candidate):\n");
     for r in results {
@@ -170,10 +223,14 @@ pub fn render(m: &Machine, command: &str, quick: bool, results: &[Results], rate
             .zip(&r.candidate)
             .map(|(o, c)| format!("{:.2} / {:.2}", o.us_per_message(), c.us_per_message()))
             .collect();
-        let _ = writeln!(out, "- {}: {}", r.kind.name(), rounds.join("; "));
+        let _ = writeln!(out, "- {}: {}", r.target.label, rounds.join("; "));
     }
     let _ = writeln!(out, "{END}");
     out
+}
+
+fn args_rounds(results: &[Results]) -> usize {
+    results.first().map_or(0, |r| r.offer.len())
 }
 
 /// Replaces the bench section of `path` (or appends it).

@@ -86,6 +86,17 @@ impl CloseSpec {
     pub const SLOW_CONSUMER: Self = Self { code: 1008, reason: "slow_consumer" };
 }
 
+/// How a close the hub decided on is counted in the disconnect metric.
+fn closed_as(reason: CloseReason) -> LeaveReason {
+    match reason {
+        CloseReason::Normal => LeaveReason::Left,
+        CloseReason::GoingAway => LeaveReason::Shutdown,
+        CloseReason::Error(switchboard_protocol::ErrorCode::Replaced) => LeaveReason::Replaced,
+        CloseReason::Error(switchboard_protocol::ErrorCode::JoinTimeout) => LeaveReason::Timeout,
+        CloseReason::Error(_) => LeaveReason::Kicked,
+    }
+}
+
 /// The hub's way to reach one connection.
 #[derive(Debug)]
 pub struct ConnHandle {
@@ -184,6 +195,7 @@ impl HubTask {
                 }
                 Output::Close { conn, reason } => {
                     if let Some(handle) = self.conns.remove(&conn) {
+                        self.telemetry.disconnect(closed_as(reason));
                         let spec = CloseSpec::from_reason(reason);
                         if let Err(mpsc::error::TrySendError::Full(_)) = handle.tx.try_send(Outbound::Close(spec)) {
                             let _ = handle.kill.send(spec);

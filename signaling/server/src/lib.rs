@@ -116,10 +116,12 @@ impl Server {
             reconnect_url: settings.public_url.clone(),
             retry_after_ms: RECONNECT_AFTER_MS,
         };
+        // One deadline for the whole shutdown, however its steps divide it.
+        let deadline = tokio::time::Instant::now() + settings.shutdown_grace;
         let _ = state.hub.send(HubEvent::Shutdown(notice)).await;
         let _ = stop_accepting.send(true);
         let all = u32::try_from(settings.limits.max_connections).unwrap_or(u32::MAX);
-        let drained = tokio::time::timeout(settings.shutdown_grace, state.conn_slots.acquire_many(all)).await;
+        let drained = tokio::time::timeout_at(deadline, state.conn_slots.acquire_many(all)).await;
         match drained {
             Ok(_) => info!("all connections closed"),
             Err(_) => {
@@ -127,7 +129,7 @@ impl Server {
                 warn!(open, "shutdown grace over with connections still open; dropping them");
             }
         }
-        let _ = tokio::time::timeout(settings.shutdown_grace, http).await;
+        let _ = tokio::time::timeout_at(deadline, http).await;
         hub.abort();
         Ok(())
     }

@@ -18,7 +18,7 @@ use tracing::debug;
 pub const RETRY_AFTER_S: &str = "5";
 /// Bytes tungstenite reads from the socket at a time. Small, because every
 /// idle connection holds one such buffer.
-pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+pub const READ_BUFFER_BYTES: usize = 2 * 1024;
 
 /// Frames buffered before tungstenite writes to the socket: a batch of
 /// queued frames goes out in one system call, up to this size.

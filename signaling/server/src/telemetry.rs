@@ -105,7 +105,7 @@ impl Telemetry {
         }
     }
 
-    /// Counts a participant's departure.
+    /// Counts a closed connection (joined or not) by the reason it ended.
     pub fn disconnect(&self, reason: LeaveReason) {
         if let Some(i) = LeaveReason::ALL.iter().position(|r| *r == reason) {
             self.disconnects[i].increment(1);
