@@ -4,6 +4,7 @@
 //! in parallel across connections, so the hub only sees valid messages.
 
 use crate::hub_task::{CloseSpec, ConnHandle, HubEvent, Outbound};
+use crate::outbox::Outbox;
 use crate::state::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
@@ -13,7 +14,7 @@ use switchboard_core::{ConnId, RateLimiter, Verdict};
 use switchboard_protocol::{
     ErrorCode, ErrorMessage, LeaveReason, RequestId, ServerMessage, parse_client, request_id_of,
 };
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tracing::{Instrument, debug, info, info_span};
 
 /// A single write or flush that takes longer than this means the client has
@@ -28,6 +29,10 @@ pub const OVERSIZE_LINGER: Duration = Duration::from_secs(1);
 /// Queued frames written before one flush: batching under load, low latency
 /// when idle.
 pub const WRITE_BATCH: usize = 64;
+
+// The close, fatal and read-failure paths are rare and their futures are
+// large (timers, close handshakes); they are boxed where awaited so that
+// every idle connection's task does not carry their space.
 
 /// Why the socket loop stopped.
 enum Stop {
@@ -72,12 +77,13 @@ pub async fn run(ws: WebSocket, id: ConnId, state: Arc<AppState>, _slot: OwnedSe
     async move {
         state.telemetry.connections.increment(1.0);
         info!("connection opened");
-        let (tx, rx) = mpsc::channel(state.limits.outbound_queue);
+        let outbox = Arc::new(Outbox::new(state.limits.outbound_queue));
         let (kill_tx, kill) = oneshot::channel();
-        let opened = state.hub.send(HubEvent::Open { conn: id, handle: ConnHandle { tx, kill: kill_tx } }).await;
-        if opened.is_ok() {
+        let handle = ConnHandle { outbox: outbox.clone(), kill: kill_tx };
+        if state.hub.send(HubEvent::Open { conn: id, handle }).await.is_ok() {
             let mut conn = Conn { id, ws, kill: Some(kill), state: state.clone() };
-            let Stop::Leave(reason) = conn.serve(rx).await;
+            let Stop::Leave(reason) = conn.serve(&outbox).await;
+            outbox.close();
             let _ = state.hub.send(HubEvent::Closed { conn: id, reason }).await;
         }
         state.telemetry.connections.decrement(1.0);
@@ -87,7 +93,7 @@ pub async fn run(ws: WebSocket, id: ConnId, state: Arc<AppState>, _slot: OwnedSe
 }
 
 impl Conn {
-    async fn serve(&mut self, mut rx: mpsc::Receiver<Outbound>) -> Stop {
+    async fn serve(&mut self, outbox: &Outbox) -> Stop {
         let ping_timeout = self.state.limits.ping_timeout;
         let mut rate = RateLimiter::new(&self.state.limits, Instant::now());
         // One timer for the whole connection, moved only when it fires:
@@ -99,19 +105,18 @@ impl Conn {
             tokio::select! {
                 biased;
                 spec = killed(&mut self.kill) => {
-                    self.close(spec).await;
+                    Box::pin(self.close(spec)).await;
                     return Stop::Leave(LeaveReason::SlowConsumer);
                 }
-                out = rx.recv() => {
-                    let Some(out) = out else { return Stop::Leave(LeaveReason::Disconnected) };
-                    if let Some(stop) = self.write_queued(out, &mut rx).await {
+                out = outbox.pop() => {
+                    if let Some(stop) = self.write_queued(out, outbox).await {
                         return stop;
                     }
                 }
                 inbound = self.ws.recv() => {
                     let frame = match inbound {
                         None => return Stop::Leave(LeaveReason::Disconnected),
-                        Some(Err(err)) => return self.read_failed(err).await,
+                        Some(Err(err)) => return Box::pin(self.read_failed(err)).await,
                         Some(Ok(frame)) => frame,
                     };
                     last_heard = tokio::time::Instant::now();
@@ -126,7 +131,7 @@ impl Conn {
                         continue;
                     }
                     let message = format!("no message for {ping_timeout:?}");
-                    return self.fatal(ErrorCode::PingTimeout, message, 1008, LeaveReason::Timeout).await;
+                    return Box::pin(self.fatal(ErrorCode::PingTimeout, message, 1008, LeaveReason::Timeout)).await;
                 }
             }
         }
@@ -134,11 +139,11 @@ impl Conn {
 
     /// Writes `first` and whatever else is queued (up to a batch), then
     /// flushes once.
-    async fn write_queued(&mut self, first: Outbound, rx: &mut mpsc::Receiver<Outbound>) -> Option<Stop> {
+    async fn write_queued(&mut self, first: Outbound, outbox: &Outbox) -> Option<Stop> {
         let mut next = Some(first);
         let mut written: Vec<(switchboard_protocol::ServerKind, Option<Instant>)> = Vec::new();
         for _ in 0..WRITE_BATCH {
-            let Some(out) = next.take().or_else(|| rx.try_recv().ok()) else { break };
+            let Some(out) = next.take().or_else(|| outbox.try_pop()) else { break };
             match out {
                 Outbound::Frame { text, kind, received } => {
                     if let Err(stop) = self.io(Write::Feed(Message::Text(text))).await {
@@ -147,7 +152,7 @@ impl Conn {
                     written.push((kind, received));
                 }
                 Outbound::Close(spec) => {
-                    self.close(spec).await;
+                    Box::pin(self.close(spec)).await;
                     return Some(Stop::Leave(LeaveReason::Left));
                 }
             }
@@ -205,7 +210,7 @@ impl Conn {
             }
             Verdict::Flood => {
                 let message = "sustained flooding".to_owned();
-                return Some(self.fatal(ErrorCode::Flood, message, 1008, LeaveReason::Kicked).await);
+                return Some(Box::pin(self.fatal(ErrorCode::Flood, message, 1008, LeaveReason::Kicked)).await);
             }
         }
         let Some(text) = text else {
@@ -249,7 +254,7 @@ impl Conn {
             Utf8Bytes::from(ServerMessage::Error(ErrorMessage::fatal(None::<RequestId>, code, message)).to_json());
         let sent = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.send(Message::Text(text))).await;
         if matches!(sent, Ok(Ok(()))) {
-            self.close(CloseSpec { code: close, reason: code.as_str() }).await;
+            Box::pin(self.close(CloseSpec { code: close, reason: code.as_str() })).await;
         }
         Stop::Leave(reason)
     }
@@ -278,7 +283,7 @@ impl Conn {
         if too_big {
             let hard = self.state.limits.hard_max_message_bytes();
             let message = format!("frame over {hard} bytes: connection closed");
-            let stop = self.fatal(ErrorCode::MessageTooLarge, message, 1009, LeaveReason::Kicked).await;
+            let stop = Box::pin(self.fatal(ErrorCode::MessageTooLarge, message, 1009, LeaveReason::Kicked)).await;
             tokio::time::sleep(OVERSIZE_LINGER).await;
             return stop;
         }

@@ -3,6 +3,7 @@
 //! never waits on a connection (a full queue means a slow consumer).
 
 use crate::clock;
+use crate::outbox::{Outbox, PushError};
 use crate::telemetry::Telemetry;
 use axum::extract::ws::Utf8Bytes;
 use std::collections::HashMap;
@@ -101,7 +102,7 @@ fn closed_as(reason: CloseReason) -> LeaveReason {
 #[derive(Debug)]
 pub struct ConnHandle {
     /// Its bounded outbound queue.
-    pub tx: mpsc::Sender<Outbound>,
+    pub outbox: Arc<Outbox>,
     /// Closes it at once, skipping the queue (for slow consumers).
     pub kill: oneshot::Sender<CloseSpec>,
 }
@@ -197,7 +198,7 @@ impl HubTask {
                     if let Some(handle) = self.conns.remove(&conn) {
                         self.telemetry.disconnect(closed_as(reason));
                         let spec = CloseSpec::from_reason(reason);
-                        if let Err(mpsc::error::TrySendError::Full(_)) = handle.tx.try_send(Outbound::Close(spec)) {
+                        if handle.outbox.try_push(Outbound::Close(spec)) == Err(PushError::Full) {
                             let _ = handle.kill.send(spec);
                         }
                     }
@@ -212,9 +213,9 @@ impl HubTask {
 
     fn deliver(&mut self, conn: ConnId, frame: Outbound) {
         let Some(handle) = self.conns.get(&conn) else { return };
-        match handle.tx.try_send(frame) {
+        match handle.outbox.try_push(frame) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Full) => {
                 // The client is not reading: cut it off rather than let it
                 // hold the room back or grow our memory.
                 if let Some(handle) = self.conns.remove(&conn) {
@@ -225,7 +226,7 @@ impl HubTask {
                 self.hub.disconnect(conn, LeaveReason::SlowConsumer);
             }
             // The connection task has ended; its Closed event is on the way.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(PushError::Closed) => {}
         }
     }
 }

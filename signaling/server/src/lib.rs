@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod hub_task;
+pub mod outbox;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
