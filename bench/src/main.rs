@@ -159,6 +159,25 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if args.only == Some(Scenario::Latency) {
+        for t in &targets {
+            let server = start(t)?;
+            let ep = Endpoint { kind: t.kind, addr: server.addr };
+            let lat =
+                latency::run(ep, &server, plan.latency_pairs, plan.latency_rate, plan.warmup, plan.measure).await?;
+            let h = &lat.histogram;
+            eprintln!(
+                "{} latency at {} msg/s: p50 {} us, p99 {} us, max {} us; server CPU {:.2} us/msg",
+                t.label,
+                plan.latency_rate,
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.max(),
+                lat.server_cpu.as_secs_f64() * 1e6 / lat.messages.max(1) as f64
+            );
+        }
+        return Ok(());
+    }
     let mut offer: Vec<Vec<relay_cpu::CpuRun>> = vec![Vec::new(); targets.len()];
     let mut candidate: Vec<Vec<relay_cpu::CpuRun>> = vec![Vec::new(); targets.len()];
     // Interleave the rounds so that a noisy neighbour hits every server.
