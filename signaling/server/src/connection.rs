@@ -34,12 +34,6 @@ pub const WRITE_BATCH: usize = 64;
 // large (timers, close handshakes); they are boxed where awaited so that
 // every idle connection's task does not carry their space.
 
-/// Why the socket loop stopped.
-enum Stop {
-    /// The room learns this reason.
-    Leave(LeaveReason),
-}
-
 /// One socket write.
 enum Write {
     /// Buffer a frame.
@@ -82,7 +76,7 @@ pub async fn run(ws: WebSocket, id: ConnId, state: Arc<AppState>, _slot: OwnedSe
         let handle = ConnHandle { outbox: outbox.clone(), kill: kill_tx };
         if state.hub.send(HubEvent::Open { conn: id, handle }).await.is_ok() {
             let mut conn = Conn { id, ws, kill: Some(kill), state: state.clone() };
-            let Stop::Leave(reason) = conn.serve(&outbox).await;
+            let reason = conn.serve(&outbox).await;
             outbox.close();
             let _ = state.hub.send(HubEvent::Closed { conn: id, reason }).await;
         }
@@ -93,7 +87,7 @@ pub async fn run(ws: WebSocket, id: ConnId, state: Arc<AppState>, _slot: OwnedSe
 }
 
 impl Conn {
-    async fn serve(&mut self, outbox: &Outbox) -> Stop {
+    async fn serve(&mut self, outbox: &Outbox) -> LeaveReason {
         let ping_timeout = self.state.limits.ping_timeout;
         let mut rate = RateLimiter::new(&self.state.limits, Instant::now());
         // One timer for the whole connection, moved only when it fires:
@@ -106,7 +100,7 @@ impl Conn {
                 biased;
                 spec = killed(&mut self.kill) => {
                     Box::pin(self.close(spec)).await;
-                    return Stop::Leave(LeaveReason::SlowConsumer);
+                    return LeaveReason::SlowConsumer;
                 }
                 out = outbox.pop() => {
                     if let Some(stop) = self.write_queued(out, outbox).await {
@@ -115,7 +109,7 @@ impl Conn {
                 }
                 inbound = self.ws.recv() => {
                     let frame = match inbound {
-                        None => return Stop::Leave(LeaveReason::Disconnected),
+                        None => return LeaveReason::Disconnected,
                         Some(Err(err)) => return Box::pin(self.read_failed(err)).await,
                         Some(Ok(frame)) => frame,
                     };
@@ -139,9 +133,8 @@ impl Conn {
 
     /// Writes `first` and whatever else is queued (up to a batch), then
     /// flushes once.
-    async fn write_queued(&mut self, first: Outbound, outbox: &Outbox) -> Option<Stop> {
+    async fn write_queued(&mut self, first: Outbound, outbox: &Outbox) -> Option<LeaveReason> {
         let mut next = Some(first);
-        let mut written: Vec<(switchboard_protocol::ServerKind, Option<Instant>)> = Vec::new();
         for _ in 0..WRITE_BATCH {
             let Some(out) = next.take().or_else(|| outbox.try_pop()) else { break };
             match out {
@@ -149,31 +142,25 @@ impl Conn {
                     if let Err(stop) = self.io(Write::Feed(Message::Text(text))).await {
                         return Some(stop);
                     }
-                    written.push((kind, received));
+                    // Handed to the socket layer; the flush follows at once.
+                    let telemetry = &self.state.telemetry;
+                    telemetry.message_out(kind, 1);
+                    if let (true, Some(at)) = (kind.is_relay(), received) {
+                        telemetry.relay_latency.record(at.elapsed().as_secs_f64());
+                    }
                 }
                 Outbound::Close(spec) => {
                     Box::pin(self.close(spec)).await;
-                    return Some(Stop::Leave(LeaveReason::Left));
+                    return Some(LeaveReason::Left);
                 }
             }
         }
-        if let Err(stop) = self.io(Write::Flush).await {
-            return Some(stop);
-        }
-        let telemetry = &self.state.telemetry;
-        let now = Instant::now();
-        for (kind, received) in written {
-            telemetry.message_out(kind, 1);
-            if let (true, Some(at)) = (kind.is_relay(), received) {
-                telemetry.relay_latency.record(now.saturating_duration_since(at).as_secs_f64());
-            }
-        }
-        None
+        self.io(Write::Flush).await.err()
     }
 
     /// Runs one socket write, bounded by [`WRITE_TIMEOUT`] and interrupted
     /// by a kill.
-    async fn io(&mut self, op: Write) -> Result<(), Stop> {
+    async fn io(&mut self, op: Write) -> Result<(), LeaveReason> {
         let (ws, kill) = (&mut self.ws, &mut self.kill);
         let write = async move {
             match op {
@@ -185,14 +172,14 @@ impl Conn {
         tokio::select! {
             result = tokio::time::timeout(WRITE_TIMEOUT, write) => match result {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(Stop::Leave(LeaveReason::Disconnected)),
-                Err(_) => Err(Stop::Leave(LeaveReason::SlowConsumer)),
+                Ok(Err(_)) => Err(LeaveReason::Disconnected),
+                Err(_) => Err(LeaveReason::SlowConsumer),
             },
-            _ = killed(kill) => Err(Stop::Leave(LeaveReason::SlowConsumer)),
+            _ = killed(kill) => Err(LeaveReason::SlowConsumer),
         }
     }
 
-    async fn inbound(&mut self, frame: Message, rate: &mut RateLimiter) -> Option<Stop> {
+    async fn inbound(&mut self, frame: Message, rate: &mut RateLimiter) -> Option<LeaveReason> {
         let received = Instant::now();
         let text = match frame {
             Message::Text(text) => Some(text),
@@ -229,7 +216,7 @@ impl Conn {
                 debug!(kind = kind.as_str(), "message");
                 self.state.telemetry.message_in(kind);
                 if self.state.hub.send(HubEvent::Message { conn: self.id, msg, received }).await.is_err() {
-                    return Some(Stop::Leave(LeaveReason::Shutdown));
+                    return Some(LeaveReason::Shutdown);
                 }
                 None
             }
@@ -239,7 +226,7 @@ impl Conn {
 
     /// Sends an error straight to this socket. It may overtake messages
     /// still queued by the hub; its request id says what it answers.
-    async fn reply(&mut self, error: ErrorMessage) -> Option<Stop> {
+    async fn reply(&mut self, error: ErrorMessage) -> Option<LeaveReason> {
         self.state.telemetry.error(error.code);
         debug!(code = error.code.as_str(), "error reply");
         let text = Utf8Bytes::from(ServerMessage::Error(error).to_json());
@@ -247,7 +234,7 @@ impl Conn {
     }
 
     /// Sends a fatal error and a close frame, and stops.
-    async fn fatal(&mut self, code: ErrorCode, message: String, close: u16, reason: LeaveReason) -> Stop {
+    async fn fatal(&mut self, code: ErrorCode, message: String, close: u16, reason: LeaveReason) -> LeaveReason {
         info!(code = code.as_str(), "closing connection");
         self.state.telemetry.error(code);
         let text =
@@ -256,7 +243,7 @@ impl Conn {
         if matches!(sent, Ok(Ok(()))) {
             Box::pin(self.close(CloseSpec { code: close, reason: code.as_str() })).await;
         }
-        Stop::Leave(reason)
+        LeaveReason::Leave(reason)
     }
 
     /// The closing handshake, bounded by [`CLOSE_TIMEOUT`]: send a close
@@ -277,7 +264,7 @@ impl Conn {
         .await;
     }
 
-    async fn read_failed(&mut self, err: axum::Error) -> Stop {
+    async fn read_failed(&mut self, err: axum::Error) -> LeaveReason {
         let inner = err.into_inner();
         let too_big = matches!(inner.downcast_ref::<tungstenite::Error>(), Some(tungstenite::Error::Capacity(_)));
         if too_big {
@@ -288,7 +275,7 @@ impl Conn {
             return stop;
         }
         debug!(error = %inner, "read failed");
-        Stop::Leave(LeaveReason::Disconnected)
+        LeaveReason::Disconnected
     }
 }
 

@@ -158,12 +158,7 @@ impl HubTask {
             }
             HubEvent::Message { conn, msg, received } => {
                 self.received = Some(received);
-                let joining = matches!(msg, ClientMessage::Join(_));
                 self.hub.message(conn, msg, clock::now());
-                if joining {
-                    self.telemetry.rooms.set(self.hub.rooms() as f64);
-                    self.telemetry.peers.set(self.hub.peers() as f64);
-                }
             }
             HubEvent::Closed { conn, reason } => {
                 if self.conns.remove(&conn).is_some() {
@@ -178,7 +173,6 @@ impl HubTask {
 
     /// Carries out every output of the last input.
     fn drain(&mut self) {
-        let rooms_before = self.hub.rooms();
         while let Some(output) = self.hub.poll_output() {
             match output {
                 Output::Send { to, msg } => {
@@ -205,9 +199,7 @@ impl HubTask {
                 }
             }
         }
-        if self.hub.rooms() != rooms_before {
-            self.telemetry.rooms.set(self.hub.rooms() as f64);
-        }
+        self.telemetry.rooms.set(self.hub.rooms() as f64);
         self.telemetry.peers.set(self.hub.peers() as f64);
     }
 
