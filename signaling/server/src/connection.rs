@@ -243,7 +243,7 @@ impl Conn {
         if matches!(sent, Ok(Ok(()))) {
             Box::pin(self.close(CloseSpec { code: close, reason: code.as_str() })).await;
         }
-        LeaveReason::Leave(reason)
+        reason
     }
 
     /// The closing handshake, bounded by [`CLOSE_TIMEOUT`]: send a close
