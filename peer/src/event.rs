@@ -1,0 +1,52 @@
+//! What a peer reports to the program that drives it.
+
+use crate::rtc::Channel;
+use switchboard_protocol::{ChatMessage, LeaveReason, PeerId, PeerInfo};
+
+/// An event from a [`crate::Peer`].
+#[derive(Debug, Clone)]
+pub enum PeerEvent {
+    /// A participant joined the room (a link to it is being set up).
+    PeerJoined(PeerInfo),
+    /// A participant left; its link is closed.
+    PeerLeft {
+        /// Who.
+        remote: PeerId,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// A link's connection state changed (`connecting`, `connected`, ...).
+    ConnectionState {
+        /// Which link.
+        remote: PeerId,
+        /// The W3C state name.
+        state: String,
+    },
+    /// A data channel to `remote` opened.
+    ChannelOpen {
+        /// Which link.
+        remote: PeerId,
+        /// Which channel.
+        channel: Channel,
+    },
+    /// Text arrived on a data channel.
+    Data {
+        /// From whom.
+        remote: PeerId,
+        /// On which channel.
+        channel: Channel,
+        /// The text.
+        text: String,
+    },
+    /// A chat message on the signaling socket (room-wide, with history).
+    Chat(ChatMessage),
+    /// Something failed; the peer carries on.
+    Error {
+        /// The link concerned, if any.
+        remote: Option<PeerId>,
+        /// What happened.
+        message: String,
+    },
+    /// The signaling connection ended.
+    SignalingClosed,
+}

@@ -1,0 +1,22 @@
+//! The Switchboard headless peer: joins a room through the signaling server
+//! and talks to every other participant over WebRTC (webrtc-rs 0.17.2).
+//!
+//! Library first: [`Peer::join`] returns a handle whose [`Peer::events`]
+//! report everything that happens (links connecting, data channel messages,
+//! chat), and whose methods send. The `switchboard-peer` binary is a thin
+//! command line around it.
+//!
+//! Every participant pair has one peer connection with two data channels
+//! negotiated out of band (see [`Channel`]). WebRTC types stay inside
+//! `rtc.rs` and `link.rs`; everything else speaks the protocol's types.
+
+mod event;
+mod link;
+mod peer;
+mod rtc;
+mod signaling;
+
+pub use event::PeerEvent;
+pub use peer::{Peer, PeerOptions};
+pub use rtc::{Channel, RtcOptions};
+pub use signaling::{JoinRequest, Signaling};

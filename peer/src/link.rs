@@ -1,0 +1,247 @@
+//! One remote participant: its peer connection, its two data channels, and
+//! the negotiation with it.
+//!
+//! All signaling input for a remote goes through one task, in order, so
+//! descriptions and candidates are applied exactly as they arrived.
+//! Negotiation follows "perfect negotiation": for each pair the peer with
+//! the larger id is polite (it rolls back its own offer on a collision), the
+//! other impolite (it ignores the colliding offer). On join the newcomer
+//! offers and the others wait, so a first negotiation never collides.
+
+use crate::event::PeerEvent;
+use crate::rtc::{self, Channel, RtcEngine};
+use crate::signaling::SignalSender;
+use anyhow::Context;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use switchboard_protocol::{
+    CandidateRelay, ClientMessage, DescriptionRelay, EndOfCandidatesRelay, IceCandidate, IceServer, PeerId, SdpType,
+    SessionDescription,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use webrtc::data_channel::RTCDataChannel;
+use webrtc::data_channel::data_channel_message::DataChannelMessage;
+use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::peer_connection::signaling_state::RTCSignalingState;
+
+/// Signaling inputs queued for one link.
+pub const LINK_QUEUE: usize = 256;
+
+/// What a link's task acts on.
+#[derive(Debug)]
+pub enum LinkInput {
+    /// A relayed offer or answer.
+    Description(SessionDescription),
+    /// A relayed candidate.
+    Candidate(IceCandidate),
+    /// The remote has no more candidates.
+    EndOfCandidates,
+    /// Create and send an offer.
+    Negotiate,
+}
+
+/// A connection to one remote participant.
+pub struct Link {
+    remote: PeerId,
+    inputs: mpsc::Sender<LinkInput>,
+    pc: Arc<RTCPeerConnection>,
+    channels: HashMap<Channel, Arc<RTCDataChannel>>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link").field("remote", &self.remote).finish()
+    }
+}
+
+/// Everything a link needs from its peer.
+#[derive(Debug, Clone)]
+pub struct LinkContext {
+    /// This peer's id.
+    pub me: PeerId,
+    /// ICE servers from the welcome.
+    pub ice_servers: Vec<IceServer>,
+    /// The signaling connection.
+    pub signal: SignalSender,
+    /// Where events go.
+    pub events: mpsc::Sender<PeerEvent>,
+}
+
+impl Link {
+    /// Creates the peer connection and its channels; offers at once when
+    /// `offerer`.
+    pub async fn start(engine: &RtcEngine, ctx: &LinkContext, remote: PeerId, offerer: bool) -> anyhow::Result<Self> {
+        let pc = engine.connection(&ctx.ice_servers).await?;
+        let mut channels = HashMap::new();
+        for channel in Channel::ALL {
+            let dc = rtc::open_channel(&pc, channel).await?;
+            watch_channel(&dc, channel, &remote, &ctx.events);
+            channels.insert(channel, dc);
+        }
+        watch_connection(&pc, &remote, ctx);
+        let (inputs, rx) = mpsc::channel(LINK_QUEUE);
+        let polite = ctx.me > remote;
+        let negotiator = Negotiator {
+            pc: Arc::downgrade(&pc),
+            remote: remote.clone(),
+            signal: ctx.signal.clone(),
+            events: ctx.events.clone(),
+            polite,
+            remote_set: false,
+            pending: Vec::new(),
+        };
+        let task = tokio::spawn(negotiator.run(rx));
+        if offerer {
+            inputs.send(LinkInput::Negotiate).await.context("link task gone")?;
+        }
+        Ok(Self { remote, inputs, pc, channels, task })
+    }
+
+    /// Hands a signaling input to the link's task.
+    pub async fn input(&self, input: LinkInput) {
+        let _ = self.inputs.send(input).await;
+    }
+
+    /// Sends text on a data channel.
+    pub async fn send(&self, channel: Channel, text: &str) -> anyhow::Result<()> {
+        let dc = self.channels.get(&channel).context("no such channel")?;
+        dc.send_text(text.to_owned())
+            .await
+            .with_context(|| format!("sending on {} to {}", channel.label(), self.remote))?;
+        Ok(())
+    }
+
+    /// Closes the connection and stops the task.
+    pub async fn close(self) {
+        self.task.abort();
+        let _ = self.pc.close().await;
+    }
+}
+
+/// Reports channel open and messages. Handlers are set right after the
+/// channel is created, before any message can arrive.
+fn watch_channel(dc: &Arc<RTCDataChannel>, channel: Channel, remote: &PeerId, events: &mpsc::Sender<PeerEvent>) {
+    let (remote_open, events_open) = (remote.clone(), events.clone());
+    dc.on_open(Box::new(move || {
+        let (remote, events) = (remote_open.clone(), events_open.clone());
+        Box::pin(async move {
+            let _ = events.send(PeerEvent::ChannelOpen { remote, channel }).await;
+        })
+    }));
+    let (remote, events) = (remote.clone(), events.clone());
+    dc.on_message(Box::new(move |msg: DataChannelMessage| {
+        let (remote, events) = (remote.clone(), events.clone());
+        Box::pin(async move {
+            let text = String::from_utf8_lossy(&msg.data).into_owned();
+            let _ = events.send(PeerEvent::Data { remote, channel, text }).await;
+        })
+    }));
+}
+
+/// Trickles local candidates and reports connection state. The callbacks
+/// hold no reference to the connection itself (a cycle would leak it).
+fn watch_connection(pc: &Arc<RTCPeerConnection>, remote: &PeerId, ctx: &LinkContext) {
+    let (signal, to) = (ctx.signal.clone(), remote.clone());
+    pc.on_ice_candidate(Box::new(move |candidate| {
+        let (signal, to) = (signal.clone(), to.clone());
+        Box::pin(async move {
+            let msg = match candidate.map(|c| c.to_json()) {
+                Some(Ok(init)) => {
+                    ClientMessage::Candidate(CandidateRelay { id: None, to, candidate: rtc::candidate_from_rtc(init) })
+                }
+                Some(Err(_)) => return,
+                None => ClientMessage::EndOfCandidates(EndOfCandidatesRelay { id: None, to }),
+            };
+            let _ = signal.send(msg).await;
+        })
+    }));
+    let (events, remote) = (ctx.events.clone(), remote.clone());
+    pc.on_peer_connection_state_change(Box::new(move |state| {
+        let (events, remote) = (events.clone(), remote.clone());
+        Box::pin(async move {
+            let _ = events.send(PeerEvent::ConnectionState { remote, state: state.to_string() }).await;
+        })
+    }));
+}
+
+/// The link task's state.
+struct Negotiator {
+    pc: Weak<RTCPeerConnection>,
+    remote: PeerId,
+    signal: SignalSender,
+    events: mpsc::Sender<PeerEvent>,
+    polite: bool,
+    /// A remote description has been applied: candidates can be added.
+    remote_set: bool,
+    /// Candidates that arrived before the description they belong to.
+    pending: Vec<RTCIceCandidateInit>,
+}
+
+impl Negotiator {
+    async fn run(mut self, mut inputs: mpsc::Receiver<LinkInput>) {
+        while let Some(input) = inputs.recv().await {
+            let Some(pc) = self.pc.upgrade() else { break };
+            if let Err(err) = self.handle(&pc, input).await {
+                let _ = self
+                    .events
+                    .send(PeerEvent::Error { remote: Some(self.remote.clone()), message: format!("{err:#}") })
+                    .await;
+            }
+        }
+    }
+
+    async fn handle(&mut self, pc: &RTCPeerConnection, input: LinkInput) -> anyhow::Result<()> {
+        match input {
+            LinkInput::Negotiate => {
+                let offer = pc.create_offer(None).await.context("creating an offer")?;
+                pc.set_local_description(offer).await.context("setting the local offer")?;
+                self.send_local(pc, true).await?;
+            }
+            LinkInput::Description(desc) => {
+                let collision = desc.kind == SdpType::Offer && pc.signaling_state() != RTCSignalingState::Stable;
+                if collision && !self.polite {
+                    return Ok(()); // Impolite: our own offer wins.
+                }
+                if collision {
+                    let mut rollback =
+                        webrtc::peer_connection::sdp::session_description::RTCSessionDescription::default();
+                    rollback.sdp_type = webrtc::peer_connection::sdp::sdp_type::RTCSdpType::Rollback;
+                    pc.set_local_description(rollback).await.context("rolling back our offer")?;
+                }
+                let is_offer = desc.kind == SdpType::Offer;
+                pc.set_remote_description(rtc::to_rtc(&desc)?).await.context("setting the remote description")?;
+                self.remote_set = true;
+                for candidate in std::mem::take(&mut self.pending) {
+                    pc.add_ice_candidate(candidate).await.context("adding a queued candidate")?;
+                }
+                if is_offer {
+                    let answer = pc.create_answer(None).await.context("creating an answer")?;
+                    pc.set_local_description(answer).await.context("setting the local answer")?;
+                    self.send_local(pc, false).await?;
+                }
+            }
+            LinkInput::Candidate(candidate) => {
+                let init = rtc::candidate_to_rtc(&candidate);
+                if self.remote_set {
+                    pc.add_ice_candidate(init).await.context("adding a candidate")?;
+                } else {
+                    self.pending.push(init);
+                }
+            }
+            // webrtc-rs needs no end-of-candidates signal; it is accepted and
+            // dropped (a browser would get an empty candidate).
+            LinkInput::EndOfCandidates => {}
+        }
+        Ok(())
+    }
+
+    async fn send_local(&self, pc: &RTCPeerConnection, offer: bool) -> anyhow::Result<()> {
+        let local = pc.local_description().await.context("no local description")?;
+        let relay = DescriptionRelay { id: None, to: self.remote.clone(), description: rtc::from_rtc(&local) };
+        let msg = if offer { ClientMessage::Offer(relay) } else { ClientMessage::Answer(relay) };
+        self.signal.send(msg).await
+    }
+}

@@ -1,0 +1,222 @@
+//! A headless participant: joins a room through the signaling server and
+//! keeps one [`Link`] per other participant.
+
+use crate::event::PeerEvent;
+use crate::link::{Link, LinkContext, LinkInput};
+use crate::rtc::{Channel, RtcEngine, RtcOptions};
+use crate::signaling::{JoinRequest, Signaling};
+use anyhow::Context;
+use std::collections::HashMap;
+use switchboard_protocol::{Bare, ChatSend, ClientMessage, ClientMsgId, PeerId, ServerMessage, Welcome};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Events queued for the program before links wait.
+pub const EVENT_QUEUE: usize = 4096;
+
+/// How to join.
+#[derive(Debug, Clone)]
+pub struct PeerOptions {
+    /// Signaling URL, e.g. `ws://127.0.0.1:8080/v1/ws`.
+    pub url: String,
+    /// Room.
+    pub room: String,
+    /// Display name.
+    pub name: String,
+    /// Join token, when the server requires one.
+    pub token: Option<String>,
+    /// WebRTC settings.
+    pub rtc: RtcOptions,
+}
+
+enum Command {
+    Send { channel: Channel, text: String, reply: oneshot::Sender<anyhow::Result<usize>> },
+    Chat { text: String, reply: oneshot::Sender<anyhow::Result<()>> },
+    Leave { reply: oneshot::Sender<()> },
+}
+
+/// A joined participant.
+#[derive(Debug)]
+pub struct Peer {
+    /// The server's welcome (this peer's id is `welcome.you.id`).
+    pub welcome: Welcome,
+    /// Everything that happens, in order.
+    pub events: mpsc::Receiver<PeerEvent>,
+    commands: mpsc::Sender<Command>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Peer {
+    /// Connects, joins, and offers a connection to everyone already there.
+    pub async fn join(options: PeerOptions) -> anyhow::Result<Self> {
+        let engine = RtcEngine::new(&options.rtc)?;
+        let request = JoinRequest { room: options.room, name: options.name, token: options.token };
+        let signaling = Signaling::join(&options.url, &request).await?;
+        let welcome = signaling.welcome.clone();
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let ctx = LinkContext {
+            me: welcome.you.id.clone(),
+            ice_servers: welcome.ice_servers.clone(),
+            signal: signaling.sender.clone(),
+            events: events_tx,
+        };
+        let mut links = HashMap::new();
+        for peer in &welcome.peers {
+            // The newcomer offers; the others wait for its offer.
+            links.insert(peer.id.clone(), Link::start(&engine, &ctx, peer.id.clone(), true).await?);
+        }
+        let (commands, commands_rx) = mpsc::channel(64);
+        let task = tokio::spawn(Session { engine, ctx, links, signaling, chat_seq: 0 }.run(commands_rx));
+        Ok(Self { welcome, events, commands, task })
+    }
+
+    /// This peer's id.
+    pub fn id(&self) -> &PeerId {
+        &self.welcome.you.id
+    }
+
+    async fn command<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> anyhow::Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| anyhow::anyhow!("peer stopped"))?;
+        rx.await.context("peer stopped")
+    }
+
+    /// Sends `text` on `channel` to every connected participant; returns how
+    /// many links it was sent on.
+    pub async fn send(&self, channel: Channel, text: impl Into<String>) -> anyhow::Result<usize> {
+        let text = text.into();
+        self.command(|reply| Command::Send { channel, text, reply }).await?
+    }
+
+    /// Sends a chat message on the signaling socket (room-wide, kept in the
+    /// room's history).
+    pub async fn chat(&self, text: impl Into<String>) -> anyhow::Result<()> {
+        let text = text.into();
+        self.command(|reply| Command::Chat { text, reply }).await?
+    }
+
+    /// Leaves the room and closes every connection and task.
+    pub async fn leave(self) {
+        let _ = self.command(|reply| Command::Leave { reply }).await;
+    }
+}
+
+/// The peer's task: the one owner of the links and the signaling socket.
+struct Session {
+    engine: RtcEngine,
+    ctx: LinkContext,
+    links: HashMap<PeerId, Link>,
+    signaling: Signaling,
+    chat_seq: u64,
+}
+
+impl Session {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut signaling_open = true;
+        loop {
+            tokio::select! {
+                msg = self.signaling.events.recv(), if signaling_open => match msg {
+                    Some(msg) => self.signal(msg).await,
+                    None => {
+                        // Links stay up: media and data keep flowing without
+                        // the server.
+                        signaling_open = false;
+                        self.emit(PeerEvent::SignalingClosed).await;
+                    }
+                },
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Leave { reply }) => {
+                        let _ = self.ctx.signal.send(ClientMessage::Leave(Bare::default())).await;
+                        for (_, link) in self.links.drain() {
+                            link.close().await;
+                        }
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(cmd) => self.command(cmd).await,
+                    None => break,
+                },
+            }
+        }
+        for (_, link) in self.links.drain() {
+            link.close().await;
+        }
+    }
+
+    async fn emit(&self, event: PeerEvent) {
+        let _ = self.ctx.events.send(event).await;
+    }
+
+    async fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Send { channel, text, reply } => {
+                let mut sent = 0;
+                let mut result = Ok(());
+                for link in self.links.values() {
+                    match link.send(channel, &text).await {
+                        Ok(()) => sent += 1,
+                        Err(err) => result = Err(err),
+                    }
+                }
+                let _ = reply.send(result.map(|()| sent));
+            }
+            Command::Chat { text, reply } => {
+                self.chat_seq += 1;
+                let client_id = ClientMsgId::new(format!("c{}", self.chat_seq)).context("client id");
+                let result = match client_id {
+                    Ok(client_id) => {
+                        self.ctx.signal.send(ClientMessage::Chat(ChatSend { id: None, client_id, text })).await
+                    }
+                    Err(err) => Err(err),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Leave { .. } => {}
+        }
+    }
+
+    async fn signal(&mut self, msg: ServerMessage) {
+        let (from, input) = match msg {
+            ServerMessage::PeerJoined(joined) => {
+                let id = joined.peer.id.clone();
+                match Link::start(&self.engine, &self.ctx, id.clone(), false).await {
+                    Ok(link) => {
+                        self.links.insert(id, link);
+                    }
+                    Err(err) => self.emit(PeerEvent::Error { remote: Some(id), message: format!("{err:#}") }).await,
+                }
+                self.emit(PeerEvent::PeerJoined(joined.peer)).await;
+                return;
+            }
+            ServerMessage::PeerLeft(left) => {
+                if let Some(link) = self.links.remove(&left.peer_id) {
+                    link.close().await;
+                }
+                self.emit(PeerEvent::PeerLeft { remote: left.peer_id, reason: left.reason }).await;
+                return;
+            }
+            ServerMessage::Offer(r) | ServerMessage::Answer(r) => (r.from, LinkInput::Description(r.description)),
+            ServerMessage::Candidate(r) => (r.from, LinkInput::Candidate(r.candidate)),
+            ServerMessage::EndOfCandidates(r) => (r.from, LinkInput::EndOfCandidates),
+            ServerMessage::Chat(chat) => return self.emit(PeerEvent::Chat(chat)).await,
+            ServerMessage::Error(e) => {
+                return self
+                    .emit(PeerEvent::Error { remote: None, message: format!("{}: {}", e.code.as_str(), e.message) })
+                    .await;
+            }
+            _ => return,
+        };
+        match self.links.get(&from) {
+            Some(link) => link.input(input).await,
+            None => {
+                self.emit(PeerEvent::Error { remote: Some(from), message: "signal from an unknown peer".into() }).await
+            }
+        }
+    }
+}

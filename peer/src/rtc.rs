@@ -1,0 +1,175 @@
+//! The one module that touches webrtc-rs (=0.17.2): building the API,
+//! peer connections and data channels, and converting between its types and
+//! the protocol's browser-shaped JSON. A move to another WebRTC stack
+//! changes this file and `link.rs`, nothing else.
+
+use anyhow::Context;
+use std::sync::Arc;
+use switchboard_protocol::{IceCandidate, IceServer, Sdp, SdpType, SessionDescription};
+use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::media_engine::MediaEngine;
+use webrtc::api::setting_engine::SettingEngine;
+use webrtc::api::{API, APIBuilder};
+use webrtc::data_channel::RTCDataChannel;
+use webrtc::data_channel::data_channel_init::RTCDataChannelInit;
+use webrtc::ice::mdns::MulticastDnsMode;
+use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
+use webrtc::ice_transport::ice_server::RTCIceServer;
+use webrtc::interceptor::registry::Registry;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::sdp::sdp_type::RTCSdpType;
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+
+/// The two data channels every link opens, negotiated out of band with fixed
+/// ids so that neither side waits for the other's announcement (and no
+/// message can arrive before its handler is set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// Reliable and ordered: text that must arrive.
+    Chat,
+    /// Unreliable and unordered (`maxRetransmits` 0): state that is soon stale.
+    State,
+}
+
+impl Channel {
+    /// Both channels.
+    pub const ALL: [Self; 2] = [Self::Chat, Self::State];
+
+    /// The label, as a browser sees it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::State => "state",
+        }
+    }
+
+    /// The negotiated SCTP stream id.
+    pub fn id(self) -> u16 {
+        match self {
+            Self::Chat => 0,
+            Self::State => 1,
+        }
+    }
+
+    fn init(self) -> RTCDataChannelInit {
+        match self {
+            Self::Chat => RTCDataChannelInit { ordered: Some(true), negotiated: Some(self.id()), ..Default::default() },
+            Self::State => RTCDataChannelInit {
+                ordered: Some(false),
+                max_retransmits: Some(0),
+                negotiated: Some(self.id()),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// How the WebRTC stack is set up.
+#[derive(Debug, Clone, Default)]
+pub struct RtcOptions {
+    /// Gather loopback candidates and no others, with mDNS off: for tests and
+    /// local demos in a loopback-only namespace. Never the default: real
+    /// deployments gather real interfaces.
+    pub loopback_only: bool,
+}
+
+/// A configured webrtc-rs API, shared by every link of a peer.
+pub struct RtcEngine {
+    api: API,
+}
+
+impl std::fmt::Debug for RtcEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RtcEngine")
+    }
+}
+
+impl RtcEngine {
+    /// Builds the API: default codecs (VP8, Opus, ...) and interceptors
+    /// (NACK, RTCP reports).
+    pub fn new(options: &RtcOptions) -> anyhow::Result<Self> {
+        let mut media = MediaEngine::default();
+        media.register_default_codecs().context("registering codecs")?;
+        let registry = register_default_interceptors(Registry::new(), &mut media).context("interceptors")?;
+        let mut settings = SettingEngine::default();
+        if options.loopback_only {
+            settings.set_include_loopback_candidate(true);
+            settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
+            settings.set_ip_filter(Box::new(|ip| ip.is_loopback()));
+        }
+        let api = APIBuilder::new()
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(settings)
+            .build();
+        Ok(Self { api })
+    }
+
+    /// A new peer connection using `ice_servers` (from the welcome).
+    pub async fn connection(&self, ice_servers: &[IceServer]) -> anyhow::Result<Arc<RTCPeerConnection>> {
+        let config = RTCConfiguration {
+            ice_servers: ice_servers
+                .iter()
+                .map(|s| RTCIceServer {
+                    urls: s.urls.clone(),
+                    username: s.username.clone().unwrap_or_default(),
+                    credential: s.credential.clone().unwrap_or_default(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        Ok(Arc::new(self.api.new_peer_connection(config).await.context("creating a peer connection")?))
+    }
+}
+
+/// Opens `channel` on `pc`.
+pub async fn open_channel(pc: &RTCPeerConnection, channel: Channel) -> anyhow::Result<Arc<RTCDataChannel>> {
+    pc.create_data_channel(channel.label(), Some(channel.init())).await.context("creating a data channel")
+}
+
+/// Protocol description to webrtc-rs.
+pub fn to_rtc(desc: &SessionDescription) -> anyhow::Result<RTCSessionDescription> {
+    let sdp = desc.sdp.text();
+    Ok(match desc.kind {
+        SdpType::Offer => RTCSessionDescription::offer(sdp)?,
+        SdpType::Answer => RTCSessionDescription::answer(sdp)?,
+        SdpType::Pranswer => RTCSessionDescription::pranswer(sdp)?,
+        SdpType::Rollback => {
+            let mut rollback = RTCSessionDescription::default();
+            rollback.sdp_type = RTCSdpType::Rollback;
+            rollback
+        }
+    })
+}
+
+/// webrtc-rs description to the protocol's.
+pub fn from_rtc(desc: &RTCSessionDescription) -> SessionDescription {
+    let kind = match desc.sdp_type {
+        RTCSdpType::Answer => SdpType::Answer,
+        RTCSdpType::Pranswer => SdpType::Pranswer,
+        RTCSdpType::Rollback => SdpType::Rollback,
+        _ => SdpType::Offer,
+    };
+    SessionDescription { kind, sdp: Sdp::new(&desc.sdp) }
+}
+
+/// Protocol candidate to webrtc-rs.
+pub fn candidate_to_rtc(c: &IceCandidate) -> RTCIceCandidateInit {
+    RTCIceCandidateInit {
+        candidate: c.candidate.clone(),
+        sdp_mid: c.sdp_mid.clone(),
+        sdp_mline_index: c.sdp_m_line_index,
+        username_fragment: c.username_fragment.clone(),
+    }
+}
+
+/// webrtc-rs candidate to the protocol's.
+pub fn candidate_from_rtc(c: RTCIceCandidateInit) -> IceCandidate {
+    IceCandidate {
+        candidate: c.candidate,
+        sdp_mid: c.sdp_mid,
+        sdp_m_line_index: c.sdp_mline_index,
+        username_fragment: c.username_fragment,
+    }
+}

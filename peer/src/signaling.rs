@@ -1,0 +1,113 @@
+//! The signaling client: one WebSocket to the server, the protocol types
+//! from `switchboard-protocol`, a writer task, a reader task and a pinger.
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+use switchboard_protocol::{Bare, ClientMessage, ServerMessage, Welcome};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Messages queued for the server before senders wait.
+pub const SEND_QUEUE: usize = 1024;
+/// Server messages queued for the peer before the reader waits.
+pub const EVENT_QUEUE: usize = 4096;
+
+/// Sends client messages to the server.
+#[derive(Debug, Clone)]
+pub struct SignalSender {
+    tx: mpsc::Sender<ClientMessage>,
+}
+
+impl SignalSender {
+    /// Queues `msg` for the server; fails once the connection is gone.
+    pub async fn send(&self, msg: ClientMessage) -> anyhow::Result<()> {
+        self.tx.send(msg).await.map_err(|_| anyhow::anyhow!("signaling connection closed"))
+    }
+}
+
+/// A joined signaling connection.
+#[derive(Debug)]
+pub struct Signaling {
+    /// The server's welcome.
+    pub welcome: Welcome,
+    /// Sends to the server.
+    pub sender: SignalSender,
+    /// What the server sends after the welcome. Ends when the socket closes.
+    pub events: mpsc::Receiver<ServerMessage>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Signaling {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// What to join with.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    /// The room.
+    pub room: String,
+    /// Display name.
+    pub name: String,
+    /// Join token, when the server requires one.
+    pub token: Option<String>,
+}
+
+impl Signaling {
+    /// Connects to `url` (e.g. `ws://127.0.0.1:8080/v1/ws`) and joins.
+    pub async fn join(url: &str, request: &JoinRequest) -> anyhow::Result<Self> {
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        let (mut sink, mut stream) = ws.split();
+        let join = serde_json::json!({
+            "type": "join", "room": request.room, "name": request.name, "token": request.token,
+        });
+        sink.send(Message::text(join.to_string())).await.context("sending join")?;
+        let welcome = loop {
+            let Some(frame) = stream.next().await else { bail!("connection closed before the welcome") };
+            let Message::Text(text) = frame.context("reading the welcome")? else { continue };
+            match ServerMessage::from_json(&text) {
+                Some(ServerMessage::Welcome(w)) => break *w,
+                Some(ServerMessage::Error(e)) => bail!("join refused: {} ({})", e.message, e.code.as_str()),
+                _ => bail!("unexpected message before the welcome"),
+            }
+        };
+        let (tx, mut rx) = mpsc::channel::<ClientMessage>(SEND_QUEUE);
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let ping_every = Duration::from_millis(welcome.ping_interval_ms.max(100));
+        let writer = tokio::spawn(async move {
+            let mut ping = tokio::time::interval(ping_every);
+            ping.tick().await;
+            loop {
+                let msg = tokio::select! {
+                    msg = rx.recv() => match msg { Some(msg) => msg, None => break },
+                    _ = ping.tick() => ClientMessage::Ping(Bare::default()),
+                };
+                let Ok(text) = serde_json::to_string(&msg) else { continue };
+                if sink.send(Message::text(text)).await.is_err() {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(frame)) = stream.next().await {
+                let Message::Text(text) = frame else { continue };
+                let Some(msg) = ServerMessage::from_json(&text) else {
+                    tracing::warn!("unparseable message from the server");
+                    continue;
+                };
+                if events_tx.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self { welcome, sender: SignalSender { tx }, events, tasks: vec![writer, reader] })
+    }
+}
