@@ -1,0 +1,85 @@
+//! Rooms of several headless peers: a full mesh, simultaneous joins, and a
+//! call that outlives its signaling server. Loopback-only namespace only.
+
+mod common;
+
+use common::{join, server, wait_for};
+use std::collections::BTreeSet;
+use switchboard_peer::{Channel, Peer, PeerEvent};
+use switchboard_protocol::PeerId;
+
+/// Waits until `peer` has its chat channel open to each of `others`.
+async fn chat_open_to(peer: &mut Peer, others: &BTreeSet<PeerId>) {
+    let mut open = BTreeSet::new();
+    while &open != others {
+        let e = wait_for(peer, "chat channels to every other peer", |e| {
+            matches!(e, PeerEvent::ChannelOpen { channel: Channel::Chat, .. })
+        })
+        .await;
+        if let PeerEvent::ChannelOpen { remote, .. } = e {
+            open.insert(remote);
+        }
+    }
+}
+
+#[tokio::test]
+async fn four_peers_form_a_full_mesh() {
+    let srv = server().await;
+    let mut peers = Vec::new();
+    for name in ["p1", "p2", "p3", "p4"] {
+        peers.push(join(&srv, "mesh", name).await);
+    }
+    let ids: BTreeSet<PeerId> = peers.iter().map(|p| p.id().clone()).collect();
+    for p in &mut peers {
+        let others = ids.iter().filter(|id| *id != p.id()).cloned().collect();
+        chat_open_to(p, &others).await;
+    }
+    for p in &peers {
+        assert_eq!(p.send(Channel::Chat, format!("hi from {}", p.id())).await.expect("send"), 3);
+    }
+    for p in &mut peers {
+        let mut from = BTreeSet::new();
+        while from.len() < 3 {
+            let e = wait_for(p, "a message from each other peer", |e| matches!(e, PeerEvent::Data { .. })).await;
+            if let PeerEvent::Data { remote, text, .. } = e {
+                assert_eq!(text, format!("hi from {remote}"));
+                from.insert(remote);
+            }
+        }
+        assert!(!from.contains(p.id()));
+    }
+}
+
+#[tokio::test]
+async fn peers_joining_at_the_same_instant_still_connect() {
+    let srv = server().await;
+    for round in 0..5 {
+        let room = format!("glare{round}");
+        let (mut a, mut b) = tokio::join!(join(&srv, &room, "a"), join(&srv, &room, "b"));
+        let (ia, ib) = (a.id().clone(), b.id().clone());
+        chat_open_to(&mut a, &BTreeSet::from([ib])).await;
+        chat_open_to(&mut b, &BTreeSet::from([ia])).await;
+        a.send(Channel::Chat, "ping").await.expect("send");
+        wait_for(&mut b, "data after a simultaneous join", |e| matches!(e, PeerEvent::Data { .. })).await;
+        a.leave().await;
+        b.leave().await;
+    }
+}
+
+#[tokio::test]
+async fn a_call_outlives_the_signaling_server() {
+    let srv = server().await;
+    let mut a = join(&srv, "outlive", "a").await;
+    let mut b = join(&srv, "outlive", "b").await;
+    let (ia, ib) = (a.id().clone(), b.id().clone());
+    chat_open_to(&mut a, &BTreeSet::from([ib])).await;
+    chat_open_to(&mut b, &BTreeSet::from([ia])).await;
+    srv.shutdown().await.expect("shutdown");
+    wait_for(&mut a, "the signaling connection to close", |e| matches!(e, PeerEvent::SignalingClosed)).await;
+    wait_for(&mut b, "the signaling connection to close", |e| matches!(e, PeerEvent::SignalingClosed)).await;
+    for i in 0..3 {
+        a.send(Channel::Chat, format!("after the server {i}")).await.expect("send");
+        let e = wait_for(&mut b, "data with the server gone", |e| matches!(e, PeerEvent::Data { .. })).await;
+        assert!(matches!(&e, PeerEvent::Data { text, .. } if *text == format!("after the server {i}")), "{e:?}");
+    }
+}
