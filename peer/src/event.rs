@@ -29,6 +29,15 @@ pub enum PeerEvent {
         /// Which channel.
         channel: Channel,
     },
+    /// A media track from `remote` started.
+    TrackStarted {
+        /// From whom.
+        remote: PeerId,
+        /// `audio` or `video`.
+        kind: &'static str,
+        /// MIME type, e.g. `video/VP8`.
+        codec: String,
+    },
     /// Text arrived on a data channel.
     Data {
         /// From whom.

@@ -12,11 +12,13 @@
 
 mod event;
 mod link;
+mod media;
 mod peer;
 mod rtc;
 mod signaling;
 
 pub use event::PeerEvent;
-pub use peer::{Peer, PeerOptions};
+pub use media::{MediaSource, SeqTracker};
+pub use peer::{Peer, PeerOptions, TrackStats};
 pub use rtc::{Channel, RtcOptions};
 pub use signaling::{JoinRequest, Signaling};

@@ -9,10 +9,13 @@
 //! offers and the others wait, so a first negotiation never collides.
 
 use crate::event::PeerEvent;
+use crate::media::{LocalMedia, SeqTracker, TrackCounters};
 use crate::rtc::{self, Channel, RtcEngine};
 use crate::signaling::SignalSender;
 use anyhow::Context;
 use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use switchboard_protocol::{
     CandidateRelay, ClientMessage, DescriptionRelay, EndOfCandidatesRelay, IceCandidate, IceServer, PeerId, SdpType,
@@ -25,6 +28,8 @@ use webrtc::data_channel::data_channel_message::DataChannelMessage;
 use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::peer_connection::signaling_state::RTCSignalingState;
+use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
 
 /// Signaling inputs queued for one link.
 pub const LINK_QUEUE: usize = 256;
@@ -48,6 +53,9 @@ pub struct Link {
     inputs: mpsc::Sender<LinkInput>,
     pc: Arc<RTCPeerConnection>,
     channels: HashMap<Channel, Arc<RTCDataChannel>>,
+    /// Counters of the remote's tracks. A std mutex: locked only to add a
+    /// track or take a snapshot, never across an await.
+    received: Arc<Mutex<Vec<Arc<TrackCounters>>>>,
     task: JoinHandle<()>,
 }
 
@@ -68,6 +76,8 @@ pub struct LinkContext {
     pub signal: SignalSender,
     /// Where events go.
     pub events: mpsc::Sender<PeerEvent>,
+    /// This peer's outgoing tracks, added to every link.
+    pub local: Arc<LocalMedia>,
 }
 
 impl Link {
@@ -75,6 +85,11 @@ impl Link {
     /// `offerer`.
     pub async fn start(engine: &RtcEngine, ctx: &LinkContext, remote: PeerId, offerer: bool) -> anyhow::Result<Self> {
         let pc = engine.connection(&ctx.ice_servers).await?;
+        // Tracks go in before any negotiation, so the first offer or answer
+        // carries them.
+        ctx.local.attach(&pc).await?;
+        let received = Arc::new(Mutex::new(Vec::new()));
+        watch_tracks(&pc, &remote, &ctx.events, &received);
         let mut channels = HashMap::new();
         for channel in Channel::ALL {
             let dc = rtc::open_channel(&pc, channel).await?;
@@ -97,7 +112,7 @@ impl Link {
         if offerer {
             inputs.send(LinkInput::Negotiate).await.context("link task gone")?;
         }
-        Ok(Self { remote, inputs, pc, channels, task })
+        Ok(Self { remote, inputs, pc, channels, received, task })
     }
 
     /// Hands a signaling input to the link's task.
@@ -112,6 +127,16 @@ impl Link {
             .await
             .with_context(|| format!("sending on {} to {}", channel.label(), self.remote))?;
         Ok(())
+    }
+
+    /// Counters of every track received from the remote so far.
+    pub fn received(&self) -> Vec<Arc<TrackCounters>> {
+        self.received.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// The remote's id.
+    pub fn remote(&self) -> &PeerId {
+        &self.remote
     }
 
     /// Closes the connection and stops the task.
@@ -137,6 +162,42 @@ fn watch_channel(dc: &Arc<RTCDataChannel>, channel: Channel, remote: &PeerId, ev
         Box::pin(async move {
             let text = String::from_utf8_lossy(&msg.data).into_owned();
             let _ = events.send(PeerEvent::Data { remote, channel, text }).await;
+        })
+    }));
+}
+
+/// Counts the RTP of every remote track, and asks for a keyframe as soon as
+/// a video track starts so that the first frame decodes without waiting for
+/// the sender's next scheduled one.
+fn watch_tracks(
+    pc: &Arc<RTCPeerConnection>,
+    remote: &PeerId,
+    events: &mpsc::Sender<PeerEvent>,
+    received: &Arc<Mutex<Vec<Arc<TrackCounters>>>>,
+) {
+    let (weak, remote, events, received) = (Arc::downgrade(pc), remote.clone(), events.clone(), received.clone());
+    pc.on_track(Box::new(move |track, _receiver, _transceiver| {
+        let video = track.kind() == RTPCodecType::Video;
+        let counters = Arc::new(TrackCounters::new(if video { "video" } else { "audio" }));
+        if let Ok(mut list) = received.lock() {
+            list.push(counters.clone());
+        }
+        let (weak, remote, events) = (weak.clone(), remote.clone(), events.clone());
+        Box::pin(async move {
+            let codec = track.codec().capability.mime_type;
+            let _ = events.send(PeerEvent::TrackStarted { remote, kind: counters.kind, codec }).await;
+            if video && let Some(pc) = weak.upgrade() {
+                let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: track.ssrc() };
+                let _ = pc.write_rtcp(&[Box::new(pli)]).await;
+            }
+            tokio::spawn(async move {
+                let mut seq = SeqTracker::default();
+                while let Ok((packet, _)) = track.read_rtp().await {
+                    counters.packets.fetch_add(1, Ordering::Relaxed);
+                    counters.bytes.fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+                    counters.lost.store(seq.on_packet(packet.header.sequence_number), Ordering::Relaxed);
+                }
+            });
         })
     }));
 }

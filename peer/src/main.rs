@@ -4,8 +4,9 @@
 //! channel; `/state TEXT` uses the unreliable `state` channel and `/room TEXT`
 //! the room chat on the signaling socket. End of input leaves the room.
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use switchboard_peer::{Channel, Peer, PeerEvent, PeerOptions, RtcOptions};
+use switchboard_peer::{Channel, MediaSource, Peer, PeerEvent, PeerOptions, RtcOptions};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[derive(Debug, Parser)]
@@ -37,6 +38,15 @@ enum Command {
         /// Print events as JSON lines.
         #[arg(long)]
         json: bool,
+        /// VP8 video to send, as IVF [default: the built-in test pattern].
+        #[arg(long)]
+        video: Option<std::path::PathBuf>,
+        /// Opus audio to send, as Ogg with one packet per page [default: the built-in tone].
+        #[arg(long)]
+        audio: Option<std::path::PathBuf>,
+        /// Send no media (data channels only).
+        #[arg(long, conflicts_with_all = ["video", "audio"])]
+        no_media: bool,
     },
 }
 
@@ -46,8 +56,19 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let Command::Join { url, room, name, token, loopback_only, json } = Cli::parse().command;
-    let mut peer = Peer::join(PeerOptions { url, room, name, token, rtc: RtcOptions { loopback_only } }).await?;
+    let Command::Join { url, room, name, token, loopback_only, json, video, audio, no_media } = Cli::parse().command;
+    let media = match (no_media, video, audio) {
+        (true, _, _) => MediaSource::None,
+        (false, None, None) => MediaSource::Default,
+        (false, video, audio) => {
+            let read = |p: Option<std::path::PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+                p.map(|p| std::fs::read(&p).with_context(|| format!("reading {}", p.display()))).transpose()
+            };
+            MediaSource::Files { video: read(video)?, audio: read(audio)? }
+        }
+    };
+    let rtc = RtcOptions { loopback_only };
+    let mut peer = Peer::join(PeerOptions { url, room, name, token, rtc, media }).await?;
     let w = &peer.welcome;
     print_line(json, "joined", &serde_json::json!({ "room": w.room, "you": w.you.id, "peers": w.peers.len() }), || {
         format!("joined {} as {} with {} other participant(s)", w.room, w.you.id, w.peers.len())
@@ -109,6 +130,11 @@ fn print_event(json: bool, event: &PeerEvent) {
         PeerEvent::ChannelOpen { remote, channel } => {
             print_line(json, "channel_open", &json!({ "peer": remote, "channel": channel.label() }), || {
                 format!("  {remote}: {} channel open", channel.label())
+            });
+        }
+        PeerEvent::TrackStarted { remote, kind, codec } => {
+            print_line(json, "track", &json!({ "peer": remote, "kind": kind, "codec": codec }), || {
+                format!("  {remote}: receiving {kind} ({codec})")
             });
         }
         PeerEvent::Data { remote, channel, text } => {

@@ -3,10 +3,12 @@
 
 use crate::event::PeerEvent;
 use crate::link::{Link, LinkContext, LinkInput};
+use crate::media::{LocalMedia, MediaSource};
 use crate::rtc::{Channel, RtcEngine, RtcOptions};
 use crate::signaling::{JoinRequest, Signaling};
 use anyhow::Context;
 use std::collections::HashMap;
+use std::sync::Arc;
 use switchboard_protocol::{Bare, ChatSend, ClientMessage, ClientMsgId, PeerId, ServerMessage, Welcome};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -27,12 +29,30 @@ pub struct PeerOptions {
     pub token: Option<String>,
     /// WebRTC settings.
     pub rtc: RtcOptions,
+    /// What to send.
+    pub media: MediaSource,
+}
+
+/// What has been received on one remote track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackStats {
+    /// From whom.
+    pub remote: PeerId,
+    /// `audio` or `video`.
+    pub kind: &'static str,
+    /// RTP packets.
+    pub packets: u64,
+    /// RTP payload bytes.
+    pub bytes: u64,
+    /// Packets missing from the sequence.
+    pub lost: u64,
 }
 
 enum Command {
     Send { channel: Channel, text: String, reply: oneshot::Sender<anyhow::Result<usize>> },
     Chat { text: String, reply: oneshot::Sender<anyhow::Result<()>> },
     Leave { reply: oneshot::Sender<()> },
+    Stats { reply: oneshot::Sender<Vec<TrackStats>> },
 }
 
 /// A joined participant.
@@ -56,6 +76,9 @@ impl Peer {
     /// Connects, joins, and offers a connection to everyone already there.
     pub async fn join(options: PeerOptions) -> anyhow::Result<Self> {
         let engine = RtcEngine::new(&options.rtc)?;
+        // Before joining, so that a bad media file fails without a trace in
+        // the room.
+        let local = Arc::new(LocalMedia::start(&options.media, "switchboard")?);
         let request = JoinRequest { room: options.room, name: options.name, token: options.token };
         let signaling = Signaling::join(&options.url, &request).await?;
         let welcome = signaling.welcome.clone();
@@ -65,6 +88,7 @@ impl Peer {
             ice_servers: welcome.ice_servers.clone(),
             signal: signaling.sender.clone(),
             events: events_tx,
+            local,
         };
         let mut links = HashMap::new();
         for peer in &welcome.peers {
@@ -99,6 +123,11 @@ impl Peer {
     pub async fn chat(&self, text: impl Into<String>) -> anyhow::Result<()> {
         let text = text.into();
         self.command(|reply| Command::Chat { text, reply }).await?
+    }
+
+    /// Counters of every track received so far, per remote.
+    pub async fn media_stats(&self) -> anyhow::Result<Vec<TrackStats>> {
+        self.command(|reply| Command::Stats { reply }).await
     }
 
     /// Leaves the room and closes every connection and task.
@@ -176,6 +205,19 @@ impl Session {
                     Err(err) => Err(err),
                 };
                 let _ = reply.send(result);
+            }
+            Command::Stats { reply } => {
+                let stats = self
+                    .links
+                    .values()
+                    .flat_map(|link| {
+                        link.received().into_iter().map(|c| {
+                            let (packets, bytes, lost) = c.snapshot();
+                            TrackStats { remote: link.remote().clone(), kind: c.kind, packets, bytes, lost }
+                        })
+                    })
+                    .collect();
+                let _ = reply.send(stats);
             }
             Command::Leave { .. } => {}
         }

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::time::Duration;
-use switchboard_peer::{Peer, PeerEvent, PeerOptions, RtcOptions};
+use switchboard_peer::{MediaSource, Peer, PeerEvent, PeerOptions, RtcOptions};
 use switchboard_server::Server;
 use switchboard_server::config::Settings;
 
@@ -35,7 +35,12 @@ pub async fn server() -> Server {
 }
 
 pub async fn join(server: &Server, room: &str, name: &str) -> Peer {
+    join_with(server, room, name, MediaSource::None).await
+}
+
+pub async fn join_with(server: &Server, room: &str, name: &str, media: MediaSource) -> Peer {
     let options = PeerOptions {
+        media,
         url: format!("ws://{}/v1/ws", server.local_addr()),
         room: room.into(),
         name: name.into(),
@@ -61,5 +66,29 @@ pub async fn wait_for(peer: &mut Peer, what: &str, mut pred: impl FnMut(&PeerEve
             Ok(None) => panic!("{} stopped while waiting for {what}; saw {seen:#?}", peer.welcome.you.name),
             Err(_) => panic!("{} timed out waiting for {what}; saw {seen:#?}", peer.welcome.you.name),
         }
+    }
+}
+
+/// Polls `peer`'s media counters until `done` holds, draining its events
+/// meanwhile; panics after [`WAIT`] with the last counters.
+pub async fn wait_for_media(
+    peer: &mut Peer,
+    what: &str,
+    mut done: impl FnMut(&[switchboard_peer::TrackStats]) -> bool,
+) -> Vec<switchboard_peer::TrackStats> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let stats = peer.media_stats().await.expect("stats");
+        if done(&stats) {
+            return stats;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} timed out waiting for {what}; counters: {stats:#?}",
+            peer.welcome.you.name
+        );
+        // Counters move with the media clock; look again shortly, and keep
+        // the event queue drained meanwhile.
+        let _ = tokio::time::timeout(Duration::from_millis(100), peer.events.recv()).await;
     }
 }

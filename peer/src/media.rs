@@ -1,0 +1,261 @@
+//! Media in and out, on webrtc-rs: VP8 from IVF and Opus from Ogg, looped
+//! and paced in real time into one local track per kind shared by every
+//! link; and counters for every remote track.
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use std::io::Cursor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use webrtc::api::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use webrtc::media::Sample;
+use webrtc::media::io::ivf_reader::IVFReader;
+use webrtc::media::io::ogg_reader::OggReader;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
+use webrtc::track::track_local::TrackLocal;
+use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
+
+/// The default video: 5 s of ffmpeg's `testsrc`, 640x360 at 30 fps, VP8 at
+/// 300 kbit/s with a keyframe every second (see the README for the command).
+pub const DEFAULT_VIDEO: &[u8] = include_bytes!("../media/testsrc.ivf");
+/// The default audio: 5 s of a 440 Hz tone, Opus 32 kbit/s, one 20 ms packet
+/// per Ogg page.
+pub const DEFAULT_AUDIO: &[u8] = include_bytes!("../media/tone.ogg");
+
+/// Opus's RTP clock rate.
+const OPUS_CLOCK: u64 = 48_000;
+
+/// What a peer sends.
+#[derive(Debug, Clone, Default)]
+pub enum MediaSource {
+    /// No media: data channels only.
+    #[default]
+    None,
+    /// The clips built into the binary.
+    Default,
+    /// IVF (VP8) and Ogg (Opus) files; either may be absent.
+    Files {
+        /// VP8 in IVF.
+        video: Option<Vec<u8>>,
+        /// Opus in Ogg, one packet per page.
+        audio: Option<Vec<u8>>,
+    },
+}
+
+/// A media frame and how long it lasts.
+type Frame = (Bytes, Duration);
+
+/// The peer's outgoing tracks and the tasks that feed them.
+pub struct LocalMedia {
+    tracks: Vec<Arc<TrackLocalStaticSample>>,
+    feeders: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for LocalMedia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalMedia").field("tracks", &self.tracks.len()).finish()
+    }
+}
+
+impl Drop for LocalMedia {
+    fn drop(&mut self) {
+        for feeder in &self.feeders {
+            feeder.abort();
+        }
+    }
+}
+
+impl LocalMedia {
+    /// Parses the sources (a bad file fails here, with the reason) and
+    /// starts feeding the tracks.
+    pub fn start(source: &MediaSource, stream_id: &str) -> anyhow::Result<Self> {
+        let (video, audio) = match source {
+            MediaSource::None => (None, None),
+            MediaSource::Default => (Some(DEFAULT_VIDEO), Some(DEFAULT_AUDIO)),
+            MediaSource::Files { video, audio } => (video.as_deref(), audio.as_deref()),
+        };
+        let mut media = Self { tracks: Vec::new(), feeders: Vec::new() };
+        if let Some(ivf) = video {
+            let frames = ivf_frames(ivf).context("reading the IVF video")?;
+            media.add(MIME_TYPE_VP8, 90_000, 0, "video", stream_id, frames);
+        }
+        if let Some(ogg) = audio {
+            let frames = ogg_frames(ogg).context("reading the Ogg audio")?;
+            media.add(MIME_TYPE_OPUS, 48_000, 2, "audio", stream_id, frames);
+        }
+        Ok(media)
+    }
+
+    fn add(&mut self, mime: &str, clock_rate: u32, channels: u16, id: &str, stream_id: &str, frames: Vec<Frame>) {
+        let codec = RTCRtpCodecCapability { mime_type: mime.to_owned(), clock_rate, channels, ..Default::default() };
+        let track = Arc::new(TrackLocalStaticSample::new(codec, id.to_owned(), stream_id.to_owned()));
+        self.feeders.push(tokio::spawn(feed(track.clone(), frames)));
+        self.tracks.push(track);
+    }
+
+    /// Adds every track to `pc` (before it negotiates), and drains RTCP
+    /// for each sender so that NACK and reports work and PLIs arrive.
+    pub async fn attach(&self, pc: &RTCPeerConnection) -> anyhow::Result<()> {
+        for track in &self.tracks {
+            let local: Arc<dyn TrackLocal + Send + Sync> = track.clone();
+            let sender = pc.add_track(local).await.context("adding a track")?;
+            tokio::spawn(async move { while sender.read_rtcp().await.is_ok() {} });
+        }
+        Ok(())
+    }
+}
+
+/// Writes `frames` in a loop, one per its duration, on a schedule that does
+/// not drift. Writes before a link is connected are dropped by webrtc-rs,
+/// which is what a live source does too.
+async fn feed(track: Arc<TrackLocalStaticSample>, frames: Vec<Frame>) {
+    let mut next = tokio::time::Instant::now();
+    loop {
+        for (data, duration) in &frames {
+            let sample = Sample { data: data.clone(), duration: *duration, ..Default::default() };
+            if track.write_sample(&sample).await.is_err() {
+                return;
+            }
+            next += *duration;
+            tokio::time::sleep_until(next).await;
+        }
+    }
+}
+
+fn ivf_frames(data: &[u8]) -> anyhow::Result<Vec<Frame>> {
+    let (mut reader, header) = IVFReader::new(Cursor::new(data))?;
+    if &header.four_cc != b"VP80" {
+        bail!("the IVF must hold VP8 (fourcc VP80), not {:?}", String::from_utf8_lossy(&header.four_cc));
+    }
+    let (num, den) = (u64::from(header.timebase_numerator.max(1)), u64::from(header.timebase_denominator.max(1)));
+    let per_frame = Duration::from_nanos(1_000_000_000 * num / den);
+    let mut frames = Vec::new();
+    while let Ok((frame, _)) = reader.parse_next_frame() {
+        frames.push((frame.freeze(), per_frame));
+    }
+    if frames.is_empty() {
+        bail!("no frames");
+    }
+    Ok(frames)
+}
+
+fn ogg_frames(data: &[u8]) -> anyhow::Result<Vec<Frame>> {
+    let (mut reader, _) = OggReader::new(Cursor::new(data), true)?;
+    let mut frames = Vec::new();
+    let mut last_granule = 0;
+    while let Ok((page, header)) = reader.parse_next_page() {
+        // Header pages (OpusHead, OpusTags) have granule position 0.
+        if header.granule_position == 0 {
+            continue;
+        }
+        let samples = header.granule_position.saturating_sub(last_granule);
+        last_granule = header.granule_position;
+        frames.push((page.freeze(), Duration::from_micros(samples * 1_000_000 / OPUS_CLOCK)));
+    }
+    if frames.is_empty() {
+        bail!("no audio pages");
+    }
+    Ok(frames)
+}
+
+/// Counters for one remote track, updated as RTP arrives.
+#[derive(Debug)]
+pub struct TrackCounters {
+    /// `audio` or `video`.
+    pub kind: &'static str,
+    /// RTP packets received.
+    pub packets: AtomicU64,
+    /// RTP payload bytes received.
+    pub bytes: AtomicU64,
+    /// Packets missing from the sequence so far.
+    pub lost: AtomicU64,
+}
+
+impl TrackCounters {
+    /// Zeroed counters.
+    pub fn new(kind: &'static str) -> Self {
+        Self { kind, packets: AtomicU64::new(0), bytes: AtomicU64::new(0), lost: AtomicU64::new(0) }
+    }
+
+    /// A snapshot: (packets, bytes, lost).
+    pub fn snapshot(&self) -> (u64, u64, u64) {
+        (self.packets.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed), self.lost.load(Ordering::Relaxed))
+    }
+}
+
+/// Tracks RTP sequence numbers (16 bits, wrapping) to count losses: the
+/// packets expected between the first and the highest sequence number seen,
+/// minus those received (RFC 3550's cumulative loss).
+#[derive(Debug, Default)]
+pub struct SeqTracker {
+    first: u64,
+    highest: Option<u64>,
+    received: u64,
+}
+
+impl SeqTracker {
+    /// Accounts for one packet; returns the total lost so far.
+    pub fn on_packet(&mut self, seq: u16) -> u64 {
+        let ext = match self.highest {
+            // Start one cycle up so that a packet from just before the first
+            // one (reordering) is still representable.
+            None => {
+                self.first = u64::from(seq) + (1 << 16);
+                self.first
+            }
+            Some(h) => {
+                let base = h & !0xFFFF;
+                [base.saturating_sub(1 << 16), base, base + (1 << 16)]
+                    .map(|c| c + u64::from(seq))
+                    .into_iter()
+                    .min_by_key(|c| c.abs_diff(h))
+                    .unwrap_or(h)
+            }
+        };
+        self.first = self.first.min(ext);
+        let highest = self.highest.map_or(ext, |h| h.max(ext));
+        self.highest = Some(highest);
+        self.received += 1;
+        (highest - self.first + 1).saturating_sub(self.received)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(seqs: &[u16]) -> u64 {
+        let mut t = SeqTracker::default();
+        seqs.iter().map(|s| t.on_packet(*s)).last().unwrap_or(0)
+    }
+
+    #[test]
+    fn counts_gaps_across_the_wrap() {
+        assert_eq!(run(&[1, 2, 3, 4]), 0);
+        assert_eq!(run(&[1, 2, 4, 7]), 3);
+        assert_eq!(run(&[65534, 65535, 0, 1]), 0);
+        assert_eq!(run(&[65533, 0, 2]), 3);
+        assert_eq!(run(&[5, 4, 6]), 0, "reordering is not loss");
+        assert_eq!(run(&[5, 5, 6]), 0, "duplicates never make loss negative");
+    }
+
+    #[test]
+    fn default_clips_parse() {
+        let video = ivf_frames(DEFAULT_VIDEO).expect("ivf");
+        assert_eq!(video.len(), 150, "5 s at 30 fps");
+        assert_eq!(video[0].1, Duration::from_nanos(33_333_333));
+        let audio = ogg_frames(DEFAULT_AUDIO).expect("ogg");
+        assert!(audio.len() >= 249, "5 s of 20 ms packets: {}", audio.len());
+        // Every page but the first and the (trimmed) last is one 20 ms packet.
+        assert!(audio[1..audio.len() - 1].iter().all(|(_, d)| *d == Duration::from_millis(20)));
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_a_reason() {
+        assert!(ivf_frames(b"not an ivf").is_err());
+        assert!(ogg_frames(DEFAULT_VIDEO).is_err());
+    }
+}
