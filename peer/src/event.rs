@@ -1,6 +1,8 @@
 //! What a peer reports to the program that drives it.
 
 use crate::rtc::Channel;
+use crate::timeline::Phase;
+use std::time::Duration;
 use switchboard_protocol::{ChatMessage, LeaveReason, PeerId, PeerInfo};
 
 /// An event from a [`crate::Peer`].
@@ -28,6 +30,15 @@ pub enum PeerEvent {
         remote: PeerId,
         /// Which channel.
         channel: Channel,
+    },
+    /// A step of connecting to `remote` happened, `at` after joining began.
+    Phase {
+        /// Which link.
+        remote: PeerId,
+        /// Which step.
+        phase: Phase,
+        /// When, since the peer started joining.
+        at: Duration,
     },
     /// A media track from `remote` started.
     TrackStarted {

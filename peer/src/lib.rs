@@ -16,9 +16,11 @@ mod media;
 mod peer;
 mod rtc;
 mod signaling;
+mod timeline;
 
 pub use event::PeerEvent;
 pub use media::{MediaSource, SeqTracker};
-pub use peer::{Peer, PeerOptions, TrackStats};
+pub use peer::{LinkReport, Peer, PeerOptions, TrackStats};
 pub use rtc::{Channel, RtcOptions};
 pub use signaling::{JoinRequest, Signaling};
+pub use timeline::{Phase, Timeline};

@@ -9,9 +9,10 @@
 //! offers and the others wait, so a first negotiation never collides.
 
 use crate::event::PeerEvent;
-use crate::media::{LocalMedia, SeqTracker, TrackCounters};
+use crate::media::{Jitter, LocalMedia, SeqTracker, TrackCounters};
 use crate::rtc::{self, Channel, RtcEngine};
 use crate::signaling::SignalSender;
+use crate::timeline::{Phase, Timeline};
 use anyhow::Context;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -26,7 +27,9 @@ use tokio::task::JoinHandle;
 use webrtc::data_channel::RTCDataChannel;
 use webrtc::data_channel::data_channel_message::DataChannelMessage;
 use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
+use webrtc::ice_transport::ice_connection_state::RTCIceConnectionState;
 use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::signaling_state::RTCSignalingState;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
@@ -56,7 +59,24 @@ pub struct Link {
     /// Counters of the remote's tracks. A std mutex: locked only to add a
     /// track or take a snapshot, never across an await.
     received: Arc<Mutex<Vec<Arc<TrackCounters>>>>,
+    timeline: Arc<Timeline>,
     task: JoinHandle<()>,
+}
+
+/// Marks a phase and reports it the first time it happens.
+#[derive(Debug, Clone)]
+struct Marker {
+    timeline: Arc<Timeline>,
+    remote: PeerId,
+    events: mpsc::Sender<PeerEvent>,
+}
+
+impl Marker {
+    async fn mark(&self, phase: Phase) {
+        if let Some(at) = self.timeline.mark(phase) {
+            let _ = self.events.send(PeerEvent::Phase { remote: self.remote.clone(), phase, at }).await;
+        }
+    }
 }
 
 impl std::fmt::Debug for Link {
@@ -78,6 +98,8 @@ pub struct LinkContext {
     pub events: mpsc::Sender<PeerEvent>,
     /// This peer's outgoing tracks, added to every link.
     pub local: Arc<LocalMedia>,
+    /// When the peer started joining: the origin of every timeline.
+    pub start: std::time::Instant,
 }
 
 impl Link {
@@ -88,15 +110,17 @@ impl Link {
         // Tracks go in before any negotiation, so the first offer or answer
         // carries them.
         ctx.local.attach(&pc).await?;
+        let timeline = Arc::new(Timeline::new(ctx.start));
+        let marker = Marker { timeline: timeline.clone(), remote: remote.clone(), events: ctx.events.clone() };
         let received = Arc::new(Mutex::new(Vec::new()));
-        watch_tracks(&pc, &remote, &ctx.events, &received);
+        watch_tracks(&pc, &marker, &received);
         let mut channels = HashMap::new();
         for channel in Channel::ALL {
             let dc = rtc::open_channel(&pc, channel).await?;
-            watch_channel(&dc, channel, &remote, &ctx.events);
+            watch_channel(&dc, channel, &marker);
             channels.insert(channel, dc);
         }
-        watch_connection(&pc, &remote, ctx);
+        watch_connection(&pc, &marker, &ctx.signal);
         let (inputs, rx) = mpsc::channel(LINK_QUEUE);
         let polite = ctx.me > remote;
         let negotiator = Negotiator {
@@ -104,6 +128,7 @@ impl Link {
             remote: remote.clone(),
             signal: ctx.signal.clone(),
             events: ctx.events.clone(),
+            marker,
             polite,
             remote_set: false,
             pending: Vec::new(),
@@ -112,7 +137,7 @@ impl Link {
         if offerer {
             inputs.send(LinkInput::Negotiate).await.context("link task gone")?;
         }
-        Ok(Self { remote, inputs, pc, channels, received, task })
+        Ok(Self { remote, inputs, pc, channels, received, timeline, task })
     }
 
     /// Hands a signaling input to the link's task.
@@ -139,6 +164,30 @@ impl Link {
         &self.remote
     }
 
+    /// The phases reached so far.
+    pub fn phases(&self) -> Vec<(Phase, std::time::Duration)> {
+        self.timeline.phases()
+    }
+
+    /// The current round-trip time of the selected candidate pair.
+    pub async fn rtt(&self) -> Option<std::time::Duration> {
+        use webrtc::stats::StatsReportType;
+        // webrtc-rs fills the candidate pair's RTT only sometimes; the RTCP
+        // receiver reports on our own streams carry one too.
+        let report = self.pc.get_stats().await;
+        let pair = report.reports.values().find_map(|r| match r {
+            StatsReportType::CandidatePair(p) if p.current_round_trip_time > 0.0 => Some(p.current_round_trip_time),
+            _ => None,
+        });
+        let rtcp = || {
+            report.reports.values().find_map(|r| match r {
+                StatsReportType::RemoteInboundRTP(s) => s.round_trip_time.filter(|t| *t > 0.0),
+                _ => None,
+            })
+        };
+        pair.or_else(rtcp).map(std::time::Duration::from_secs_f64)
+    }
+
     /// Closes the connection and stops the task.
     pub async fn close(self) {
         self.task.abort();
@@ -148,15 +197,18 @@ impl Link {
 
 /// Reports channel open and messages. Handlers are set right after the
 /// channel is created, before any message can arrive.
-fn watch_channel(dc: &Arc<RTCDataChannel>, channel: Channel, remote: &PeerId, events: &mpsc::Sender<PeerEvent>) {
-    let (remote_open, events_open) = (remote.clone(), events.clone());
+fn watch_channel(dc: &Arc<RTCDataChannel>, channel: Channel, marker: &Marker) {
+    let on_open = marker.clone();
     dc.on_open(Box::new(move || {
-        let (remote, events) = (remote_open.clone(), events_open.clone());
+        let marker = on_open.clone();
         Box::pin(async move {
-            let _ = events.send(PeerEvent::ChannelOpen { remote, channel }).await;
+            if channel == Channel::Chat {
+                marker.mark(Phase::ChannelOpen).await;
+            }
+            let _ = marker.events.send(PeerEvent::ChannelOpen { remote: marker.remote.clone(), channel }).await;
         })
     }));
-    let (remote, events) = (remote.clone(), events.clone());
+    let (remote, events) = (marker.remote.clone(), marker.events.clone());
     dc.on_message(Box::new(move |msg: DataChannelMessage| {
         let (remote, events) = (remote.clone(), events.clone());
         Box::pin(async move {
@@ -169,31 +221,33 @@ fn watch_channel(dc: &Arc<RTCDataChannel>, channel: Channel, remote: &PeerId, ev
 /// Counts the RTP of every remote track, and asks for a keyframe as soon as
 /// a video track starts so that the first frame decodes without waiting for
 /// the sender's next scheduled one.
-fn watch_tracks(
-    pc: &Arc<RTCPeerConnection>,
-    remote: &PeerId,
-    events: &mpsc::Sender<PeerEvent>,
-    received: &Arc<Mutex<Vec<Arc<TrackCounters>>>>,
-) {
-    let (weak, remote, events, received) = (Arc::downgrade(pc), remote.clone(), events.clone(), received.clone());
+fn watch_tracks(pc: &Arc<RTCPeerConnection>, marker: &Marker, received: &Arc<Mutex<Vec<Arc<TrackCounters>>>>) {
+    let (weak, marker, received) = (Arc::downgrade(pc), marker.clone(), received.clone());
     pc.on_track(Box::new(move |track, _receiver, _transceiver| {
         let video = track.kind() == RTPCodecType::Video;
         let counters = Arc::new(TrackCounters::new(if video { "video" } else { "audio" }));
         if let Ok(mut list) = received.lock() {
             list.push(counters.clone());
         }
-        let (weak, remote, events) = (weak.clone(), remote.clone(), events.clone());
+        let (weak, marker) = (weak.clone(), marker.clone());
         Box::pin(async move {
-            let codec = track.codec().capability.mime_type;
-            let _ = events.send(PeerEvent::TrackStarted { remote, kind: counters.kind, codec }).await;
+            let codec = track.codec().capability;
+            let event =
+                PeerEvent::TrackStarted { remote: marker.remote.clone(), kind: counters.kind, codec: codec.mime_type };
+            let _ = marker.events.send(event).await;
             if video && let Some(pc) = weak.upgrade() {
                 let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: track.ssrc() };
                 let _ = pc.write_rtcp(&[Box::new(pli)]).await;
             }
             tokio::spawn(async move {
                 let mut seq = SeqTracker::default();
+                let mut jitter = Jitter::new(codec.clock_rate);
                 while let Ok((packet, _)) = track.read_rtp().await {
-                    counters.packets.fetch_add(1, Ordering::Relaxed);
+                    if counters.packets.fetch_add(1, Ordering::Relaxed) == 0 {
+                        marker.mark(Phase::FirstRtp).await;
+                    }
+                    let j = jitter.on_packet(packet.header.timestamp, std::time::Instant::now());
+                    counters.jitter_us.store(u64::try_from(j.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
                     counters.bytes.fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
                     counters.lost.store(seq.on_packet(packet.header.sequence_number), Ordering::Relaxed);
                 }
@@ -204,8 +258,8 @@ fn watch_tracks(
 
 /// Trickles local candidates and reports connection state. The callbacks
 /// hold no reference to the connection itself (a cycle would leak it).
-fn watch_connection(pc: &Arc<RTCPeerConnection>, remote: &PeerId, ctx: &LinkContext) {
-    let (signal, to) = (ctx.signal.clone(), remote.clone());
+fn watch_connection(pc: &Arc<RTCPeerConnection>, marker: &Marker, signal: &SignalSender) {
+    let (signal, to) = (signal.clone(), marker.remote.clone());
     pc.on_ice_candidate(Box::new(move |candidate| {
         let (signal, to) = (signal.clone(), to.clone());
         Box::pin(async move {
@@ -219,11 +273,24 @@ fn watch_connection(pc: &Arc<RTCPeerConnection>, remote: &PeerId, ctx: &LinkCont
             let _ = signal.send(msg).await;
         })
     }));
-    let (events, remote) = (ctx.events.clone(), remote.clone());
-    pc.on_peer_connection_state_change(Box::new(move |state| {
-        let (events, remote) = (events.clone(), remote.clone());
+    let on_ice = marker.clone();
+    pc.on_ice_connection_state_change(Box::new(move |state| {
+        let marker = on_ice.clone();
         Box::pin(async move {
-            let _ = events.send(PeerEvent::ConnectionState { remote, state: state.to_string() }).await;
+            if state == RTCIceConnectionState::Connected {
+                marker.mark(Phase::IceConnected).await;
+            }
+        })
+    }));
+    let on_state = marker.clone();
+    pc.on_peer_connection_state_change(Box::new(move |state| {
+        let marker = on_state.clone();
+        Box::pin(async move {
+            if state == RTCPeerConnectionState::Connected {
+                marker.mark(Phase::DtlsConnected).await;
+            }
+            let event = PeerEvent::ConnectionState { remote: marker.remote.clone(), state: state.to_string() };
+            let _ = marker.events.send(event).await;
         })
     }));
 }
@@ -234,6 +301,7 @@ struct Negotiator {
     remote: PeerId,
     signal: SignalSender,
     events: mpsc::Sender<PeerEvent>,
+    marker: Marker,
     polite: bool,
     /// A remote description has been applied: candidates can be added.
     remote_set: bool,
@@ -260,6 +328,7 @@ impl Negotiator {
                 let offer = pc.create_offer(None).await.context("creating an offer")?;
                 pc.set_local_description(offer).await.context("setting the local offer")?;
                 self.send_local(pc, true).await?;
+                self.marker.mark(Phase::OfferSent).await;
             }
             LinkInput::Description(desc) => {
                 let collision = desc.kind == SdpType::Offer && pc.signaling_state() != RTCSignalingState::Stable;
@@ -273,6 +342,7 @@ impl Negotiator {
                     pc.set_local_description(rollback).await.context("rolling back our offer")?;
                 }
                 let is_offer = desc.kind == SdpType::Offer;
+                self.marker.mark(if is_offer { Phase::OfferReceived } else { Phase::AnswerReceived }).await;
                 pc.set_remote_description(rtc::to_rtc(&desc)?).await.context("setting the remote description")?;
                 self.remote_set = true;
                 for candidate in std::mem::take(&mut self.pending) {
@@ -282,6 +352,7 @@ impl Negotiator {
                     let answer = pc.create_answer(None).await.context("creating an answer")?;
                     pc.set_local_description(answer).await.context("setting the local answer")?;
                     self.send_local(pc, false).await?;
+                    self.marker.mark(Phase::AnswerSent).await;
                 }
             }
             LinkInput::Candidate(candidate) => {

@@ -47,6 +47,9 @@ enum Command {
         /// Send no media (data channels only).
         #[arg(long, conflicts_with_all = ["video", "audio"])]
         no_media: bool,
+        /// Print each link's stats (bitrate, loss, jitter, RTT) this often, seconds; 0: never.
+        #[arg(long, default_value_t = 0)]
+        stats: u64,
     },
 }
 
@@ -56,7 +59,8 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let Command::Join { url, room, name, token, loopback_only, json, video, audio, no_media } = Cli::parse().command;
+    let Command::Join { url, room, name, token, loopback_only, json, video, audio, no_media, stats } =
+        Cli::parse().command;
     let media = match (no_media, video, audio) {
         (true, _, _) => MediaSource::None,
         (false, None, None) => MediaSource::Default,
@@ -70,9 +74,21 @@ async fn main() -> anyhow::Result<()> {
     let rtc = RtcOptions { loopback_only };
     let mut peer = Peer::join(PeerOptions { url, room, name, token, rtc, media }).await?;
     let w = &peer.welcome;
-    print_line(json, "joined", &serde_json::json!({ "room": w.room, "you": w.you.id, "peers": w.peers.len() }), || {
-        format!("joined {} as {} with {} other participant(s)", w.room, w.you.id, w.peers.len())
+    let (ws_ms, welcome_ms) = (ms(peer.connected_after), ms(peer.welcome_after));
+    let fields = serde_json::json!({
+        "room": w.room, "you": w.you.id, "peers": w.peers.len(), "ws_connected_ms": ws_ms, "welcome_ms": welcome_ms,
     });
+    print_line(json, "joined", &fields, || {
+        format!(
+            "joined {} as {} with {} other participant(s) (WebSocket {ws_ms:.1} ms, welcome {welcome_ms:.1} ms)",
+            w.room,
+            w.you.id,
+            w.peers.len()
+        )
+    });
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(stats.max(1)));
+    tick.tick().await;
+    let mut last_bytes: std::collections::HashMap<(String, &'static str), u64> = std::collections::HashMap::new();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
         tokio::select! {
@@ -93,10 +109,36 @@ async fn main() -> anyhow::Result<()> {
                 let Some(event) = event else { break };
                 print_event(json, &event);
             }
+            _ = tick.tick(), if stats > 0 => {
+                let Ok(reports) = peer.report().await else { break };
+                for r in reports {
+                    for t in &r.tracks {
+                        let key = (r.remote.to_string(), t.kind);
+                        let before = last_bytes.insert(key, t.bytes).unwrap_or(0);
+                        let kbps = (t.bytes.saturating_sub(before) * 8) as f64 / 1000.0 / stats as f64;
+                        let rtt = r.rtt.map(ms);
+                        let fields = serde_json::json!({
+                            "peer": r.remote, "kind": t.kind, "packets": t.packets, "lost": t.lost,
+                            "kbps": kbps, "jitter_ms": t.jitter_us as f64 / 1000.0, "rtt_ms": rtt,
+                        });
+                        print_line(json, "stats", &fields, || {
+                            format!(
+                                "  {} {}: {:.0} kbit/s, {} packets, {} lost, jitter {:.1} ms, RTT {}",
+                                r.remote, t.kind, kbps, t.packets, t.lost, t.jitter_us as f64 / 1000.0,
+                                rtt.map_or("-".into(), |v| format!("{v:.1} ms"))
+                            )
+                        });
+                    }
+                }
+            }
         }
     }
     peer.leave().await;
     Ok(())
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 fn print_line(json: bool, kind: &str, fields: &serde_json::Value, human: impl FnOnce() -> String) {
@@ -130,6 +172,11 @@ fn print_event(json: bool, event: &PeerEvent) {
         PeerEvent::ChannelOpen { remote, channel } => {
             print_line(json, "channel_open", &json!({ "peer": remote, "channel": channel.label() }), || {
                 format!("  {remote}: {} channel open", channel.label())
+            });
+        }
+        PeerEvent::Phase { remote, phase, at } => {
+            print_line(json, "phase", &json!({ "peer": remote, "phase": phase, "ms": ms(*at) }), || {
+                format!("  {remote}: {} at {:.1} ms", phase.name(), ms(*at))
             });
         }
         PeerEvent::TrackStarted { remote, kind, codec } => {

@@ -172,17 +172,65 @@ pub struct TrackCounters {
     pub bytes: AtomicU64,
     /// Packets missing from the sequence so far.
     pub lost: AtomicU64,
+    /// RFC 3550 interarrival jitter, microseconds.
+    pub jitter_us: AtomicU64,
 }
 
 impl TrackCounters {
     /// Zeroed counters.
     pub fn new(kind: &'static str) -> Self {
-        Self { kind, packets: AtomicU64::new(0), bytes: AtomicU64::new(0), lost: AtomicU64::new(0) }
+        Self {
+            kind,
+            packets: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            jitter_us: AtomicU64::new(0),
+        }
     }
 
-    /// A snapshot: (packets, bytes, lost).
-    pub fn snapshot(&self) -> (u64, u64, u64) {
-        (self.packets.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed), self.lost.load(Ordering::Relaxed))
+    /// A snapshot: (packets, bytes, lost, jitter in microseconds).
+    pub fn snapshot(&self) -> (u64, u64, u64, u64) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        (load(&self.packets), load(&self.bytes), load(&self.lost), load(&self.jitter_us))
+    }
+}
+
+/// RFC 3550 interarrival jitter: the smoothed variation of (arrival time -
+/// RTP timestamp), in seconds.
+#[derive(Debug)]
+pub struct Jitter {
+    clock_rate: f64,
+    start: std::time::Instant,
+    last_transit: Option<f64>,
+    jitter: f64,
+}
+
+impl Jitter {
+    /// For a stream with this RTP clock rate.
+    pub fn new(clock_rate: u32) -> Self {
+        Self {
+            clock_rate: f64::from(clock_rate.max(1)),
+            start: std::time::Instant::now(),
+            last_transit: None,
+            jitter: 0.0,
+        }
+    }
+
+    /// Accounts for a packet with RTP timestamp `ts` arriving at `arrival`;
+    /// returns the jitter so far.
+    pub fn on_packet(&mut self, ts: u32, arrival: std::time::Instant) -> Duration {
+        let arrival = arrival.saturating_duration_since(self.start).as_secs_f64();
+        let transit = arrival - f64::from(ts) / self.clock_rate;
+        if let Some(last) = self.last_transit {
+            let d = (transit - last).abs();
+            // A jump of more than a minute is a timestamp wrap or a new
+            // stream, not jitter.
+            if d < 60.0 {
+                self.jitter += (d - self.jitter) / 16.0;
+            }
+        }
+        self.last_transit = Some(transit);
+        Duration::from_secs_f64(self.jitter)
     }
 }
 
@@ -240,6 +288,23 @@ mod tests {
         assert_eq!(run(&[65533, 0, 2]), 3);
         assert_eq!(run(&[5, 4, 6]), 0, "reordering is not loss");
         assert_eq!(run(&[5, 5, 6]), 0, "duplicates never make loss negative");
+    }
+
+    #[test]
+    fn jitter_is_zero_for_a_steady_stream_and_grows_with_variation() {
+        let mut j = Jitter::new(90_000);
+        let t0 = j.start;
+        for i in 0..50u32 {
+            let d = j.on_packet(i * 3000, t0 + Duration::from_millis(u64::from(i) * 1000 / 30));
+            assert!(d < Duration::from_micros(100), "{d:?}");
+        }
+        let mut j = Jitter::new(90_000);
+        let mut last = Duration::ZERO;
+        for i in 0..50u32 {
+            let wobble = if i % 2 == 0 { 0 } else { 10 };
+            last = j.on_packet(i * 3000, t0 + Duration::from_millis(u64::from(i) * 1000 / 30 + wobble));
+        }
+        assert!(last > Duration::from_millis(5), "{last:?}");
     }
 
     #[test]

@@ -6,9 +6,11 @@ use crate::link::{Link, LinkContext, LinkInput};
 use crate::media::{LocalMedia, MediaSource};
 use crate::rtc::{Channel, RtcEngine, RtcOptions};
 use crate::signaling::{JoinRequest, Signaling};
+use crate::timeline::Phase;
 use anyhow::Context;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use switchboard_protocol::{Bare, ChatSend, ClientMessage, ClientMsgId, PeerId, ServerMessage, Welcome};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -33,8 +35,21 @@ pub struct PeerOptions {
     pub media: MediaSource,
 }
 
+/// Everything known about the link to one remote participant.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LinkReport {
+    /// The remote.
+    pub remote: PeerId,
+    /// Phases reached, with their time since joining began.
+    pub phases: Vec<(Phase, Duration)>,
+    /// Round-trip time of the selected candidate pair.
+    pub rtt: Option<Duration>,
+    /// Received tracks.
+    pub tracks: Vec<TrackStats>,
+}
+
 /// What has been received on one remote track.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TrackStats {
     /// From whom.
     pub remote: PeerId,
@@ -46,13 +61,15 @@ pub struct TrackStats {
     pub bytes: u64,
     /// Packets missing from the sequence.
     pub lost: u64,
+    /// Interarrival jitter, microseconds.
+    pub jitter_us: u64,
 }
 
 enum Command {
     Send { channel: Channel, text: String, reply: oneshot::Sender<anyhow::Result<usize>> },
     Chat { text: String, reply: oneshot::Sender<anyhow::Result<()>> },
     Leave { reply: oneshot::Sender<()> },
-    Stats { reply: oneshot::Sender<Vec<TrackStats>> },
+    Report { reply: oneshot::Sender<Vec<LinkReport>> },
 }
 
 /// A joined participant.
@@ -60,6 +77,10 @@ enum Command {
 pub struct Peer {
     /// The server's welcome (this peer's id is `welcome.you.id`).
     pub welcome: Welcome,
+    /// Time from starting to join to the WebSocket being open.
+    pub connected_after: Duration,
+    /// Time from starting to join to the welcome.
+    pub welcome_after: Duration,
     /// Everything that happens, in order.
     pub events: mpsc::Receiver<PeerEvent>,
     commands: mpsc::Sender<Command>,
@@ -75,12 +96,14 @@ impl Drop for Peer {
 impl Peer {
     /// Connects, joins, and offers a connection to everyone already there.
     pub async fn join(options: PeerOptions) -> anyhow::Result<Self> {
+        let start = Instant::now();
         let engine = RtcEngine::new(&options.rtc)?;
         // Before joining, so that a bad media file fails without a trace in
         // the room.
         let local = Arc::new(LocalMedia::start(&options.media, "switchboard")?);
         let request = JoinRequest { room: options.room, name: options.name, token: options.token };
-        let signaling = Signaling::join(&options.url, &request).await?;
+        let signaling = Signaling::join(&options.url, &request, start).await?;
+        let (connected_after, welcome_after) = (signaling.connected_after, signaling.welcome_after);
         let welcome = signaling.welcome.clone();
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let ctx = LinkContext {
@@ -89,6 +112,7 @@ impl Peer {
             signal: signaling.sender.clone(),
             events: events_tx,
             local,
+            start,
         };
         let mut links = HashMap::new();
         for peer in &welcome.peers {
@@ -97,7 +121,7 @@ impl Peer {
         }
         let (commands, commands_rx) = mpsc::channel(64);
         let task = tokio::spawn(Session { engine, ctx, links, signaling, chat_seq: 0 }.run(commands_rx));
-        Ok(Self { welcome, events, commands, task })
+        Ok(Self { welcome, connected_after, welcome_after, events, commands, task })
     }
 
     /// This peer's id.
@@ -127,7 +151,12 @@ impl Peer {
 
     /// Counters of every track received so far, per remote.
     pub async fn media_stats(&self) -> anyhow::Result<Vec<TrackStats>> {
-        self.command(|reply| Command::Stats { reply }).await
+        Ok(self.report().await?.into_iter().flat_map(|r| r.tracks).collect())
+    }
+
+    /// Phases, round-trip time and received tracks of every link.
+    pub async fn report(&self) -> anyhow::Result<Vec<LinkReport>> {
+        self.command(|reply| Command::Report { reply }).await
     }
 
     /// Leaves the room and closes every connection and task.
@@ -206,18 +235,25 @@ impl Session {
                 };
                 let _ = reply.send(result);
             }
-            Command::Stats { reply } => {
-                let stats = self
-                    .links
-                    .values()
-                    .flat_map(|link| {
-                        link.received().into_iter().map(|c| {
-                            let (packets, bytes, lost) = c.snapshot();
-                            TrackStats { remote: link.remote().clone(), kind: c.kind, packets, bytes, lost }
+            Command::Report { reply } => {
+                let mut reports = Vec::with_capacity(self.links.len());
+                for link in self.links.values() {
+                    let tracks = link
+                        .received()
+                        .into_iter()
+                        .map(|c| {
+                            let (packets, bytes, lost, jitter_us) = c.snapshot();
+                            TrackStats { remote: link.remote().clone(), kind: c.kind, packets, bytes, lost, jitter_us }
                         })
-                    })
-                    .collect();
-                let _ = reply.send(stats);
+                        .collect();
+                    reports.push(LinkReport {
+                        remote: link.remote().clone(),
+                        phases: link.phases(),
+                        rtt: link.rtt().await,
+                        tracks,
+                    });
+                }
+                let _ = reply.send(reports);
             }
             Command::Leave { .. } => {}
         }

@@ -36,6 +36,10 @@ pub struct Signaling {
     pub sender: SignalSender,
     /// What the server sends after the welcome. Ends when the socket closes.
     pub events: mpsc::Receiver<ServerMessage>,
+    /// Time from `start` to the WebSocket being open.
+    pub connected_after: Duration,
+    /// Time from `start` to the welcome.
+    pub welcome_after: Duration,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -59,11 +63,13 @@ pub struct JoinRequest {
 }
 
 impl Signaling {
-    /// Connects to `url` (e.g. `ws://127.0.0.1:8080/v1/ws`) and joins.
-    pub async fn join(url: &str, request: &JoinRequest) -> anyhow::Result<Self> {
+    /// Connects to `url` (e.g. `ws://127.0.0.1:8080/v1/ws`) and joins;
+    /// times are measured from `start`.
+    pub async fn join(url: &str, request: &JoinRequest, start: std::time::Instant) -> anyhow::Result<Self> {
         let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .with_context(|| format!("connecting to {url}"))?;
+        let connected_after = start.elapsed();
         let (mut sink, mut stream) = ws.split();
         let join = serde_json::json!({
             "type": "join", "room": request.room, "name": request.name, "token": request.token,
@@ -78,6 +84,7 @@ impl Signaling {
                 _ => bail!("unexpected message before the welcome"),
             }
         };
+        let welcome_after = start.elapsed();
         let (tx, mut rx) = mpsc::channel::<ClientMessage>(SEND_QUEUE);
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let ping_every = Duration::from_millis(welcome.ping_interval_ms.max(100));
@@ -108,6 +115,13 @@ impl Signaling {
                 }
             }
         });
-        Ok(Self { welcome, sender: SignalSender { tx }, events, tasks: vec![writer, reader] })
+        Ok(Self {
+            welcome,
+            sender: SignalSender { tx },
+            events,
+            connected_after,
+            welcome_after,
+            tasks: vec![writer, reader],
+        })
     }
 }
