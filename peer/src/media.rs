@@ -295,14 +295,14 @@ mod tests {
         let mut j = Jitter::new(90_000);
         let t0 = j.start;
         for i in 0..50u32 {
-            let d = j.on_packet(i * 3000, t0 + Duration::from_millis(u64::from(i) * 1000 / 30));
+            let d = j.on_packet(i * 3000, t0 + Duration::from_nanos(u64::from(i) * 1_000_000_000 / 30));
             assert!(d < Duration::from_micros(100), "{d:?}");
         }
         let mut j = Jitter::new(90_000);
         let mut last = Duration::ZERO;
         for i in 0..50u32 {
             let wobble = if i % 2 == 0 { 0 } else { 10 };
-            last = j.on_packet(i * 3000, t0 + Duration::from_millis(u64::from(i) * 1000 / 30 + wobble));
+            last = j.on_packet(i * 3000, t0 + Duration::from_nanos(u64::from(i) * 1_000_000_000 / 30) + Duration::from_millis(wobble));
         }
         assert!(last > Duration::from_millis(5), "{last:?}");
     }
