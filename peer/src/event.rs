@@ -49,6 +49,13 @@ pub enum PeerEvent {
         /// MIME type, e.g. `video/VP8`.
         codec: String,
     },
+    /// A recording of a remote track is complete and playable.
+    RecordingClosed {
+        /// Whose track.
+        remote: PeerId,
+        /// The file.
+        path: std::path::PathBuf,
+    },
     /// Text arrived on a data channel.
     Data {
         /// From whom.

@@ -9,7 +9,7 @@
 //! offers and the others wait, so a first negotiation never collides.
 
 use crate::event::PeerEvent;
-use crate::media::{Jitter, LocalMedia, SeqTracker, TrackCounters};
+use crate::media::{Jitter, LocalMedia, Recorder, SeqTracker, TrackCounters};
 use crate::rtc::{self, Channel, RtcEngine};
 use crate::signaling::SignalSender;
 use crate::timeline::{Phase, Timeline};
@@ -32,7 +32,9 @@ use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::signaling_state::RTCSignalingState;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
+use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
 
 /// Signaling inputs queued for one link.
 pub const LINK_QUEUE: usize = 256;
@@ -100,6 +102,8 @@ pub struct LinkContext {
     pub local: Arc<LocalMedia>,
     /// When the peer started joining: the origin of every timeline.
     pub start: std::time::Instant,
+    /// Record every remote track into this directory.
+    pub record: Option<std::path::PathBuf>,
 }
 
 impl Link {
@@ -110,10 +114,27 @@ impl Link {
         // Tracks go in before any negotiation, so the first offer or answer
         // carries them.
         ctx.local.attach(&pc).await?;
+        if offerer {
+            // An offer decides which media sections exist; one with no audio
+            // or video section would stop the answerer from ever sending
+            // that kind. Offer to receive what we do not send.
+            let (audio, video) = ctx.local.kinds();
+            for (kind, sends) in [(RTPCodecType::Audio, audio), (RTPCodecType::Video, video)] {
+                if !sends {
+                    let init = RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Recvonly,
+                        send_encodings: vec![],
+                    };
+                    pc.add_transceiver_from_kind(kind, Some(init))
+                        .await
+                        .context("adding a receive-only transceiver")?;
+                }
+            }
+        }
         let timeline = Arc::new(Timeline::new(ctx.start));
         let marker = Marker { timeline: timeline.clone(), remote: remote.clone(), events: ctx.events.clone() };
         let received = Arc::new(Mutex::new(Vec::new()));
-        watch_tracks(&pc, &marker, &received);
+        watch_tracks(&pc, &marker, &received, ctx.record.clone());
         let mut channels = HashMap::new();
         for channel in Channel::ALL {
             let dc = rtc::open_channel(&pc, channel).await?;
@@ -221,9 +242,15 @@ fn watch_channel(dc: &Arc<RTCDataChannel>, channel: Channel, marker: &Marker) {
 /// Counts the RTP of every remote track, and asks for a keyframe as soon as
 /// a video track starts so that the first frame decodes without waiting for
 /// the sender's next scheduled one.
-fn watch_tracks(pc: &Arc<RTCPeerConnection>, marker: &Marker, received: &Arc<Mutex<Vec<Arc<TrackCounters>>>>) {
+fn watch_tracks(
+    pc: &Arc<RTCPeerConnection>,
+    marker: &Marker,
+    received: &Arc<Mutex<Vec<Arc<TrackCounters>>>>,
+    record: Option<std::path::PathBuf>,
+) {
     let (weak, marker, received) = (Arc::downgrade(pc), marker.clone(), received.clone());
     pc.on_track(Box::new(move |track, _receiver, _transceiver| {
+        let record = record.clone();
         let video = track.kind() == RTPCodecType::Video;
         let counters = Arc::new(TrackCounters::new(if video { "video" } else { "audio" }));
         if let Ok(mut list) = received.lock() {
@@ -239,6 +266,15 @@ fn watch_tracks(pc: &Arc<RTCPeerConnection>, marker: &Marker, received: &Arc<Mut
                 let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: track.ssrc() };
                 let _ = pc.write_rtcp(&[Box::new(pli)]).await;
             }
+            let mut recorder = match record.map(|dir| Recorder::create(&dir, marker.remote.as_str(), video)) {
+                Some(Ok(r)) => Some(r),
+                Some(Err(err)) => {
+                    let message = format!("{err:#}");
+                    let _ = marker.events.send(PeerEvent::Error { remote: Some(marker.remote.clone()), message }).await;
+                    None
+                }
+                None => None,
+            };
             tokio::spawn(async move {
                 let mut seq = SeqTracker::default();
                 let mut jitter = Jitter::new(codec.clock_rate);
@@ -250,6 +286,20 @@ fn watch_tracks(pc: &Arc<RTCPeerConnection>, marker: &Marker, received: &Arc<Mut
                     counters.jitter_us.store(u64::try_from(j.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
                     counters.bytes.fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
                     counters.lost.store(seq.on_packet(packet.header.sequence_number), Ordering::Relaxed);
+                    if let Some(r) = recorder.as_mut()
+                        && r.write(&packet).is_err()
+                    {
+                        recorder = None;
+                    }
+                }
+                // The track ended (the link closed): finish the file.
+                if let Some(r) = recorder {
+                    let remote = marker.remote.clone();
+                    let event = match r.close() {
+                        Ok(path) => PeerEvent::RecordingClosed { remote, path },
+                        Err(err) => PeerEvent::Error { remote: Some(remote), message: format!("{err:#}") },
+                    };
+                    let _ = marker.events.send(event).await;
                 }
             });
         })

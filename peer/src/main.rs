@@ -47,6 +47,9 @@ enum Command {
         /// Send no media (data channels only).
         #[arg(long, conflicts_with_all = ["video", "audio"])]
         no_media: bool,
+        /// Record every remote track into this directory (VP8 as IVF, Opus as Ogg).
+        #[arg(long)]
+        record: Option<std::path::PathBuf>,
         /// Print each link's stats (bitrate, loss, jitter, RTT) this often, seconds; 0: never.
         #[arg(long, default_value_t = 0)]
         stats: u64,
@@ -59,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let Command::Join { url, room, name, token, loopback_only, json, video, audio, no_media, stats } =
+    let Command::Join { url, room, name, token, loopback_only, json, video, audio, no_media, stats, record } =
         Cli::parse().command;
     let media = match (no_media, video, audio) {
         (true, _, _) => MediaSource::None,
@@ -72,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let rtc = RtcOptions { loopback_only };
-    let mut peer = Peer::join(PeerOptions { url, room, name, token, rtc, media }).await?;
+    let mut peer = Peer::join(PeerOptions { url, room, name, token, rtc, media, record }).await?;
     let w = &peer.welcome;
     let (ws_ms, welcome_ms) = (ms(peer.connected_after), ms(peer.welcome_after));
     let fields = serde_json::json!({
@@ -182,6 +185,11 @@ fn print_event(json: bool, event: &PeerEvent) {
         PeerEvent::TrackStarted { remote, kind, codec } => {
             print_line(json, "track", &json!({ "peer": remote, "kind": kind, "codec": codec }), || {
                 format!("  {remote}: receiving {kind} ({codec})")
+            });
+        }
+        PeerEvent::RecordingClosed { remote, path } => {
+            print_line(json, "recording", &json!({ "peer": remote, "path": path }), || {
+                format!("  {remote}: recorded {}", path.display())
             });
         }
         PeerEvent::Data { remote, channel, text } => {

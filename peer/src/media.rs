@@ -89,6 +89,12 @@ impl LocalMedia {
         Ok(media)
     }
 
+    /// Kinds this peer sends: (audio, video).
+    pub fn kinds(&self) -> (bool, bool) {
+        let has = |kind: &str| self.tracks.iter().any(|t| t.kind().to_string() == kind);
+        (has("audio"), has("video"))
+    }
+
     fn add(&mut self, mime: &str, clock_rate: u32, channels: u16, id: &str, stream_id: &str, frames: Vec<Frame>) {
         let codec = RTCRtpCodecCapability { mime_type: mime.to_owned(), clock_rate, channels, ..Default::default() };
         let track = Arc::new(TrackLocalStaticSample::new(codec, id.to_owned(), stream_id.to_owned()));
@@ -159,6 +165,68 @@ fn ogg_frames(data: &[u8]) -> anyhow::Result<Vec<Frame>> {
         bail!("no audio pages");
     }
     Ok(frames)
+}
+
+/// Writes one remote track to a file: VP8 to IVF, Opus to Ogg.
+pub struct Recorder {
+    writer: Box<dyn webrtc::media::io::Writer + Send>,
+    /// Where.
+    pub path: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder").field("path", &self.path).finish()
+    }
+}
+
+impl Recorder {
+    /// Creates `dir/<remote>-<kind>.<ivf|ogg>`.
+    pub fn create(dir: &std::path::Path, remote: &str, video: bool) -> anyhow::Result<Self> {
+        use webrtc::media::io::ivf_reader::IVFFileHeader;
+        use webrtc::media::io::ivf_writer::IVFWriter;
+        use webrtc::media::io::ogg_writer::OggWriter;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(format!(
+            "{remote}-{}.{}",
+            if video { "video" } else { "audio" },
+            if video { "ivf" } else { "ogg" }
+        ));
+        let file = std::io::BufWriter::new(
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        let writer: Box<dyn webrtc::media::io::Writer + Send> = if video {
+            // Players take the size from the VP8 keyframes; the header's is
+            // informative. The frame count is rewritten on close.
+            let header = IVFFileHeader {
+                signature: *b"DKIF",
+                version: 0,
+                header_size: 32,
+                four_cc: *b"VP80",
+                width: 640,
+                height: 480,
+                timebase_denominator: 30,
+                timebase_numerator: 1,
+                num_frames: 0,
+                unused: 0,
+            };
+            Box::new(IVFWriter::new(file, &header)?)
+        } else {
+            Box::new(OggWriter::new(file, 48_000, 2)?)
+        };
+        Ok(Self { writer, path })
+    }
+
+    /// Adds one RTP packet.
+    pub fn write(&mut self, packet: &webrtc::rtp::packet::Packet) -> anyhow::Result<()> {
+        self.writer.write_rtp(packet).context("writing the recording")
+    }
+
+    /// Finishes the file (headers, last page).
+    pub fn close(mut self) -> anyhow::Result<std::path::PathBuf> {
+        self.writer.close().context("closing the recording")?;
+        Ok(self.path)
+    }
 }
 
 /// Counters for one remote track, updated as RTP arrives.
@@ -302,7 +370,10 @@ mod tests {
         let mut last = Duration::ZERO;
         for i in 0..50u32 {
             let wobble = if i % 2 == 0 { 0 } else { 10 };
-            last = j.on_packet(i * 3000, t0 + Duration::from_nanos(u64::from(i) * 1_000_000_000 / 30) + Duration::from_millis(wobble));
+            last = j.on_packet(
+                i * 3000,
+                t0 + Duration::from_nanos(u64::from(i) * 1_000_000_000 / 30) + Duration::from_millis(wobble),
+            );
         }
         assert!(last > Duration::from_millis(5), "{last:?}");
     }

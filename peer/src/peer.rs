@@ -33,6 +33,8 @@ pub struct PeerOptions {
     pub rtc: RtcOptions,
     /// What to send.
     pub media: MediaSource,
+    /// Record every remote track (IVF/Ogg) into this directory.
+    pub record: Option<std::path::PathBuf>,
 }
 
 /// Everything known about the link to one remote participant.
@@ -113,6 +115,7 @@ impl Peer {
             events: events_tx,
             local,
             start,
+            record: options.record,
         };
         let mut links = HashMap::new();
         for peer in &welcome.peers {

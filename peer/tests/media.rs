@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{join_with, server, wait_for, wait_for_media};
+use common::{join_recording, join_with, server, wait_for, wait_for_media};
 use switchboard_peer::{MediaSource, PeerEvent, TrackStats};
 use switchboard_protocol::PeerId;
 
@@ -53,4 +53,50 @@ async fn four_peers_receive_everyones_audio_and_video() {
         })
         .await;
     }
+}
+
+/// `ffprobe`'s count of decodable frames and codec name for a file.
+fn probe(path: &std::path::Path) -> (String, u64) {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-show_entries", "stream=codec_name,nb_read_frames", "-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs (Debian package ffmpeg; scripts/test installs it)");
+    assert!(out.status.success(), "ffprobe failed on {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe JSON");
+    let stream = &json["streams"][0];
+    let frames = stream["nb_read_frames"].as_str().and_then(|n| n.parse().ok()).unwrap_or(0);
+    (stream["codec_name"].as_str().unwrap_or("").to_owned(), frames)
+}
+
+#[tokio::test]
+async fn a_peer_that_sends_nothing_receives_and_records_a_playable_call() {
+    let srv = server().await;
+    let dir = std::env::temp_dir().join(format!("switchboard-record-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let a = join_with(&srv, "rec", "a", MediaSource::Default).await;
+    // The newcomer offers, and sends no media: its offer must still ask for
+    // audio and video, or a could never send them.
+    let mut b = join_recording(&srv, "rec", "b", MediaSource::None, Some(dir.clone())).await;
+    let ia = a.id().clone();
+    wait_for_media(&mut b, "two seconds of a's media", |s| {
+        packets(s, &ia, "video") > 60 && packets(s, &ia, "audio") > 100
+    })
+    .await;
+    // a's leaving ends its tracks at b, which finishes both files.
+    a.leave().await;
+    let mut paths = Vec::new();
+    while paths.len() < 2 {
+        let e = wait_for(&mut b, "both recordings to close", |e| matches!(e, PeerEvent::RecordingClosed { .. })).await;
+        if let PeerEvent::RecordingClosed { path, .. } = e {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    let (audio, video) = (probe(&paths[0]), probe(&paths[1]));
+    assert_eq!(video.0, "vp8", "{}", paths[1].display());
+    assert!(video.1 >= 30, "a second of decodable video: {video:?}");
+    assert_eq!(audio.0, "opus", "{}", paths[0].display());
+    assert!(audio.1 >= 50, "a second of decodable audio: {audio:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -39,8 +39,19 @@ pub async fn join(server: &Server, room: &str, name: &str) -> Peer {
 }
 
 pub async fn join_with(server: &Server, room: &str, name: &str, media: MediaSource) -> Peer {
+    join_recording(server, room, name, media, None).await
+}
+
+pub async fn join_recording(
+    server: &Server,
+    room: &str,
+    name: &str,
+    media: MediaSource,
+    record: Option<std::path::PathBuf>,
+) -> Peer {
     let options = PeerOptions {
         media,
+        record,
         url: format!("ws://{}/v1/ws", server.local_addr()),
         room: room.into(),
         name: name.into(),
