@@ -1,0 +1,70 @@
+//! Leaving closes every connection and task: 50 join/leave cycles leave the
+//! task count and memory where they were. Loopback-only namespace only.
+
+mod common;
+
+use common::{join, server, wait_for};
+use std::time::Duration;
+use switchboard_peer::{Channel, PeerEvent};
+
+/// Cycles measured after a warm-up of `WARMUP` cycles.
+const CYCLES: usize = 50;
+const WARMUP: usize = 5;
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current().metrics().num_alive_tasks()
+}
+
+/// webrtc-rs winds its tasks down asynchronously after `close`; wait until
+/// the count is back at `limit` or report where it got stuck.
+async fn settle_tasks(limit: usize, cycle: usize) -> usize {
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let n = alive_tasks();
+        if n <= limit {
+            return n;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "after cycle {cycle}: {n} tasks alive, more than {limit}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_join_leave_cycles_leak_neither_tasks_nor_memory() {
+    let srv = server().await;
+    let mut host = join(&srv, "cycles", "host").await;
+    let mut baseline = (0, 0);
+    for cycle in 0..WARMUP + CYCLES {
+        let mut guest = join(&srv, "cycles", "guest").await;
+        let guest_id = guest.id().clone();
+        wait_for(&mut guest, "the chat channel", |e| matches!(e, PeerEvent::ChannelOpen { channel: Channel::Chat, .. })).await;
+        guest.send(Channel::Chat, "hello").await.expect("send");
+        wait_for(&mut host, "the guest's message", |e| matches!(e, PeerEvent::Data { .. })).await;
+        guest.leave().await;
+        wait_for(&mut host, "the guest's departure", |e| matches!(e, PeerEvent::PeerLeft { remote, .. } if *remote == guest_id)).await;
+        if cycle + 1 == WARMUP {
+            // Whatever the first cycles allocated for good (pools, caches)
+            // is the baseline.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            baseline = (alive_tasks(), rss_bytes());
+        }
+    }
+    let tasks = settle_tasks(baseline.0 + 5, WARMUP + CYCLES).await;
+    let rss = rss_bytes();
+    let growth = rss.saturating_sub(baseline.1);
+    eprintln!("tasks: {} -> {tasks}; RSS: {} KB -> {} KB", baseline.0, baseline.1 / 1024, rss / 1024);
+    // A leaked peer connection holds buffers of several hundred KB and a
+    // dozen tasks; 50 of them could not hide under these bounds.
+    assert!(growth < 8 * 1024 * 1024, "RSS grew by {} KB over {CYCLES} cycles", growth / 1024);
+}
