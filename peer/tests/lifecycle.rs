@@ -48,11 +48,19 @@ async fn fifty_join_leave_cycles_leak_neither_tasks_nor_memory() {
     for cycle in 0..WARMUP + CYCLES {
         let mut guest = join(&srv, "cycles", "guest").await;
         let guest_id = guest.id().clone();
-        wait_for(&mut guest, "the chat channel", |e| matches!(e, PeerEvent::ChannelOpen { channel: Channel::Chat, .. })).await;
+        wait_for(&mut guest, "the chat channel", |e| {
+            matches!(e, PeerEvent::ChannelOpen { channel: Channel::Chat, .. })
+        })
+        .await;
         guest.send(Channel::Chat, "hello").await.expect("send");
         wait_for(&mut host, "the guest's message", |e| matches!(e, PeerEvent::Data { .. })).await;
         guest.leave().await;
-        wait_for(&mut host, "the guest's departure", |e| matches!(e, PeerEvent::PeerLeft { remote, .. } if *remote == guest_id)).await;
+        wait_for(
+            &mut host,
+            "the guest's departure",
+            |e| matches!(e, PeerEvent::PeerLeft { remote, .. } if *remote == guest_id),
+        )
+        .await;
         if cycle + 1 == WARMUP {
             // Whatever the first cycles allocated for good (pools, caches)
             // is the baseline.

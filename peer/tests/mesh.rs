@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::{join, server, wait_for};
+use common::{join, join_with, server, wait_for, wait_for_media};
 use std::collections::BTreeSet;
-use switchboard_peer::{Channel, Peer, PeerEvent};
+use switchboard_peer::{Channel, MediaSource, Peer, PeerEvent};
 use switchboard_protocol::PeerId;
 
 /// Waits until `peer` has its chat channel open to each of `others`.
@@ -69,8 +69,8 @@ async fn peers_joining_at_the_same_instant_still_connect() {
 #[tokio::test]
 async fn a_call_outlives_the_signaling_server() {
     let srv = server().await;
-    let mut a = join(&srv, "outlive", "a").await;
-    let mut b = join(&srv, "outlive", "b").await;
+    let mut a = join_with(&srv, "outlive", "a", MediaSource::Default).await;
+    let mut b = join_with(&srv, "outlive", "b", MediaSource::Default).await;
     let (ia, ib) = (a.id().clone(), b.id().clone());
     chat_open_to(&mut a, &BTreeSet::from([ib])).await;
     chat_open_to(&mut b, &BTreeSet::from([ia])).await;
@@ -82,4 +82,11 @@ async fn a_call_outlives_the_signaling_server() {
         let e = wait_for(&mut b, "data with the server gone", |e| matches!(e, PeerEvent::Data { .. })).await;
         assert!(matches!(&e, PeerEvent::Data { text, .. } if *text == format!("after the server {i}")), "{e:?}");
     }
+    // Media keeps flowing too: another second of video arrives.
+    let ia = a.id().clone();
+    let video = |s: &[switchboard_peer::TrackStats]| {
+        s.iter().filter(|t| t.remote == ia && t.kind == "video").map(|t| t.packets).sum::<u64>()
+    };
+    let before = video(&b.media_stats().await.expect("stats"));
+    wait_for_media(&mut b, "video with the server gone", |s| video(s) > before + 30).await;
 }
