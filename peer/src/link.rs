@@ -33,6 +33,7 @@ use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::signaling_state::RTCSignalingState;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
+use webrtc::track::track_local::TrackLocalWriter;
 use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
 use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
 
@@ -134,7 +135,7 @@ impl Link {
         let timeline = Arc::new(Timeline::new(ctx.start));
         let marker = Marker { timeline: timeline.clone(), remote: remote.clone(), events: ctx.events.clone() };
         let received = Arc::new(Mutex::new(Vec::new()));
-        watch_tracks(&pc, &marker, &received, ctx.record.clone());
+        watch_tracks(&pc, &marker, &received, ctx.record.clone(), ctx.local.clone());
         let mut channels = HashMap::new();
         for channel in Channel::ALL {
             let dc = rtc::open_channel(&pc, channel).await?;
@@ -247,11 +248,13 @@ fn watch_tracks(
     marker: &Marker,
     received: &Arc<Mutex<Vec<Arc<TrackCounters>>>>,
     record: Option<std::path::PathBuf>,
+    local: Arc<LocalMedia>,
 ) {
     let (weak, marker, received) = (Arc::downgrade(pc), marker.clone(), received.clone());
     pc.on_track(Box::new(move |track, _receiver, _transceiver| {
         let record = record.clone();
         let video = track.kind() == RTPCodecType::Video;
+        let reflector = local.reflector(video);
         let counters = Arc::new(TrackCounters::new(if video { "video" } else { "audio" }));
         if let Ok(mut list) = received.lock() {
             list.push(counters.clone());
@@ -290,6 +293,11 @@ fn watch_tracks(
                         && r.write(&packet).is_err()
                     {
                         recorder = None;
+                    }
+                    if let Some(out) = &reflector {
+                        // The track rewrites SSRC and payload type for each
+                        // link it is bound to.
+                        let _ = out.write_rtp(&packet).await;
                     }
                 }
                 // The track ended (the link closed): finish the file.

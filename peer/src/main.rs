@@ -47,6 +47,9 @@ enum Command {
         /// Send no media (data channels only).
         #[arg(long, conflicts_with_all = ["video", "audio"])]
         no_media: bool,
+        /// Send back whatever media arrives (an echo).
+        #[arg(long, conflicts_with_all = ["video", "audio", "no_media"])]
+        reflect: bool,
         /// Record every remote track into this directory (VP8 as IVF, Opus as Ogg).
         #[arg(long)]
         record: Option<std::path::PathBuf>,
@@ -62,9 +65,10 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let Command::Join { url, room, name, token, loopback_only, json, video, audio, no_media, stats, record } =
+    let Command::Join { url, room, name, token, loopback_only, json, video, audio, no_media, reflect, stats, record } =
         Cli::parse().command;
     let media = match (no_media, video, audio) {
+        _ if reflect => MediaSource::Reflect,
         (true, _, _) => MediaSource::None,
         (false, None, None) => MediaSource::Default,
         (false, video, audio) => {

@@ -16,6 +16,7 @@ use webrtc::media::io::ogg_reader::OggReader;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
 use webrtc::track::track_local::TrackLocal;
+use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
 
 /// The default video: 5 s of ffmpeg's `testsrc`, 640x360 at 30 fps, VP8 at
@@ -36,6 +37,9 @@ pub enum MediaSource {
     None,
     /// The clips built into the binary.
     Default,
+    /// Send back what arrives: every RTP packet received is forwarded on
+    /// this peer's own track of the same kind (an echo for tests).
+    Reflect,
     /// IVF (VP8) and Ogg (Opus) files; either may be absent.
     Files {
         /// VP8 in IVF.
@@ -50,8 +54,10 @@ type Frame = (Bytes, Duration);
 
 /// The peer's outgoing tracks and the tasks that feed them.
 pub struct LocalMedia {
-    tracks: Vec<Arc<TrackLocalStaticSample>>,
+    tracks: Vec<Arc<dyn TrackLocal + Send + Sync>>,
     feeders: Vec<JoinHandle<()>>,
+    /// In reflect mode, the tracks received RTP is forwarded to: (audio, video).
+    reflect: Option<(Arc<TrackLocalStaticRTP>, Arc<TrackLocalStaticRTP>)>,
 }
 
 impl std::fmt::Debug for LocalMedia {
@@ -76,15 +82,21 @@ impl LocalMedia {
             MediaSource::None => (None, None),
             MediaSource::Default => (Some(DEFAULT_VIDEO), Some(DEFAULT_AUDIO)),
             MediaSource::Files { video, audio } => (video.as_deref(), audio.as_deref()),
+            MediaSource::Reflect => {
+                let audio = Arc::new(TrackLocalStaticRTP::new(codec(MIME_TYPE_OPUS), "audio".into(), stream_id.into()));
+                let video = Arc::new(TrackLocalStaticRTP::new(codec(MIME_TYPE_VP8), "video".into(), stream_id.into()));
+                let tracks: Vec<Arc<dyn TrackLocal + Send + Sync>> = vec![audio.clone(), video.clone()];
+                return Ok(Self { tracks, feeders: Vec::new(), reflect: Some((audio, video)) });
+            }
         };
-        let mut media = Self { tracks: Vec::new(), feeders: Vec::new() };
+        let mut media = Self { tracks: Vec::new(), feeders: Vec::new(), reflect: None };
         if let Some(ivf) = video {
             let frames = ivf_frames(ivf).context("reading the IVF video")?;
-            media.add(MIME_TYPE_VP8, 90_000, 0, "video", stream_id, frames);
+            media.add(MIME_TYPE_VP8, "video", stream_id, frames);
         }
         if let Some(ogg) = audio {
             let frames = ogg_frames(ogg).context("reading the Ogg audio")?;
-            media.add(MIME_TYPE_OPUS, 48_000, 2, "audio", stream_id, frames);
+            media.add(MIME_TYPE_OPUS, "audio", stream_id, frames);
         }
         Ok(media)
     }
@@ -95,9 +107,13 @@ impl LocalMedia {
         (has("audio"), has("video"))
     }
 
-    fn add(&mut self, mime: &str, clock_rate: u32, channels: u16, id: &str, stream_id: &str, frames: Vec<Frame>) {
-        let codec = RTCRtpCodecCapability { mime_type: mime.to_owned(), clock_rate, channels, ..Default::default() };
-        let track = Arc::new(TrackLocalStaticSample::new(codec, id.to_owned(), stream_id.to_owned()));
+    /// In reflect mode, the track that received `video` (or audio) RTP goes out on.
+    pub fn reflector(&self, video: bool) -> Option<Arc<TrackLocalStaticRTP>> {
+        self.reflect.as_ref().map(|(a, v)| if video { v.clone() } else { a.clone() })
+    }
+
+    fn add(&mut self, mime: &str, id: &str, stream_id: &str, frames: Vec<Frame>) {
+        let track = Arc::new(TrackLocalStaticSample::new(codec(mime), id.to_owned(), stream_id.to_owned()));
         self.feeders.push(tokio::spawn(feed(track.clone(), frames)));
         self.tracks.push(track);
     }
@@ -106,12 +122,18 @@ impl LocalMedia {
     /// for each sender so that NACK and reports work and PLIs arrive.
     pub async fn attach(&self, pc: &RTCPeerConnection) -> anyhow::Result<()> {
         for track in &self.tracks {
-            let local: Arc<dyn TrackLocal + Send + Sync> = track.clone();
-            let sender = pc.add_track(local).await.context("adding a track")?;
+            let sender = pc.add_track(track.clone()).await.context("adding a track")?;
             tokio::spawn(async move { while sender.read_rtcp().await.is_ok() {} });
         }
         Ok(())
     }
+}
+
+/// The capability of the codecs this peer sends: VP8 at 90 kHz, stereo
+/// Opus at 48 kHz (what browsers negotiate).
+fn codec(mime: &str) -> RTCRtpCodecCapability {
+    let (clock_rate, channels) = if mime == MIME_TYPE_OPUS { (48_000, 2) } else { (90_000, 0) };
+    RTCRtpCodecCapability { mime_type: mime.to_owned(), clock_rate, channels, ..Default::default() }
 }
 
 /// Writes `frames` in a loop, one per its duration, on a schedule that does

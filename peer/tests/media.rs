@@ -100,3 +100,16 @@ async fn a_peer_that_sends_nothing_receives_and_records_a_playable_call() {
     assert!(audio.1 >= 50, "a second of decodable audio: {audio:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_reflecting_peer_sends_back_what_it_receives() {
+    let srv = server().await;
+    let mut a = join_with(&srv, "echo", "a", MediaSource::Default).await;
+    let b = join_with(&srv, "echo", "b", MediaSource::Reflect).await;
+    let ib = b.id().clone();
+    let stats = wait_for_media(&mut a, "its own media back from the reflector", |s| {
+        packets(s, &ib, "video") > 30 && packets(s, &ib, "audio") > 50
+    })
+    .await;
+    assert!(stats.iter().all(|s| s.lost == 0), "{stats:?}");
+}
