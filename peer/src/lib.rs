@@ -15,6 +15,7 @@ mod link;
 mod media;
 mod peer;
 mod rtc;
+mod sender;
 mod signaling;
 mod timeline;
 
@@ -22,5 +23,6 @@ pub use event::PeerEvent;
 pub use media::{MediaSource, SeqTracker};
 pub use peer::{LinkReport, Peer, PeerOptions, TrackStats};
 pub use rtc::{Channel, RtcOptions};
+pub use sender::{ChannelSender, HIGH_WATER, LOW_WATER};
 pub use signaling::{JoinRequest, Signaling};
 pub use timeline::{Phase, Timeline};

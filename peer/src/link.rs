@@ -11,6 +11,7 @@
 use crate::event::PeerEvent;
 use crate::media::{Jitter, LocalMedia, Recorder, SeqTracker, TrackCounters};
 use crate::rtc::{self, Channel, RtcEngine};
+use crate::sender::ChannelSender;
 use crate::signaling::SignalSender;
 use crate::timeline::{Phase, Timeline};
 use anyhow::Context;
@@ -33,9 +34,9 @@ use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::signaling_state::RTCSignalingState;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
-use webrtc::track::track_local::TrackLocalWriter;
 use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
 use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
+use webrtc::track::track_local::TrackLocalWriter;
 
 /// Signaling inputs queued for one link.
 pub const LINK_QUEUE: usize = 256;
@@ -58,7 +59,7 @@ pub struct Link {
     remote: PeerId,
     inputs: mpsc::Sender<LinkInput>,
     pc: Arc<RTCPeerConnection>,
-    channels: HashMap<Channel, Arc<RTCDataChannel>>,
+    channels: HashMap<Channel, ChannelSender>,
     /// Counters of the remote's tracks. A std mutex: locked only to add a
     /// track or take a snapshot, never across an await.
     received: Arc<Mutex<Vec<Arc<TrackCounters>>>>,
@@ -140,7 +141,7 @@ impl Link {
         for channel in Channel::ALL {
             let dc = rtc::open_channel(&pc, channel).await?;
             watch_channel(&dc, channel, &marker);
-            channels.insert(channel, dc);
+            channels.insert(channel, ChannelSender::new(dc).await);
         }
         watch_connection(&pc, &marker, &ctx.signal);
         let (inputs, rx) = mpsc::channel(LINK_QUEUE);
@@ -167,13 +168,9 @@ impl Link {
         let _ = self.inputs.send(input).await;
     }
 
-    /// Sends text on a data channel.
-    pub async fn send(&self, channel: Channel, text: &str) -> anyhow::Result<()> {
-        let dc = self.channels.get(&channel).context("no such channel")?;
-        dc.send_text(text.to_owned())
-            .await
-            .with_context(|| format!("sending on {} to {}", channel.label(), self.remote))?;
-        Ok(())
+    /// A sender for one of this link's channels.
+    pub fn sender(&self, channel: Channel) -> Option<ChannelSender> {
+        self.channels.get(&channel).cloned()
     }
 
     /// Counters of every track received from the remote so far.

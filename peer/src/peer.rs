@@ -5,6 +5,7 @@ use crate::event::PeerEvent;
 use crate::link::{Link, LinkContext, LinkInput};
 use crate::media::{LocalMedia, MediaSource};
 use crate::rtc::{Channel, RtcEngine, RtcOptions};
+use crate::sender::ChannelSender;
 use crate::signaling::{JoinRequest, Signaling};
 use crate::timeline::Phase;
 use anyhow::Context;
@@ -68,10 +69,10 @@ pub struct TrackStats {
 }
 
 enum Command {
-    Send { channel: Channel, text: String, reply: oneshot::Sender<anyhow::Result<usize>> },
     Chat { text: String, reply: oneshot::Sender<anyhow::Result<()>> },
     Leave { reply: oneshot::Sender<()> },
     Report { reply: oneshot::Sender<Vec<LinkReport>> },
+    Senders { channel: Channel, reply: oneshot::Sender<Vec<(PeerId, ChannelSender)>> },
 }
 
 /// A joined participant.
@@ -141,8 +142,19 @@ impl Peer {
     /// Sends `text` on `channel` to every connected participant; returns how
     /// many links it was sent on.
     pub async fn send(&self, channel: Channel, text: impl Into<String>) -> anyhow::Result<usize> {
+        let senders = self.senders(channel).await?;
         let text = text.into();
-        self.command(|reply| Command::Send { channel, text, reply }).await?
+        for (_, sender) in &senders {
+            sender.send_text(text.clone()).await?;
+        }
+        Ok(senders.len())
+    }
+
+    /// A sender for `channel` on each current link, for sending without
+    /// going through the peer's task (bulk data, load generation). Each one
+    /// applies backpressure on its own channel.
+    pub async fn senders(&self, channel: Channel) -> anyhow::Result<Vec<(PeerId, ChannelSender)>> {
+        self.command(|reply| Command::Senders { channel, reply }).await
     }
 
     /// Sends a chat message on the signaling socket (room-wide, kept in the
@@ -216,16 +228,10 @@ impl Session {
 
     async fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Send { channel, text, reply } => {
-                let mut sent = 0;
-                let mut result = Ok(());
-                for link in self.links.values() {
-                    match link.send(channel, &text).await {
-                        Ok(()) => sent += 1,
-                        Err(err) => result = Err(err),
-                    }
-                }
-                let _ = reply.send(result.map(|()| sent));
+            Command::Senders { channel, reply } => {
+                let senders =
+                    self.links.values().filter_map(|l| l.sender(channel).map(|s| (l.remote().clone(), s))).collect();
+                let _ = reply.send(senders);
             }
             Command::Chat { text, reply } => {
                 self.chat_seq += 1;
