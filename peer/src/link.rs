@@ -64,6 +64,8 @@ pub struct Link {
     /// track or take a snapshot, never across an await.
     received: Arc<Mutex<Vec<Arc<TrackCounters>>>>,
     timeline: Arc<Timeline>,
+    /// RTT from RTCP receiver reports, microseconds (0: none yet).
+    rtt_meter: Arc<std::sync::atomic::AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -115,7 +117,7 @@ impl Link {
         let pc = engine.connection(&ctx.ice_servers).await?;
         // Tracks go in before any negotiation, so the first offer or answer
         // carries them.
-        ctx.local.attach(&pc).await?;
+        let rtt_meter = ctx.local.attach(&pc).await?;
         if offerer {
             // An offer decides which media sections exist; one with no audio
             // or video section would stop the answerer from ever sending
@@ -160,7 +162,7 @@ impl Link {
         if offerer {
             inputs.send(LinkInput::Negotiate).await.context("link task gone")?;
         }
-        Ok(Self { remote, inputs, pc, channels, received, timeline, task })
+        Ok(Self { remote, inputs, pc, channels, received, timeline, rtt_meter, task })
     }
 
     /// Hands a signaling input to the link's task.
@@ -188,9 +190,14 @@ impl Link {
         self.timeline.phases()
     }
 
-    /// The current round-trip time of the selected candidate pair.
+    /// The round-trip time: from RTCP receiver reports when this peer sends
+    /// media, else whatever webrtc-rs's stats report.
     pub async fn rtt(&self) -> Option<std::time::Duration> {
         use webrtc::stats::StatsReportType;
+        let measured = self.rtt_meter.load(Ordering::Relaxed);
+        if measured > 0 {
+            return Some(std::time::Duration::from_micros(measured));
+        }
         // webrtc-rs fills the candidate pair's RTT only sometimes; the RTCP
         // receiver reports on our own streams carry one too.
         let report = self.pc.get_stats().await;
@@ -248,8 +255,12 @@ fn watch_tracks(
     local: Arc<LocalMedia>,
 ) {
     let (weak, marker, received) = (Arc::downgrade(pc), marker.clone(), received.clone());
-    pc.on_track(Box::new(move |track, _receiver, _transceiver| {
+    pc.on_track(Box::new(move |track, receiver, _transceiver| {
         let record = record.clone();
+        // The interceptors see incoming RTCP only when someone reads it:
+        // without this drain the sender's reports are never registered and
+        // our receiver reports carry no LSR, so the remote gets no RTT.
+        tokio::spawn(async move { while receiver.read_rtcp().await.is_ok() {} });
         let video = track.kind() == RTPCodecType::Video;
         let reflector = local.reflector(video);
         let counters = Arc::new(TrackCounters::new(if video { "video" } else { "audio" }));

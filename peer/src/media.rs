@@ -14,6 +14,8 @@ use webrtc::media::Sample;
 use webrtc::media::io::ivf_reader::IVFReader;
 use webrtc::media::io::ogg_reader::OggReader;
 use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtcp::receiver_report::ReceiverReport;
+use webrtc::rtcp::sender_report::SenderReport;
 use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
 use webrtc::track::track_local::TrackLocal;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
@@ -119,14 +121,55 @@ impl LocalMedia {
     }
 
     /// Adds every track to `pc` (before it negotiates), and drains RTCP
-    /// for each sender so that NACK and reports work and PLIs arrive.
-    pub async fn attach(&self, pc: &RTCPeerConnection) -> anyhow::Result<()> {
+    /// for each sender so that NACK and reports work and PLIs arrive. The
+    /// remote's receiver reports give the round-trip time, kept in the
+    /// returned meter (microseconds; 0 until the first report).
+    pub async fn attach(&self, pc: &RTCPeerConnection) -> anyhow::Result<Arc<AtomicU64>> {
+        let rtt = Arc::new(AtomicU64::new(0));
         for track in &self.tracks {
             let sender = pc.add_track(track.clone()).await.context("adding a track")?;
-            tokio::spawn(async move { while sender.read_rtcp().await.is_ok() {} });
+            let rtt = rtt.clone();
+            tokio::spawn(async move {
+                while let Ok((packets, _)) = sender.read_rtcp().await {
+                    let now = ntp_middle_32(std::time::SystemTime::now());
+                    for packet in &packets {
+                        let reports = match packet.as_any() {
+                            p if p.is::<ReceiverReport>() => p.downcast_ref::<ReceiverReport>().map(|r| &r.reports),
+                            p => p.downcast_ref::<SenderReport>().map(|r| &r.reports),
+                        };
+                        for report in reports.into_iter().flatten() {
+                            if let Some(d) = rtt_from_report(now, report.last_sender_report, report.delay) {
+                                rtt.store(u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1), Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            });
         }
-        Ok(())
+        Ok(rtt)
     }
+}
+
+/// The middle 32 bits of the NTP timestamp of `t` (16.16 fixed point
+/// seconds), the unit of RTCP's LSR and DLSR fields.
+fn ntp_middle_32(t: std::time::SystemTime) -> u32 {
+    const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() + NTP_UNIX_OFFSET;
+    let frac = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
+    (((secs << 32) | frac) >> 16) as u32
+}
+
+/// RFC 3550 section 6.4.1: a report received at `now` (NTP middle 32 bits)
+/// that echoes our sender report `lsr` after holding it `dlsr` gives the
+/// round-trip time. Reports without a sender report (LSR 0) or with a
+/// nonsensical result (over 10 s) give nothing.
+fn rtt_from_report(now: u32, lsr: u32, dlsr: u32) -> Option<Duration> {
+    if lsr == 0 {
+        return None;
+    }
+    let units = now.wrapping_sub(lsr).wrapping_sub(dlsr);
+    (units < 10 << 16).then(|| Duration::from_micros(u64::from(units) * 1_000_000 / 65_536))
 }
 
 /// The capability of the codecs this peer sends: VP8 at 90 kHz, stereo
@@ -398,6 +441,19 @@ mod tests {
             );
         }
         assert!(last > Duration::from_millis(5), "{last:?}");
+    }
+
+    #[test]
+    fn rtt_from_receiver_reports() {
+        let sent = std::time::SystemTime::now();
+        let lsr = ntp_middle_32(sent);
+        // Held 50 ms by the remote, back 80 ms after sending: 30 ms RTT.
+        let now = ntp_middle_32(sent + Duration::from_millis(80));
+        let dlsr = (50 << 16) / 1000;
+        let rtt = rtt_from_report(now, lsr, dlsr).expect("rtt");
+        assert!(rtt.abs_diff(Duration::from_millis(30)) < Duration::from_millis(1), "{rtt:?}");
+        assert_eq!(rtt_from_report(now, 0, dlsr), None, "no sender report yet");
+        assert_eq!(rtt_from_report(lsr, now, 0), None, "negative RTT");
     }
 
     #[test]

@@ -36,6 +36,19 @@ async fn two_peers_send_each_other_vp8_and_opus() {
         assert!(s.bytes > s.packets, "{s:?}");
         assert_eq!(s.lost, 0, "loopback loses nothing: {s:?}");
     }
+    // Receiver reports come about once a second and carry the round trip.
+    for p in [&mut a, &mut b] {
+        let deadline = tokio::time::Instant::now() + common::WAIT;
+        let rtt = loop {
+            let report = p.report().await.expect("report");
+            if let Some(rtt) = report.first().and_then(|r| r.rtt) {
+                break rtt;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no RTT after {:?}: {report:?}", common::WAIT);
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(100), p.events.recv()).await;
+        };
+        assert!(rtt < std::time::Duration::from_millis(200), "loopback RTT {rtt:?}");
+    }
 }
 
 #[tokio::test]
