@@ -7,8 +7,9 @@
 //! command line around it.
 //!
 //! Every participant pair has one peer connection with two data channels
-//! negotiated out of band (see [`Channel`]). WebRTC types stay inside
-//! `rtc.rs` and `link.rs`; everything else speaks the protocol's types.
+//! that the offerer creates (see [`Channel`]). WebRTC types stay inside
+//! `rtc.rs`, `link.rs`, `media.rs` and `sender.rs`; everything else speaks
+//! the protocol's types.
 
 mod event;
 mod link;

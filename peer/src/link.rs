@@ -59,7 +59,9 @@ pub struct Link {
     remote: PeerId,
     inputs: mpsc::Sender<LinkInput>,
     pc: Arc<RTCPeerConnection>,
-    channels: HashMap<Channel, ChannelSender>,
+    /// The link's channels, once created (offerer) or announced (answerer).
+    /// A std mutex: held only to insert or clone a sender.
+    channels: Arc<Mutex<HashMap<Channel, ChannelSender>>>,
     /// Counters of the remote's tracks. A std mutex: locked only to add a
     /// track or take a snapshot, never across an await.
     received: Arc<Mutex<Vec<Arc<TrackCounters>>>>,
@@ -139,11 +141,16 @@ impl Link {
         let marker = Marker { timeline: timeline.clone(), remote: remote.clone(), events: ctx.events.clone() };
         let received = Arc::new(Mutex::new(Vec::new()));
         watch_tracks(&pc, &marker, &received, ctx.record.clone(), ctx.local.clone());
-        let mut channels = HashMap::new();
-        for channel in Channel::ALL {
-            let dc = rtc::open_channel(&pc, channel).await?;
-            watch_channel(&dc, channel, &marker);
-            channels.insert(channel, ChannelSender::new(dc).await);
+        let channels = Arc::new(Mutex::new(HashMap::new()));
+        if offerer {
+            for channel in Channel::ALL {
+                let dc = rtc::open_channel(&pc, channel).await?;
+                watch_channel(&dc, channel, &marker);
+                let sender = ChannelSender::new(dc).await;
+                lock(&channels).insert(channel, sender);
+            }
+        } else {
+            accept_channels(&pc, &marker, &channels);
         }
         watch_connection(&pc, &marker, &ctx.signal);
         let (inputs, rx) = mpsc::channel(LINK_QUEUE);
@@ -172,7 +179,7 @@ impl Link {
 
     /// A sender for one of this link's channels.
     pub fn sender(&self, channel: Channel) -> Option<ChannelSender> {
-        self.channels.get(&channel).cloned()
+        lock(&self.channels).get(&channel).cloned()
     }
 
     /// Counters of every track received from the remote so far.
@@ -219,6 +226,27 @@ impl Link {
         self.task.abort();
         let _ = self.pc.close().await;
     }
+}
+
+/// Locks a mutex that no holder can leave inconsistent (inserts and clones
+/// only), so a poisoned lock is still usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The answerer's side: channels announced by the offerer. Handlers are set
+/// inside the announcement, before the channel opens.
+fn accept_channels(pc: &RTCPeerConnection, marker: &Marker, channels: &Arc<Mutex<HashMap<Channel, ChannelSender>>>) {
+    let (marker, channels) = (marker.clone(), channels.clone());
+    pc.on_data_channel(Box::new(move |dc: Arc<RTCDataChannel>| {
+        let (marker, channels) = (marker.clone(), channels.clone());
+        Box::pin(async move {
+            let Some(channel) = Channel::from_label(dc.label()) else { return };
+            watch_channel(&dc, channel, &marker);
+            let sender = ChannelSender::new(dc).await;
+            lock(&channels).insert(channel, sender);
+        })
+    }));
 }
 
 /// Reports channel open and messages. Handlers are set right after the

@@ -21,9 +21,11 @@ use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::sdp::sdp_type::RTCSdpType;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 
-/// The two data channels every link opens, negotiated out of band with fixed
-/// ids so that neither side waits for the other's announcement (and no
-/// message can arrive before its handler is set).
+/// The two data channels every link has. The offerer creates them and
+/// announces them in-band (DCEP); the answerer receives them by label.
+/// (Out-of-band negotiated channels were tried first: in webrtc-rs 0.17.2 a
+/// remote's first message can reach a negotiated stream before the local
+/// side has dialed it, and that channel then never opens.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Channel {
     /// Reliable and ordered: text that must arrive.
@@ -44,23 +46,15 @@ impl Channel {
         }
     }
 
-    /// The negotiated SCTP stream id.
-    pub fn id(self) -> u16 {
-        match self {
-            Self::Chat => 0,
-            Self::State => 1,
-        }
+    /// The channel a label names.
+    pub fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.label() == label)
     }
 
     fn init(self) -> RTCDataChannelInit {
         match self {
-            Self::Chat => RTCDataChannelInit { ordered: Some(true), negotiated: Some(self.id()), ..Default::default() },
-            Self::State => RTCDataChannelInit {
-                ordered: Some(false),
-                max_retransmits: Some(0),
-                negotiated: Some(self.id()),
-                ..Default::default()
-            },
+            Self::Chat => RTCDataChannelInit { ordered: Some(true), ..Default::default() },
+            Self::State => RTCDataChannelInit { ordered: Some(false), max_retransmits: Some(0), ..Default::default() },
         }
     }
 }

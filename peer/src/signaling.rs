@@ -14,6 +14,46 @@ pub const SEND_QUEUE: usize = 1024;
 /// Server messages queued for the peer before the reader waits.
 pub const EVENT_QUEUE: usize = 4096;
 
+/// Share of the server's announced rate and burst the client uses: a margin
+/// for timer jitter, so the server never has to drop one of our messages.
+pub const RATE_MARGIN: f64 = 0.9;
+
+/// Paces sends to the rate limit the server announced in its welcome (a
+/// token bucket like the server's, slightly smaller), so that a burst of
+/// candidates waits briefly instead of being dropped as `rate_limited`.
+#[derive(Debug)]
+struct Pacer {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl Pacer {
+    fn new(limits: &switchboard_protocol::LimitsInfo) -> Self {
+        let rate = (f64::from(limits.messages_per_second) * RATE_MARGIN).max(1.0);
+        let burst = (f64::from(limits.message_burst) * RATE_MARGIN).max(1.0);
+        // One message (the join) was already sent.
+        Self { rate, burst, tokens: burst - 1.0, last: tokio::time::Instant::now() }
+    }
+
+    fn refill(&mut self) {
+        let now = tokio::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+    }
+
+    /// Waits until one more message may be sent, and takes its token.
+    async fn wait(&mut self) {
+        self.refill();
+        if self.tokens < 1.0 {
+            tokio::time::sleep(Duration::from_secs_f64((1.0 - self.tokens) / self.rate)).await;
+            self.refill();
+        }
+        self.tokens -= 1.0;
+    }
+}
+
 /// Sends client messages to the server.
 #[derive(Debug, Clone)]
 pub struct SignalSender {
@@ -88,6 +128,7 @@ impl Signaling {
         let (tx, mut rx) = mpsc::channel::<ClientMessage>(SEND_QUEUE);
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let ping_every = Duration::from_millis(welcome.ping_interval_ms.max(100));
+        let mut pacer = Pacer::new(&welcome.limits);
         let writer = tokio::spawn(async move {
             let mut ping = tokio::time::interval(ping_every);
             ping.tick().await;
@@ -97,6 +138,7 @@ impl Signaling {
                     _ = ping.tick() => ClientMessage::Ping(Bare::default()),
                 };
                 let Ok(text) = serde_json::to_string(&msg) else { continue };
+                pacer.wait().await;
                 if sink.send(Message::text(text)).await.is_err() {
                     break;
                 }
@@ -123,5 +165,35 @@ impl Signaling {
             welcome_after,
             tasks: vec![writer, reader],
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn pacing_keeps_under_the_announced_rate() {
+        let limits = switchboard_protocol::LimitsInfo {
+            max_message_bytes: 65536,
+            max_chat_chars: 4000,
+            messages_per_second: 50,
+            message_burst: 100,
+            max_peers_per_room: 32,
+            chat_history_page: 50,
+            typing_ttl_ms: 5000,
+        };
+        let mut pacer = Pacer::new(&limits);
+        let start = tokio::time::Instant::now();
+        for _ in 0..89 {
+            pacer.wait().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "the burst (less the join and the margin) goes at once");
+        for _ in 0..45 {
+            pacer.wait().await;
+        }
+        // 45 more at 45/s: about a second.
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(990) && waited <= Duration::from_millis(1010), "{waited:?}");
     }
 }

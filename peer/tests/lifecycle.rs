@@ -10,6 +10,11 @@ use switchboard_peer::{Channel, PeerEvent};
 /// Cycles measured after a warm-up of `WARMUP` cycles.
 const CYCLES: usize = 50;
 const WARMUP: usize = 5;
+/// Tasks that may still be winding down when measured: webrtc-rs closes a
+/// connection's tasks asynchronously and an occasional straggler outlives
+/// the wait. A leak leaks every cycle (a dozen tasks per connection, 50
+/// times over), far beyond this.
+const TASK_SLACK: usize = 10;
 
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
@@ -68,7 +73,7 @@ async fn fifty_join_leave_cycles_leak_neither_tasks_nor_memory() {
             baseline = (alive_tasks(), rss_bytes());
         }
     }
-    let tasks = settle_tasks(baseline.0 + 5, WARMUP + CYCLES).await;
+    let tasks = settle_tasks(baseline.0 + TASK_SLACK, WARMUP + CYCLES).await;
     let rss = rss_bytes();
     let growth = rss.saturating_sub(baseline.1);
     eprintln!("tasks: {} -> {tasks}; RSS: {} KB -> {} KB", baseline.0, baseline.1 / 1024, rss / 1024);
