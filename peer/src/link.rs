@@ -146,7 +146,7 @@ impl Link {
             for channel in Channel::ALL {
                 let dc = rtc::open_channel(&pc, channel).await?;
                 watch_channel(&dc, channel, &marker);
-                let sender = ChannelSender::new(dc).await;
+                let sender = ChannelSender::new(dc);
                 lock(&channels).insert(channel, sender);
             }
         } else {
@@ -243,7 +243,7 @@ fn accept_channels(pc: &RTCPeerConnection, marker: &Marker, channels: &Arc<Mutex
         Box::pin(async move {
             let Some(channel) = Channel::from_label(dc.label()) else { return };
             watch_channel(&dc, channel, &marker);
-            let sender = ChannelSender::new(dc).await;
+            let sender = ChannelSender::new(dc);
             lock(&channels).insert(channel, sender);
         })
     }));

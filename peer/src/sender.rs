@@ -5,7 +5,7 @@
 use anyhow::Context;
 use bytes::Bytes;
 use std::sync::Arc;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OnceCell};
 use webrtc::data_channel::RTCDataChannel;
 
 /// Bytes queued in a channel above which `send` waits.
@@ -18,6 +18,10 @@ pub const LOW_WATER: usize = 256 * 1024;
 pub struct ChannelSender {
     dc: Arc<RTCDataChannel>,
     drained: Arc<Notify>,
+    /// The low-water callback is attached on the first send, when the channel
+    /// is open: webrtc-rs 0.17.2 keeps a callback set before opening only for
+    /// channels it dials, and drops it for channels announced by the remote.
+    armed: Arc<OnceCell<()>>,
 }
 
 impl std::fmt::Debug for ChannelSender {
@@ -27,20 +31,28 @@ impl std::fmt::Debug for ChannelSender {
 }
 
 impl ChannelSender {
-    /// Wires the low-water callback of `dc`.
-    pub(crate) async fn new(dc: Arc<RTCDataChannel>) -> Self {
-        let drained = Arc::new(Notify::new());
-        dc.set_buffered_amount_low_threshold(LOW_WATER).await;
-        let notify = drained.clone();
-        dc.on_buffered_amount_low(Box::new(move || {
-            let notify = notify.clone();
-            Box::pin(async move { notify.notify_waiters() })
-        }))
-        .await;
-        Self { dc, drained }
+    /// A sender for `dc`.
+    pub(crate) fn new(dc: Arc<RTCDataChannel>) -> Self {
+        Self { dc, drained: Arc::new(Notify::new()), armed: Arc::new(OnceCell::new()) }
+    }
+
+    async fn arm(&self) {
+        self.armed
+            .get_or_init(|| async {
+                self.dc.set_buffered_amount_low_threshold(LOW_WATER).await;
+                let notify = self.drained.clone();
+                self.dc
+                    .on_buffered_amount_low(Box::new(move || {
+                        let notify = notify.clone();
+                        Box::pin(async move { notify.notify_waiters() })
+                    }))
+                    .await;
+            })
+            .await;
     }
 
     async fn wait_for_room(&self) {
+        self.arm().await;
         loop {
             let drained = self.drained.notified();
             if self.dc.buffered_amount().await <= HIGH_WATER {

@@ -69,3 +69,42 @@ async fn chat_on_the_signaling_socket_reaches_everyone() {
         assert!(matches!(&got, PeerEvent::Chat(c) if c.text == "hello room" && c.seq == 1), "{got:?}");
     }
 }
+
+#[tokio::test]
+async fn bulk_sends_from_either_side_get_past_the_high_water_mark() {
+    // Bulk data both ways, on a channel the sender created (offerer) and on
+    // one the remote announced (answerer). Debug builds rarely queue past the
+    // 1 MiB high-water mark, so the drain wait itself is exercised by the
+    // release-build peer benchmark (scripts/bench-peer), which hung on the
+    // answerer's side until the low-water callback was armed after opening.
+    const TOTAL: usize = 96 * 48 * 1024;
+    let srv = server().await;
+    let mut a = join(&srv, "bulk", "answerer").await;
+    let mut b = join(&srv, "bulk", "offerer").await;
+    open_both(&mut a).await;
+    open_both(&mut b).await;
+    let from_a = a.senders(Channel::Chat).await.expect("senders").into_iter().next().expect("a link").1;
+    let from_b = b.senders(Channel::Chat).await.expect("senders").into_iter().next().expect("a link").1;
+    bulk(&from_a, &mut b, TOTAL).await;
+    bulk(&from_b, &mut a, TOTAL).await;
+}
+
+async fn bulk(sender: &switchboard_peer::ChannelSender, to: &mut switchboard_peer::Peer, total: usize) {
+    let chunk = bytes::Bytes::from(vec![b'x'; 48 * 1024]);
+    let send = async {
+        for _ in 0..total / chunk.len() {
+            sender.send(chunk.clone()).await.expect("send");
+        }
+    };
+    let receive = async {
+        let mut got = 0;
+        while got < total {
+            if let PeerEvent::Data { text, .. } =
+                wait_for(to, "bulk data", |e| matches!(e, PeerEvent::Data { .. })).await
+            {
+                got += text.len();
+            }
+        }
+    };
+    tokio::join!(send, receive);
+}
