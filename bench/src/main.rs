@@ -10,6 +10,7 @@ mod latency;
 mod process;
 mod relay_cpu;
 mod report;
+mod section;
 mod target;
 
 use clap::Parser;

@@ -2,7 +2,6 @@
 
 use crate::Results;
 use crate::relay_cpu::CpuRun;
-use anyhow::Context;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -233,12 +232,7 @@ fn args_rounds(results: &[Results]) -> usize {
     results.first().map_or(0, |r| r.offer.len())
 }
 
-/// Replaces the bench section of `path` (or appends it).
+/// Replaces the signaling section of `path` (or appends it).
 pub fn write_section(path: &Path, section: &str) -> anyhow::Result<()> {
-    let old = std::fs::read_to_string(path).unwrap_or_default();
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(b), Some(e)) if e > b => format!("{}{}{}", &old[..b], section.trim_end(), &old[e + END.len()..]),
-        _ => format!("{}\n{section}", old.trim_end()),
-    };
-    std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
+    crate::section::write_section(path, BEGIN, END, section)
 }

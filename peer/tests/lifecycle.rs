@@ -49,7 +49,9 @@ async fn settle_tasks(limit: usize, cycle: usize) -> usize {
 async fn fifty_join_leave_cycles_leak_neither_tasks_nor_memory() {
     let srv = server().await;
     let mut host = join(&srv, "cycles", "host").await;
-    let mut baseline = (0, 0);
+    // Tasks with the host alone in the room: where every cycle must return.
+    let baseline_tasks = alive_tasks();
+    let mut baseline_rss = 0;
     for cycle in 0..WARMUP + CYCLES {
         let mut guest = join(&srv, "cycles", "guest").await;
         let guest_id = guest.id().clone();
@@ -68,15 +70,14 @@ async fn fifty_join_leave_cycles_leak_neither_tasks_nor_memory() {
         .await;
         if cycle + 1 == WARMUP {
             // Whatever the first cycles allocated for good (pools, caches)
-            // is the baseline.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            baseline = (alive_tasks(), rss_bytes());
+            // is the memory baseline.
+            baseline_rss = rss_bytes();
         }
     }
-    let tasks = settle_tasks(baseline.0 + TASK_SLACK, WARMUP + CYCLES).await;
+    let tasks = settle_tasks(baseline_tasks + TASK_SLACK, WARMUP + CYCLES).await;
     let rss = rss_bytes();
-    let growth = rss.saturating_sub(baseline.1);
-    eprintln!("tasks: {} -> {tasks}; RSS: {} KB -> {} KB", baseline.0, baseline.1 / 1024, rss / 1024);
+    let growth = rss.saturating_sub(baseline_rss);
+    eprintln!("tasks: {baseline_tasks} -> {tasks}; RSS: {} KB -> {} KB", baseline_rss / 1024, rss / 1024);
     // A leaked peer connection holds buffers of several hundred KB and a
     // dozen tasks; 50 of them could not hide under these bounds.
     assert!(growth < 8 * 1024 * 1024, "RSS grew by {} KB over {CYCLES} cycles", growth / 1024);

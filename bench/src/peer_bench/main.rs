@@ -9,6 +9,8 @@
 //! Run it through `scripts/bench-peer` (loopback-only namespace).
 
 mod raw;
+#[path = "../section.rs"]
+mod section;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -199,12 +201,7 @@ async fn main() -> anyhow::Result<()> {
     ));
     println!("{out}");
     if let Some(path) = args.write {
-        let old = std::fs::read_to_string(&path).unwrap_or_default();
-        let new = match (old.find(BEGIN), old.find(END)) {
-            (Some(b), Some(e)) if e > b => format!("{}{}{}", &old[..b], out.trim_end(), &old[e + END.len()..]),
-            _ => format!("{}\n\n{out}", old.trim_end()),
-        };
-        std::fs::write(&path, new).with_context(|| format!("writing {}", path.display()))?;
+        section::write_section(&path, BEGIN, END, &out)?;
     }
     server.shutdown().await
 }
