@@ -6,7 +6,8 @@
 //! - one **connection task** per WebSocket ([`connection`]) reads, checks and
 //!   parses frames, forwards them to the hub over a bounded channel, and
 //!   writes what the hub queues for it;
-//! - axum serves HTTP: the upgrade, `/healthz`, `/readyz`, `/metrics`.
+//! - axum serves HTTP: the upgrade, `/healthz`, `/readyz`, `/metrics`, and
+//!   the browser client ([`web`]) at `/`.
 //!
 //! [`start`] binds and runs everything; [`Server::shutdown`] sends every
 //! client a going-away notice and finishes within the configured grace.
@@ -19,6 +20,7 @@ pub mod outbox;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
+pub mod web;
 
 use anyhow::Context;
 use config::Settings;

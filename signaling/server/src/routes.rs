@@ -1,4 +1,5 @@
-//! HTTP routes: the WebSocket endpoint, health, readiness and metrics.
+//! HTTP routes: the WebSocket endpoint, health, readiness, metrics, and the
+//! browser client.
 
 use crate::connection;
 use crate::state::AppState;
@@ -31,12 +32,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .route("/", get(index))
+        .route("/", get(crate::web::index))
+        .route("/{*path}", get(crate::web::file))
         .with_state(state)
-}
-
-async fn index() -> impl IntoResponse {
-    format!("Switchboard signaling server. WebSocket: {WS_PATH}. Protocol: docs/protocol.md.\n")
 }
 
 async fn ready(State(state): State<Arc<AppState>>) -> Response {

@@ -1,0 +1,128 @@
+//! Test kit for end-to-end tests with real parts: a real signaling server on
+//! loopback, real headless Rust peers, and real Chromium driven through
+//! chromedriver (fantoccini).
+//!
+//! Everything here refuses to run outside a loopback-only network namespace:
+//! WebRTC stacks gather every interface, and these machines may only send to
+//! loopback. Browser tests take [`serial`] so that at most one test's
+//! browsers run at a time on a 2-core machine.
+
+pub mod browser;
+pub mod pixels;
+
+pub use browser::{Browser, Driver};
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use switchboard_peer::{MediaSource, Peer, PeerEvent, PeerOptions, RtcOptions};
+use switchboard_server::Server;
+use switchboard_server::config::Settings;
+
+/// Longest wait for anything a test expects. ICE on loopback takes
+/// milliseconds and a first decoded frame well under a second on a quiet
+/// machine; the rest is headroom for a loaded one.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// How often a condition is polled.
+pub const POLL: Duration = Duration::from_millis(100);
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Held for a whole browser test: browser tests run one at a time.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
+}
+
+/// Panics unless this process is in a loopback-only network namespace.
+/// (`/sys/class/net` still shows the host's interfaces inside `unshare -n`;
+/// `/proc/net/dev` does not.)
+pub fn require_loopback_namespace() {
+    let dev = std::fs::read_to_string("/proc/net/dev").expect("/proc/net/dev");
+    let interfaces: Vec<&str> =
+        dev.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).filter(|i| !i.is_empty()).collect();
+    assert!(
+        interfaces == ["lo"],
+        "browser and WebRTC tests must run in a loopback-only network namespace (found interfaces \
+         {interfaces:?}); run scripts/test, or: unshare -n sh -c 'ip link set lo up && cargo test'"
+    );
+}
+
+/// Loopback settings on a free port.
+pub fn settings() -> Settings {
+    Settings { bind: SocketAddr::from(([127, 0, 0, 1], 0)), ..Settings::default() }
+}
+
+/// A server with default settings on a free loopback port.
+pub async fn server() -> Server {
+    server_with(settings()).await
+}
+
+/// A server with the given settings.
+pub async fn server_with(settings: Settings) -> Server {
+    require_loopback_namespace();
+    switchboard_server::start(settings).await.expect("server starts")
+}
+
+/// The page URL of a server.
+pub fn base_url(server: &Server) -> String {
+    format!("http://{}", server.local_addr())
+}
+
+/// A headless Rust peer that gathers loopback candidates only.
+pub async fn rust_peer(server: &Server, room: &str, name: &str, media: MediaSource) -> Peer {
+    let options = PeerOptions {
+        media,
+        record: None,
+        url: format!("ws://{}/v1/ws", server.local_addr()),
+        room: room.into(),
+        name: name.into(),
+        token: None,
+        rtc: RtcOptions { loopback_only: true },
+    };
+    Peer::join(options).await.expect("peer joins")
+}
+
+/// Waits for a Rust peer event matching `pred`; panics after [`WAIT`] naming
+/// what it waited for and the events seen meanwhile.
+pub async fn wait_for_event(peer: &mut Peer, what: &str, mut pred: impl FnMut(&PeerEvent) -> bool) -> PeerEvent {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, peer.events.recv()).await {
+            Ok(Some(event)) if pred(&event) => return event,
+            Ok(Some(event)) => seen.push(format!("{event:?}")),
+            Ok(None) => panic!("{} stopped while waiting for {what}; saw {seen:#?}", peer.welcome.you.name),
+            Err(_) => panic!("{} timed out waiting for {what}; saw {seen:#?}", peer.welcome.you.name),
+        }
+    }
+}
+
+/// Polls a Rust peer's media counters until `done` holds, draining its
+/// events meanwhile; panics after [`WAIT`] with the last counters.
+pub async fn wait_for_rust_media(
+    peer: &mut Peer,
+    what: &str,
+    mut done: impl FnMut(&[switchboard_peer::TrackStats]) -> bool,
+) -> Vec<switchboard_peer::TrackStats> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let stats = peer.media_stats().await.expect("stats");
+        if done(&stats) {
+            return stats;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} timed out waiting for {what}; counters: {stats:#?}",
+            peer.welcome.you.name
+        );
+        let _ = tokio::time::timeout(POLL, peer.events.recv()).await;
+    }
+}
+
+/// Where tests leave files for people to look at (screenshots): the
+/// workspace's `target/artifacts/`.
+pub fn artifacts_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts");
+    std::fs::create_dir_all(&dir).expect("artifacts directory");
+    dir
+}

@@ -1,0 +1,365 @@
+// The call page: a session joins one room, keeps one Link per remote
+// participant, and routes every server message to the part of the page it
+// concerns. `window.switchboard` is the session, for the console and tests.
+
+import { ERROR_TEXT, LEAVE_REASONS, client } from "./protocol.js";
+import { Signaling } from "./signaling.js";
+import { Link } from "./link.js";
+import { ChatPanel } from "./chat.js";
+import { Tiles } from "./tiles.js";
+import { acquireLocalMedia, mediaState, setEnabled } from "./media.js";
+
+const $ = (selector) => document.querySelector(selector);
+/** How long the "reconnected" banner stays up. */
+const RECONNECTED_BANNER_MS = 3000;
+/** The tile key of the local preview. */
+const LOCAL = "local";
+/** Join refusals that send the user back to the lobby instead of retrying. */
+const REFUSALS = new Set(["room_full", "unauthorized", "token_expired", "too_many_rooms", "invalid_message"]);
+/** Problems kept for the page's diagnostics (and the tests). */
+const MAX_PROBLEMS = 50;
+
+class Session {
+  constructor() {
+    this.me = null;
+    this.room = null;
+    this.peers = new Map();
+    this.links = new Map();
+    this.iceServers = [];
+    this.stream = new MediaStream();
+    this.signaling = null;
+    this.joined = false;
+    this.problems = [];
+    this.bannerTimer = null;
+    this.tiles = new Tiles($("#tiles"), $("#people"));
+    this.chat = new ChatPanel({ root: $("#chat"), send: (m) => this.signal(m), nameOf: (id) => this.nameOf(id) });
+    this.chat.onUnread = (count) => showUnread(count);
+  }
+
+  /** Asks for camera and microphone, then connects and joins. */
+  async start({ room, name, token }) {
+    this.room = room;
+    this.name = name;
+    this.token = token;
+    const { stream, problem } = await acquireLocalMedia();
+    this.stream = stream;
+    showCall(room);
+    const notice = $("#media-error");
+    notice.hidden = !problem;
+    notice.textContent = problem ?? "";
+    this.tiles.local(LOCAL, name, stream);
+    this.tiles.media(LOCAL, mediaState(stream));
+    this.updateButtons();
+    this.signaling = new Signaling();
+    this.signaling.addEventListener("open", () => this.sendJoin());
+    this.signaling.addEventListener("message", (event) => this.receive(event.detail));
+    this.signaling.addEventListener("down", (event) => this.down(event.detail));
+    this.signaling.addEventListener("invalid", (event) => this.problem(`signaling: ${event.detail}`));
+    this.signaling.open();
+  }
+
+  /** Leaves the room for good. */
+  leave(message = "You left the call.") {
+    if (this.signaling?.connected) this.signaling.socket.send(JSON.stringify(client.leave()));
+    this.signaling?.close();
+    this.closeLinks();
+    for (const track of this.stream.getTracks()) track.stop();
+    this.tiles.clear();
+    this.joined = false;
+    this.me = null;
+    hideBanner();
+    showLobby(message);
+  }
+
+  toggle(kind) {
+    const on = !this.stream.getTracks().some((t) => t.kind === kind && t.enabled);
+    if (!setEnabled(this.stream, kind, on)) return;
+    const state = mediaState(this.stream);
+    this.tiles.media(LOCAL, state);
+    this.updateButtons();
+    this.signal(client.media(state));
+  }
+
+  /** A snapshot for tests and the console: fresh statistics of every link. */
+  async snapshot() {
+    const peers = {};
+    for (const [id, link] of this.links) {
+      await link.sample();
+      peers[id] = {
+        name: this.nameOf(id),
+        state: link.state,
+        stats: link.stats,
+        channels: Object.fromEntries([...link.channels].map(([label, c]) => [label, c.readyState])),
+        data: link.dataLog,
+      };
+    }
+    return { me: this.me, room: this.room, joined: this.joined, peers, problems: this.problems };
+  }
+
+  /** Sends `text` on a data channel to one peer (or everyone); how many got it. */
+  sendData(label, text, to = null) {
+    let sent = 0;
+    for (const [id, link] of this.links) if ((to === null || to === id) && link.sendData(label, text)) sent += 1;
+    return sent;
+  }
+
+  // ---- signaling ----
+
+  signal(message) {
+    return this.signaling?.send(message) ?? false;
+  }
+
+  sendJoin() {
+    const { room, name, token } = this;
+    this.signal(client.join({ id: "join", room, name, token, media: mediaState(this.stream) }));
+  }
+
+  receive(m) {
+    switch (m.type) {
+      case "welcome":
+        return this.welcome(m);
+      case "peer_joined":
+        this.addPeer(m.peer, false);
+        return this.chat.system(`${m.peer.name} joined.`);
+      case "peer_left":
+        return this.removePeer(m.peer_id, m.reason);
+      case "peer_updated":
+        this.peers.set(m.peer.id, m.peer);
+        this.tiles.media(m.peer.id, m.peer.media);
+        return this.chat.read(m.peer.id, m.peer.read_seq ?? 0);
+      case "offer":
+      case "answer":
+        return this.linkFor(m.from)?.description(m.description);
+      case "candidate":
+        return this.linkFor(m.from)?.candidate(m.candidate);
+      case "end_of_candidates":
+        return this.linkFor(m.from)?.endOfCandidates();
+      case "chat":
+        this.chat.add(m);
+        return this.maybeMarkRead();
+      case "chat_history":
+        return this.chat.history(m);
+      case "typing":
+        return m.from === this.me ? undefined : this.chat.setTyping(m.from, m.active);
+      case "read":
+        return this.chat.read(m.from, m.seq);
+      case "error":
+        return this.error(m);
+      case "going_away":
+        this.banner("The server is restarting. Reconnecting…", "down");
+        return this.signaling.moveTo(m.reconnect_url, m.retry_after_ms);
+      default:
+        return undefined; // pong
+    }
+  }
+
+  welcome(w) {
+    // A rejoin after a dropped connection gets a new id: the others dropped
+    // their links to the old one, so start every link afresh as the newcomer.
+    this.closeLinks();
+    for (const id of [...this.tiles.tiles.keys()]) if (id !== LOCAL) this.tiles.remove(id);
+    this.joined = true;
+    this.me = w.you.id;
+    this.iceServers = w.ice_servers;
+    this.signaling.configure({
+      pingIntervalMs: w.ping_interval_ms,
+      messagesPerSecond: w.limits.messages_per_second,
+      burst: w.limits.message_burst,
+    });
+    this.peers = new Map();
+    this.chat.joined(w);
+    for (const peer of w.peers) this.addPeer(peer, true);
+    if (this.downSince) {
+      this.downSince = null;
+      this.banner("Reconnected.", "up");
+      clearTimeout(this.bannerTimer);
+      this.bannerTimer = setTimeout(hideBanner, RECONNECTED_BANNER_MS);
+    }
+    this.maybeMarkRead();
+  }
+
+  error(m) {
+    const text = ERROR_TEXT[m.code] ?? m.message;
+    if (!this.joined && REFUSALS.has(m.code)) {
+      this.leave(`${text} (${m.message})`);
+      return;
+    }
+    if (m.code === "replaced") {
+      this.leave(text);
+      return;
+    }
+    // A relay to someone who has just left races with their peer_left.
+    if (m.code === "unknown_peer") return;
+    this.problem(`${m.code}: ${m.message}`);
+    if (m.code !== "rate_limited") this.chat.system(text);
+  }
+
+  down({ retryInMs, reason }) {
+    // The next welcome is a new session; until then a refusal means the
+    // room is gone for us (for example it filled up meanwhile).
+    this.joined = false;
+    this.downSince ??= Date.now();
+    const seconds = Math.max(1, Math.round(retryInMs / 1000));
+    this.banner(`${reason} Reconnecting in ${seconds} s… Calls already connected keep going.`, "down");
+  }
+
+  // ---- peers ----
+
+  addPeer(info, offerer) {
+    this.peers.set(info.id, info);
+    this.tiles.remote(info.id, info.name);
+    this.tiles.media(info.id, info.media);
+    this.chat.read(info.id, info.read_seq ?? 0);
+    const link = new Link({
+      me: this.me,
+      remote: info.id,
+      offerer,
+      iceServers: this.iceServers,
+      stream: this.stream,
+      send: (m) => this.signal(m),
+    });
+    link.addEventListener("change", () => {
+      this.tiles.attach(info.id, link.remoteStream);
+      this.tiles.connection(info.id, link);
+    });
+    link.addEventListener("data", ({ detail }) => {
+      if (detail.label === "chat") this.chat.direct(info.id, detail.text);
+      else this.tiles.status(info.id, detail.text);
+    });
+    link.addEventListener("problem", ({ detail }) => this.problem(`${info.name}: ${detail}`));
+    this.links.set(info.id, link);
+    return link;
+  }
+
+  /** The link a relay is for; an offer from a known peer with none starts one. */
+  linkFor(id) {
+    if (!this.links.has(id) && this.peers.has(id)) this.addPeer(this.peers.get(id), false);
+    return this.links.get(id);
+  }
+
+  removePeer(id, reason) {
+    const name = this.nameOf(id);
+    this.links.get(id)?.close();
+    this.links.delete(id);
+    this.tiles.remove(id);
+    this.chat.peerLeft(id);
+    this.peers.delete(id);
+    this.chat.system(`${name} ${LEAVE_REASONS[reason] ?? "left"}.`);
+  }
+
+  closeLinks() {
+    for (const link of this.links.values()) link.close();
+    this.links.clear();
+  }
+
+  nameOf(id) {
+    return this.peers.get(id)?.name ?? (id === this.me ? this.name : id);
+  }
+
+  // ---- page ----
+
+  maybeMarkRead() {
+    if (!$("#chat").hidden && document.visibilityState === "visible") this.chat.markRead();
+  }
+
+  updateButtons() {
+    for (const [kind, button] of [["audio", $("#mic")], ["video", $("#camera")]]) {
+      const tracks = this.stream.getTracks().filter((t) => t.kind === kind);
+      const on = tracks.some((t) => t.enabled);
+      button.disabled = tracks.length === 0;
+      button.setAttribute("aria-pressed", String(!on));
+      const what = kind === "audio" ? "microphone" : "camera";
+      button.textContent = tracks.length === 0 ? `No ${what}` : on ? `Mute ${what}` : `Unmute ${what}`;
+    }
+  }
+
+  banner(text, kind) {
+    clearTimeout(this.bannerTimer);
+    const banner = $("#banner");
+    banner.textContent = text;
+    banner.dataset.kind = kind;
+    banner.hidden = false;
+  }
+
+  problem(text) {
+    this.problems.push(text);
+    if (this.problems.length > MAX_PROBLEMS) this.problems.shift();
+    console.warn(text);
+  }
+}
+
+function hideBanner() {
+  $("#banner").hidden = true;
+}
+
+function showUnread(count) {
+  const badge = $("#unread");
+  badge.hidden = count === 0;
+  badge.textContent = String(count);
+}
+
+function showCall(room) {
+  $("#lobby").hidden = true;
+  $("#call").hidden = false;
+  $("#room-name").textContent = room;
+  const link = `${location.origin}${location.pathname}?room=${encodeURIComponent(room)}`;
+  $("#share").value = link;
+  history.replaceState(null, "", link);
+  document.title = `${room} · Switchboard`;
+}
+
+function showLobby(message) {
+  $("#call").hidden = true;
+  $("#lobby").hidden = false;
+  $("#join").disabled = false;
+  const error = $("#lobby-error");
+  error.hidden = !message;
+  error.textContent = message ?? "";
+  document.title = "Switchboard";
+}
+
+function wirePage() {
+  const params = new URLSearchParams(location.search);
+  $("#room").value = params.get("room") ?? "";
+  $("#name").value = params.get("name") ?? localStorage.getItem("switchboard.name") ?? "";
+  $("#token").value = params.get("token") ?? "";
+  let session = null;
+  $("#join-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const room = $("#room").value.trim();
+    const name = $("#name").value.trim();
+    if (!room || !name) return;
+    localStorage.setItem("switchboard.name", name);
+    $("#join").disabled = true;
+    $("#lobby-error").hidden = true;
+    session = new Session();
+    window.switchboard = session;
+    session.start({ room, name, token: $("#token").value.trim() || undefined });
+  });
+  $("#leave").addEventListener("click", () => session?.leave());
+  $("#mic").addEventListener("click", () => session?.toggle("audio"));
+  $("#camera").addEventListener("click", () => session?.toggle("video"));
+  $("#stats-toggle").addEventListener("click", (event) => {
+    const shown = session?.tiles.toggleStats();
+    event.target.setAttribute("aria-pressed", String(Boolean(shown)));
+  });
+  $("#chat-toggle").addEventListener("click", () => {
+    $("#chat").hidden = !$("#chat").hidden;
+    session?.maybeMarkRead();
+  });
+  $("#copy").addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText($("#share").value);
+      $("#copy").textContent = "Copied";
+    } catch {
+      $("#share").select();
+    }
+  });
+  document.addEventListener("visibilitychange", () => session?.maybeMarkRead());
+  // Tell the room we left on purpose rather than let it see a dropped link.
+  window.addEventListener("pagehide", () => {
+    if (session?.signaling?.connected) session.signaling.socket.send(JSON.stringify(client.leave()));
+  });
+}
+
+wirePage();

@@ -1,0 +1,205 @@
+// One remote participant: its RTCPeerConnection, its two data channels, and
+// the negotiation with it.
+//
+// The rules match the headless Rust peer (peer/src/link.rs) so browsers and
+// Rust peers interoperate:
+// - the newcomer offers, the others wait for its offer;
+// - "perfect negotiation" for later renegotiation: of each pair, the peer
+//   whose id sorts greater is polite (it rolls back its own offer on a
+//   collision), the other impolite (it ignores the colliding offer);
+// - the offerer creates the data channels `chat` (reliable, ordered) and
+//   `state` (unordered, no retransmits); the answerer accepts them by label;
+// - an offerer offers to receive every kind it does not send, or the
+//   answerer could never send that kind.
+// Every signaling input for a link is applied in arrival order through one
+// promise chain.
+
+import { client } from "./protocol.js";
+import { summarize } from "./stats.js";
+
+/** The data channels of every link, by label. */
+export const CHANNELS = {
+  chat: { ordered: true },
+  state: { ordered: false, maxRetransmits: 0 },
+};
+/** How often the statistics are sampled. */
+export const STATS_INTERVAL_MS = 1000;
+/** Data-channel messages kept per link for the page and its tests. */
+const DATA_LOG = 200;
+
+export class Link extends EventTarget {
+  /**
+   * @param {object} o
+   * @param {string} o.me this participant's id
+   * @param {string} o.remote the other participant's id
+   * @param {boolean} o.offerer true for the newcomer
+   * @param {RTCIceServer[]} o.iceServers from the welcome
+   * @param {MediaStream} o.stream local tracks (possibly none)
+   * @param {(message: object) => boolean} o.send signaling
+   * Events: "change" (state, tracks, stats), "data" (detail: {label, text}),
+   * "problem" (detail: a sentence).
+   */
+  constructor({ me, remote, offerer, iceServers, stream, send }) {
+    super();
+    this.remote = remote;
+    this.polite = me > remote;
+    this.send = send;
+    this.pc = new RTCPeerConnection({ iceServers });
+    this.makingOffer = false;
+    this.ignoreOffer = false;
+    // The answerer's first offer comes from the other side.
+    this.mayOffer = offerer;
+    this.pending = [];
+    this.chain = Promise.resolve();
+    this.channels = new Map();
+    this.dataLog = [];
+    this.remoteStream = new MediaStream();
+    this.stats = null;
+    this.closed = false;
+
+    const pc = this.pc;
+    for (const track of stream.getTracks()) pc.addTrack(track, stream);
+    if (offerer) {
+      const sending = new Set(stream.getTracks().map((t) => t.kind));
+      for (const kind of ["audio", "video"]) {
+        if (!sending.has(kind)) pc.addTransceiver(kind, { direction: "recvonly" });
+      }
+      for (const [label, init] of Object.entries(CHANNELS)) this.watchChannel(pc.createDataChannel(label, init));
+    } else {
+      pc.ondatachannel = ({ channel }) => {
+        if (channel.label in CHANNELS) this.watchChannel(channel);
+      };
+    }
+    pc.onnegotiationneeded = () => this.enqueue(() => this.offer());
+    pc.onicecandidate = ({ candidate }) => {
+      const to = this.remote;
+      // A null candidate is the browser's end of gathering; an empty
+      // candidate string is a per-section end marker, relayed as is.
+      this.send(candidate ? client.candidate({ to, candidate: candidate.toJSON() }) : client.end_of_candidates({ to }));
+    };
+    pc.ontrack = ({ track }) => {
+      this.remoteStream.addTrack(track);
+      track.onended = () => {
+        this.remoteStream.removeTrack(track);
+        this.changed();
+      };
+      this.changed();
+    };
+    pc.onconnectionstatechange = () => this.changed();
+    this.statsTimer = setInterval(() => this.sample(), STATS_INTERVAL_MS);
+  }
+
+  /** "new", "connecting", "connected", "disconnected", "failed" or "closed". */
+  get state() {
+    return this.pc.connectionState;
+  }
+
+  /** A relayed offer or answer. */
+  description(description) {
+    this.enqueue(async () => {
+      const pc = this.pc;
+      const collision = description.type === "offer" && (this.makingOffer || pc.signalingState !== "stable");
+      this.ignoreOffer = !this.polite && collision;
+      if (this.ignoreOffer) return;
+      // On a collision the polite side's setRemoteDescription rolls its own
+      // offer back implicitly.
+      await pc.setRemoteDescription(description);
+      for (const candidate of this.pending.splice(0)) await this.addCandidate(candidate);
+      if (description.type === "offer") {
+        this.mayOffer = true;
+        await pc.setLocalDescription();
+        this.send(client.answer({ to: this.remote, description: pc.localDescription }));
+      }
+    });
+  }
+
+  /** A relayed candidate: applied once the remote description is in. */
+  candidate(candidate) {
+    this.enqueue(async () => {
+      if (!this.pc.remoteDescription) this.pending.push(candidate);
+      else await this.addCandidate(candidate);
+    });
+  }
+
+  /** The remote has no more candidates. */
+  endOfCandidates() {
+    this.enqueue(async () => {
+      if (this.pc.remoteDescription) await this.pc.addIceCandidate().catch(() => {});
+    });
+  }
+
+  /** Sends text on a data channel; false if it is not open. */
+  sendData(label, text) {
+    const channel = this.channels.get(label);
+    if (channel?.readyState !== "open") return false;
+    channel.send(text);
+    return true;
+  }
+
+  /** Samples the statistics now. */
+  async sample() {
+    if (this.closed) return this.stats;
+    const report = await this.pc.getStats();
+    this.stats = summarize(report, this.stats);
+    this.changed();
+    return this.stats;
+  }
+
+  close() {
+    this.closed = true;
+    clearInterval(this.statsTimer);
+    for (const track of this.remoteStream.getTracks()) track.stop();
+    this.pc.close();
+    this.changed();
+  }
+
+  // ---- internals ----
+
+  async offer() {
+    if (!this.mayOffer || this.closed) return;
+    try {
+      this.makingOffer = true;
+      await this.pc.setLocalDescription();
+      this.send(client.offer({ to: this.remote, description: this.pc.localDescription }));
+    } finally {
+      this.makingOffer = false;
+    }
+  }
+
+  async addCandidate(candidate) {
+    try {
+      await this.pc.addIceCandidate(candidate);
+    } catch (error) {
+      // A candidate for an offer we ignored is expected to fail; any other
+      // failure is a bug worth seeing (a call may still connect through a
+      // peer-reflexive candidate and hide it).
+      if (!this.ignoreOffer) this.problem(`a candidate was rejected: ${error.message}`);
+    }
+  }
+
+  watchChannel(channel) {
+    this.channels.set(channel.label, channel);
+    channel.onopen = () => this.changed();
+    channel.onclose = () => this.changed();
+    channel.onmessage = ({ data }) => {
+      const text = typeof data === "string" ? data : "[binary]";
+      this.dataLog.push({ label: channel.label, text });
+      if (this.dataLog.length > DATA_LOG) this.dataLog.shift();
+      this.dispatchEvent(new CustomEvent("data", { detail: { label: channel.label, text } }));
+    };
+  }
+
+  enqueue(step) {
+    this.chain = this.chain.then(step).catch((error) => this.problem(error.message || String(error)));
+  }
+
+  problem(text) {
+    if (this.closed) return;
+    console.warn(`link ${this.remote}: ${text}`);
+    this.dispatchEvent(new CustomEvent("problem", { detail: text }));
+  }
+
+  changed() {
+    this.dispatchEvent(new Event("change"));
+  }
+}
