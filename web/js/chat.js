@@ -32,7 +32,8 @@ export class ChatPanel {
     this.myReadSeq = 0;
     this.typing = new Map();
     this.typingTtlMs = 5000;
-    this.typingSentAt = 0;
+    // When we last announced typing; -Infinity while not typing.
+    this.typingSentAt = -Infinity;
     this.typingIdle = null;
     this.counter = 0;
     this.historyRequests = 0;
@@ -192,8 +193,8 @@ export class ChatPanel {
 
   stopTyping() {
     clearTimeout(this.typingIdle);
-    if (this.typingSentAt === 0) return;
-    this.typingSentAt = 0;
+    if (this.typingSentAt === -Infinity) return;
+    this.typingSentAt = -Infinity;
     this.send(client.typing({ active: false }));
   }
 
