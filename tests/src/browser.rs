@@ -166,10 +166,10 @@ impl Browser {
         self.eval("return window.switchboard ? window.switchboard.snapshot() : null", vec![]).await
     }
 
-    /// Polls a JavaScript expression until it is truthy; panics after
-    /// [`WAIT`] with the session's snapshot.
+    /// Polls a JavaScript expression (or a promise of one) until it is
+    /// truthy; panics after [`WAIT`] with the session's snapshot.
     pub async fn wait_until(&self, what: &str, expression: &str) {
-        let script = format!("return Boolean({expression})");
+        let script = format!("return Promise.resolve({expression}).then(Boolean)");
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             if self.eval(&script, vec![]).await == Value::Bool(true) {

@@ -61,7 +61,7 @@ async fn screenshot_shows_remote(browser: &Browser, remote: &str, file: &str) {
     let scale = num(&browser.eval("return window.devicePixelRatio", vec![]).await, &[]).max(1.0);
     let stats = region_stats(&png, (rect.0 * scale, rect.1 * scale, rect.2 * scale, rect.3 * scale));
     println!("screenshot {}: remote tile {stats:?}", path.display());
-    assert!(stats.spread > 8.0 && stats.levels > 16, "the remote tile in {} looks blank: {stats:?}", path.display());
+    assert!(stats.spread > 8.0 && stats.levels >= 4, "the remote tile in {} looks blank: {stats:?}", path.display());
 }
 
 #[tokio::test]
