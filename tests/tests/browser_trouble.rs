@@ -52,6 +52,12 @@ async fn denied_media_and_a_full_room_get_readable_messages() {
     eve.type_into("#room", "elsewhere").await;
     eve.click("#join").await;
     eve.wait_until("joined another room", "window.switchboard.joined && window.switchboard.room === 'elsewhere'").await;
+    // The refused session left nothing behind: one chat line per message.
+    eve.type_into("#chat-input", "made it").await;
+    eve.click("#chat-form button").await;
+    eve.wait_until("the message, acknowledged", "document.querySelectorAll('#messages li[data-seq]').length === 1")
+        .await;
+    assert_eq!(eve.texts("#messages li").await.len(), 1, "{:?}", eve.texts("#messages li").await);
     dee.close().await;
     eve.close().await;
 }

@@ -65,6 +65,7 @@ class Session {
     this.closeLinks();
     for (const track of this.stream.getTracks()) track.stop();
     this.tiles.clear();
+    this.chat.dispose();
     this.joined = false;
     this.me = null;
     hideBanner();

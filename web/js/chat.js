@@ -38,12 +38,32 @@ export class ChatPanel {
     this.counter = 0;
     this.historyRequests = 0;
     this.onUnread = () => {};
-    this.form.addEventListener("submit", (event) => {
-      event.preventDefault();
-      this.submit();
-    });
-    this.input.addEventListener("input", () => this.keystroke());
-    this.older.addEventListener("click", () => this.requestOlder());
+    // A panel lives as long as its session: `dispose` removes every
+    // listener, so a later session on the same page starts clean.
+    this.listeners = new AbortController();
+    const signal = this.listeners.signal;
+    this.form.addEventListener(
+      "submit",
+      (event) => {
+        event.preventDefault();
+        this.submit();
+      },
+      { signal },
+    );
+    this.input.addEventListener("input", () => this.keystroke(), { signal });
+    this.older.addEventListener("click", () => this.requestOlder(), { signal });
+    this.list.replaceChildren();
+    this.input.value = "";
+    this.older.hidden = true;
+    this.typingLine.hidden = true;
+  }
+
+  /** Stops listening and clears the timers: the session is over. */
+  dispose() {
+    this.listeners.abort();
+    this.clearTyping();
+    clearTimeout(this.typingIdle);
+    this.onUnread(0);
   }
 
   /** A (re)join: adopt the welcome's history, receipts and limits. */
