@@ -46,7 +46,7 @@ impl ServerProc {
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut child = Command::new(bin)
-            .args(["--bind", &addr.to_string(), "--log", "warn"])
+            .args(["--bind", &addr.to_string(), "--log", "warn", "--no-stun"])
             .args(["--max-connections", "19000", "--max-rooms", "19000", "--max-peers-per-room", "1000"])
             .args(["--messages-per-second", "1000000", "--message-burst", "1000000"])
             .args(["--outbound-queue", "65536", "--ping-timeout-ms", "600000", "--ping-interval-ms", "300000"])

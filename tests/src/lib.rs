@@ -49,7 +49,7 @@ pub fn require_loopback_namespace() {
 
 /// Loopback settings on a free port.
 pub fn settings() -> Settings {
-    Settings { bind: SocketAddr::from(([127, 0, 0, 1], 0)), ..Settings::default() }
+    Settings { bind: SocketAddr::from(([127, 0, 0, 1], 0)), stun: None, ..Settings::default() }
 }
 
 /// A server with default settings on a free loopback port.

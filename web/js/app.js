@@ -18,9 +18,14 @@ const LOCAL = "local";
 const REFUSALS = new Set(["room_full", "unauthorized", "token_expired", "too_many_rooms", "invalid_message"]);
 /** Problems kept for the page's diagnostics (and the tests). */
 const MAX_PROBLEMS = 50;
+/** Share of the TURN credentials' lifetime after which fresh ones are asked for. */
+const ICE_REFRESH_AT = 0.8;
 
 class Session {
-  constructor() {
+  /** @param {{ relayOnly: boolean }} options `relayOnly`: ICE through TURN only (diagnosis, privacy). */
+  constructor({ relayOnly = false } = {}) {
+    this.relayOnly = relayOnly;
+    this.iceTimer = null;
     this.me = null;
     this.room = null;
     this.peers = new Map();
@@ -63,6 +68,7 @@ class Session {
     if (this.signaling?.connected) this.signaling.socket.send(JSON.stringify(client.leave()));
     this.signaling?.close();
     this.closeLinks();
+    clearTimeout(this.iceTimer);
     for (const track of this.stream.getTracks()) track.stop();
     this.tiles.clear();
     this.chat.dispose();
@@ -146,6 +152,10 @@ class Session {
         return this.chat.read(m.from, m.seq);
       case "error":
         return this.error(m);
+      case "ice_servers":
+        this.iceServers = m.ice_servers;
+        for (const link of this.links.values()) link.setIceServers(m.ice_servers);
+        return this.scheduleIceRefresh(m.ice_servers_ttl_s);
       case "going_away":
         this.banner("The server is restarting. Reconnecting…", "down");
         return this.signaling.moveTo(m.reconnect_url, m.retry_after_ms);
@@ -162,6 +172,7 @@ class Session {
     this.joined = true;
     this.me = w.you.id;
     this.iceServers = w.ice_servers;
+    this.scheduleIceRefresh(w.ice_servers_ttl_s);
     this.signaling.configure({
       pingIntervalMs: w.ping_interval_ms,
       messagesPerSecond: w.limits.messages_per_second,
@@ -204,6 +215,13 @@ class Session {
     this.banner(`${reason} Reconnecting in ${seconds} s… Calls already connected keep going.`, "down");
   }
 
+  /** Asks for fresh TURN credentials before the current ones expire. */
+  scheduleIceRefresh(ttlSeconds) {
+    clearTimeout(this.iceTimer);
+    if (!ttlSeconds) return;
+    this.iceTimer = setTimeout(() => this.signal(client.ice_servers({ id: "ice" })), ttlSeconds * 1000 * ICE_REFRESH_AT);
+  }
+
   // ---- peers ----
 
   addPeer(info, offerer) {
@@ -216,6 +234,7 @@ class Session {
       remote: info.id,
       offerer,
       iceServers: this.iceServers,
+      relayOnly: this.relayOnly,
       stream: this.stream,
       send: (m) => this.signal(m),
     });
@@ -333,7 +352,7 @@ function wirePage() {
     localStorage.setItem("switchboard.name", name);
     $("#join").disabled = true;
     $("#lobby-error").hidden = true;
-    session = new Session();
+    session = new Session({ relayOnly: params.get("relay") === "1" });
     window.switchboard = session;
     session.start({ room, name, token: $("#token").value.trim() || undefined });
   });

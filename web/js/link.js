@@ -34,17 +34,18 @@ export class Link extends EventTarget {
    * @param {string} o.remote the other participant's id
    * @param {boolean} o.offerer true for the newcomer
    * @param {RTCIceServer[]} o.iceServers from the welcome
+   * @param {boolean} o.relayOnly gather relay (TURN) candidates only
    * @param {MediaStream} o.stream local tracks (possibly none)
    * @param {(message: object) => boolean} o.send signaling
    * Events: "change" (state, tracks, stats), "data" (detail: {label, text}),
    * "problem" (detail: a sentence).
    */
-  constructor({ me, remote, offerer, iceServers, stream, send }) {
+  constructor({ me, remote, offerer, iceServers, relayOnly = false, stream, send }) {
     super();
     this.remote = remote;
     this.polite = me > remote;
     this.send = send;
-    this.pc = new RTCPeerConnection({ iceServers });
+    this.pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: relayOnly ? "relay" : "all" });
     this.makingOffer = false;
     this.ignoreOffer = false;
     // The answerer's first offer comes from the other side.
@@ -126,6 +127,11 @@ export class Link extends EventTarget {
     this.enqueue(async () => {
       if (this.pc.remoteDescription) await this.pc.addIceCandidate().catch(() => {});
     });
+  }
+
+  /** Fresh ICE servers (new TURN credentials) for later gathering and ICE restarts. */
+  setIceServers(iceServers) {
+    if (!this.closed) this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers });
   }
 
   /** Sends text on a data channel; false if it is not open. */

@@ -12,14 +12,14 @@ export const WS_PATH = "/v1/ws";
 /** Every message type a client may send (ClientKind::NAMES). */
 export const CLIENT_TYPES = [
   "join", "leave", "offer", "answer", "candidate", "end_of_candidates",
-  "chat", "chat_history", "typing", "read", "media", "ping",
+  "chat", "chat_history", "typing", "read", "media", "ping", "ice_servers",
 ];
 
 /** Every message type the server sends (ServerKind::NAMES). */
 export const SERVER_TYPES = [
   "welcome", "peer_joined", "peer_left", "peer_updated", "offer", "answer",
   "candidate", "end_of_candidates", "chat", "chat_history", "typing", "read",
-  "pong", "error", "going_away",
+  "pong", "error", "going_away", "ice_servers",
 ];
 
 /** Why someone left (LeaveReason), with the words the client shows. */
@@ -88,6 +88,7 @@ export const client = {
   media: ({ id, mic_muted, camera_muted }) =>
     dropUndefined({ type: "media", id, ...media({ mic_muted, camera_muted }) }),
   ping: ({ id } = {}) => dropUndefined({ type: "ping", id }),
+  ice_servers: ({ id } = {}) => dropUndefined({ type: "ice_servers", id }),
 };
 
 function dropUndefined(object) {
@@ -170,6 +171,7 @@ export const SERVER_SHAPES = {
   pong: { id: optional(isRequestId) },
   error: { id: optional(isRequestId), code: isString, message: isString, fatal: isBool },
   going_away: { reason: isString, reconnect_url: optional(isString), retry_after_ms: isUint },
+  ice_servers: { id: optional(isRequestId), ice_servers: arrayOf(ICE_SERVER), ice_servers_ttl_s: optional(isUint) },
 };
 
 /** The first field of `value` that does not fit `shape`, or null. */

@@ -155,7 +155,8 @@ async fn ours(addr: SocketAddr, round: usize, total: usize, chunk: usize) -> any
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let settings = Settings { bind: SocketAddr::from(([127, 0, 0, 1], 0)), log: "warn".into(), ..Settings::default() };
+    let settings =
+        Settings { bind: SocketAddr::from(([127, 0, 0, 1], 0)), log: "warn".into(), stun: None, ..Settings::default() };
     let server = switchboard_server::start(settings).await?;
     let addr = server.local_addr();
 

@@ -30,7 +30,7 @@ pub fn require_loopback_namespace() {
 
 pub async fn server() -> Server {
     require_loopback_namespace();
-    let settings = Settings { bind: SocketAddr::from(([127, 0, 0, 1], 0)), ..Settings::default() };
+    let settings = Settings { bind: SocketAddr::from(([127, 0, 0, 1], 0)), stun: None, ..Settings::default() };
     switchboard_server::start(settings).await.expect("server starts")
 }
 

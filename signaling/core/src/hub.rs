@@ -6,11 +6,12 @@ use crate::auth::TokenVerifier;
 use crate::limits::Limits;
 use crate::room::Room;
 use crate::timers::{Timer, Timers};
+use crate::turn::TurnConfig;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 use switchboard_protocol::{
     Bare, CandidateRelay, ChatHistoryPage, ChatHistoryRequest, ChatMessage, ChatSend, ClientMessage, DescriptionRelay,
-    EndOfCandidatesRelay, ErrorCode, ErrorMessage, GoingAway, IceServer, Join, LeaveReason, MediaUpdate,
+    EndOfCandidatesRelay, ErrorCode, ErrorMessage, GoingAway, IceServer, IceServerList, Join, LeaveReason, MediaUpdate,
     PROTOCOL_VERSION, PeerId, PeerInfo, PeerJoined, PeerLeft, PeerUpdated, Pong, ReadNotice, ReadReceipt,
     RelayedCandidate, RelayedDescription, RelayedEndOfCandidates, RequestId, RoomName, SdpType, ServerMessage,
     TypingNotice, TypingUpdate, Welcome,
@@ -31,10 +32,10 @@ pub struct HubConfig {
     pub limits: Limits,
     /// Join tokens are required when set.
     pub verifier: Option<TokenVerifier>,
-    /// ICE servers handed out in the welcome.
+    /// ICE servers without credentials (STUN) handed out in the welcome.
     pub ice_servers: Vec<IceServer>,
-    /// Lifetime of the ICE server credentials, when they expire.
-    pub ice_servers_ttl_s: Option<u64>,
+    /// TURN: credentials minted per participant at join and on request.
+    pub turn: Option<TurnConfig>,
 }
 
 /// Who a message goes to.
@@ -200,8 +201,22 @@ impl Hub {
                     format!("join a room before sending {}", msg.kind().as_str()),
                 );
             }
+            (ClientMessage::IceServers(Bare { id }), Some((_, peer))) => {
+                let (ice_servers, ice_servers_ttl_s) = self.ice_servers_for(&peer, now);
+                self.send(conn, ServerMessage::IceServers(IceServerList { id, ice_servers, ice_servers_ttl_s }));
+            }
             (msg, Some((room, peer))) => self.in_room(conn, &room, &peer, msg, now),
         }
+    }
+
+    /// The ICE servers for one participant, with fresh TURN credentials
+    /// (named after its peer id) and their lifetime.
+    fn ice_servers_for(&self, peer: &PeerId, now: Now) -> (Vec<IceServer>, Option<u64>) {
+        let mut servers = self.config.ice_servers.clone();
+        let Some(turn) = &self.config.turn else { return (servers, None) };
+        let credential = turn.issue(peer.as_str(), now.unix_ms / 1000, None);
+        servers.push(turn.ice_server(&credential));
+        (servers, Some(credential.ttl_s))
     }
 
     /// Fires every deadline due at `now`.
@@ -292,14 +307,17 @@ impl Hub {
         let info = PeerInfo { id: peer_id.clone(), name, identity, media, read_seq: 0 };
         let others = room.conns();
         let (chat, _) = room.chat.page(None, limits.chat_history_page);
+        let (ice_servers, ice_servers_ttl_s) = self.ice_servers_for(&peer_id, now);
+        let limits = &self.config.limits;
+        let Some(room) = self.rooms.get_mut(&room_name) else { unreachable!("inserted above") };
         let welcome = Welcome {
             id,
             protocol: PROTOCOL_VERSION,
             room: room_name.clone(),
             you: info.clone(),
             peers: room.peers_except(&peer_id),
-            ice_servers: self.config.ice_servers.clone(),
-            ice_servers_ttl_s: self.config.ice_servers_ttl_s,
+            ice_servers,
+            ice_servers_ttl_s,
             ping_interval_ms: millis(limits.ping_interval),
             ping_timeout_ms: millis(limits.ping_timeout),
             limits: limits.info(),
@@ -454,7 +472,10 @@ impl Hub {
                 self.broadcast(others, ServerMessage::PeerUpdated(PeerUpdated { peer }));
             }
             // Handled before room dispatch.
-            ClientMessage::Join(_) | ClientMessage::Ping(_) | ClientMessage::Leave(_) => {}
+            ClientMessage::Join(_)
+            | ClientMessage::Ping(_)
+            | ClientMessage::Leave(_)
+            | ClientMessage::IceServers(_) => {}
         }
     }
 

@@ -21,12 +21,16 @@ mod limits;
 mod rate;
 mod room;
 mod timers;
+mod turn;
 
 pub use auth::{Claims, TokenVerifier, mint_token};
 pub use chat::ChatLog;
 pub use hub::{CloseReason, ConnId, Entropy, Hub, HubConfig, Output, Recipients};
 pub use limits::Limits;
 pub use rate::{RateLimiter, Verdict};
+pub use turn::{
+    CredentialProblem, DEFAULT_TURN_TTL_S, MAX_TURN_SECRETS, MAX_TURN_TTL_S, TurnConfig, TurnCredential, password,
+};
 
 use std::time::Instant;
 

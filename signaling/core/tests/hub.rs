@@ -371,3 +371,62 @@ fn shutdown_tells_everyone_and_closes() {
     assert_eq!(s.closed.get(&b), Some(&CloseReason::GoingAway));
     assert_eq!(s.hub.rooms(), 0);
 }
+
+fn turn_sim() -> Sim {
+    let turn = switchboard_core::TurnConfig::new(
+        vec!["turn-secret-0123456789".into()],
+        vec!["turn:127.0.0.1:3479?transport=udp".into()],
+        600,
+    )
+    .expect("valid");
+    let stun =
+        switchboard_protocol::IceServer { urls: vec!["stun:127.0.0.1:3478".into()], username: None, credential: None };
+    Sim::new(HubConfig { turn: Some(turn), ice_servers: vec![stun], ..HubConfig::default() })
+}
+
+#[test]
+fn turn_credentials_in_the_welcome_are_named_after_the_peer_and_expire() {
+    let mut s = turn_sim();
+    let now_s = s.now.unix_ms / 1000;
+    let (_, w) = s.join(1, "demo", "Ada");
+    assert_eq!(w.ice_servers_ttl_s, Some(600));
+    assert_eq!(w.ice_servers.len(), 2, "STUN, then TURN");
+    let turn = &w.ice_servers[1];
+    let username = turn.username.as_deref().expect("username");
+    assert_eq!(username, format!("{}:{}", now_s + 600, w.you.id));
+    assert_eq!(
+        turn.credential.as_deref(),
+        Some(switchboard_core::password("turn-secret-0123456789", username).as_str())
+    );
+}
+
+#[test]
+fn ice_servers_are_refreshed_on_request_and_only_after_joining() {
+    let mut s = turn_sim();
+    let lobby = s.open(1);
+    s.send(lobby, r#"{"type":"ice_servers","id":"r0"}"#);
+    assert_eq!(error_code(&s.take(lobby)), Some(ErrorCode::NotJoined));
+    let (a, w) = s.join(2, "demo", "Ada");
+    s.advance(Duration::from_secs(500));
+    s.send(a, r#"{"type":"ice_servers","id":"r1"}"#);
+    let reply = s.take(a);
+    let [ServerMessage::IceServers(list)] = reply.as_slice() else { panic!("one ice_servers reply: {reply:?}") };
+    assert_eq!(list.id, Some(switchboard_protocol::RequestId::Text("r1".into())));
+    assert_eq!(list.ice_servers_ttl_s, Some(600));
+    let fresh = list.ice_servers[1].username.as_deref().expect("username");
+    let first = w.ice_servers[1].username.as_deref().expect("username");
+    let expiry = |u: &str| u.split_once(':').and_then(|(e, _)| e.parse::<u64>().ok()).expect("expiry");
+    assert_eq!(expiry(fresh), expiry(first) + 500, "a refresh starts a new lifetime");
+}
+
+#[test]
+fn without_turn_the_welcome_has_no_expiry() {
+    let mut s = sim();
+    let (a, w) = s.join(1, "demo", "Ada");
+    assert_eq!(w.ice_servers_ttl_s, None);
+    s.send(a, r#"{"type":"ice_servers"}"#);
+    let reply = s.take(a);
+    assert!(
+        matches!(reply.as_slice(), [ServerMessage::IceServers(l)] if l.ice_servers.is_empty() && l.ice_servers_ttl_s.is_none())
+    );
+}

@@ -159,6 +159,9 @@ pub enum ClientMessage {
     Ping(Bare),
     /// Leave the room; the server then closes the connection.
     Leave(Bare),
+    /// Ask for fresh ICE servers (new TURN credentials before the old ones
+    /// expire); answered by `ice_servers`.
+    IceServers(Bare),
 }
 
 /// The `type` of a [`ClientMessage`], without its payload.
@@ -176,11 +179,12 @@ pub enum ClientKind {
     Media,
     Ping,
     Leave,
+    IceServers,
 }
 
 impl ClientKind {
     /// Every client message type.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Join,
         Self::Offer,
         Self::Answer,
@@ -193,10 +197,11 @@ impl ClientKind {
         Self::Media,
         Self::Ping,
         Self::Leave,
+        Self::IceServers,
     ];
 
     /// The `type` values on the wire, in the order of [`Self::ALL`].
-    pub const NAMES: [&'static str; 12] = [
+    pub const NAMES: [&'static str; 13] = [
         "join",
         "offer",
         "answer",
@@ -209,6 +214,7 @@ impl ClientKind {
         "media",
         "ping",
         "leave",
+        "ice_servers",
     ];
 
     /// The `type` value on the wire.
@@ -238,6 +244,7 @@ impl ClientMessage {
             Self::Media(_) => ClientKind::Media,
             Self::Ping(_) => ClientKind::Ping,
             Self::Leave(_) => ClientKind::Leave,
+            Self::IceServers(_) => ClientKind::IceServers,
         }
     }
 
@@ -255,7 +262,8 @@ impl ClientMessage {
             | Self::Read(ReadReceipt { id, .. })
             | Self::Media(MediaUpdate { id, .. })
             | Self::Ping(Bare { id })
-            | Self::Leave(Bare { id }) => id.as_ref(),
+            | Self::Leave(Bare { id })
+            | Self::IceServers(Bare { id }) => id.as_ref(),
         }
     }
 }

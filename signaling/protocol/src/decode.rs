@@ -42,6 +42,7 @@ impl Tagged for ClientMessage {
             ClientKind::Media => Self::Media(Deserialize::deserialize(de)?),
             ClientKind::Ping => Self::Ping(Deserialize::deserialize(de)?),
             ClientKind::Leave => Self::Leave(Deserialize::deserialize(de)?),
+            ClientKind::IceServers => Self::IceServers(Deserialize::deserialize(de)?),
         })
     }
 }
@@ -67,6 +68,7 @@ impl Tagged for ServerMessage {
             ServerKind::Pong => Self::Pong(Deserialize::deserialize(de)?),
             ServerKind::Error => Self::Error(Deserialize::deserialize(de)?),
             ServerKind::GoingAway => Self::GoingAway(Deserialize::deserialize(de)?),
+            ServerKind::IceServers => Self::IceServers(Deserialize::deserialize(de)?),
         })
     }
 }

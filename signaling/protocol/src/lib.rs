@@ -28,7 +28,7 @@ pub use error::{ErrorCode, ErrorMessage};
 pub use ids::{ClientMsgId, DisplayName, IdError, PeerId, RequestId, RoomName};
 pub use parse::{ParseError, parse_client, request_id_of};
 pub use server::{
-    ChatHistoryPage, GoingAway, PeerJoined, PeerLeft, PeerUpdated, Pong, ReadNotice, RelayedCandidate,
+    ChatHistoryPage, GoingAway, IceServerList, PeerJoined, PeerLeft, PeerUpdated, Pong, ReadNotice, RelayedCandidate,
     RelayedDescription, RelayedEndOfCandidates, ServerKind, ServerMessage, TypingNotice, Welcome,
 };
 pub use shared::{ChatMessage, LeaveReason, LimitsInfo, MediaState, PeerInfo};

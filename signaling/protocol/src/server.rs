@@ -130,6 +130,19 @@ pub struct ReadNotice {
     pub seq: u64,
 }
 
+/// Fresh ICE servers: the answer to an `ice_servers` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServerList {
+    /// The request id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
+    /// STUN/TURN servers to give `RTCPeerConnection` (`setConfiguration`).
+    pub ice_servers: Vec<IceServer>,
+    /// Seconds the credentials stay valid (absent: no expiry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ice_servers_ttl_s: Option<u64>,
+}
+
 /// Answer to `ping`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pong {
@@ -173,6 +186,8 @@ pub enum ServerMessage {
     Error(ErrorMessage),
     /// The server is shutting down or moving this client.
     GoingAway(GoingAway),
+    /// Fresh ICE servers.
+    IceServers(IceServerList),
 }
 
 /// The `type` of a [`ServerMessage`], without its payload.
@@ -193,11 +208,12 @@ pub enum ServerKind {
     Pong,
     Error,
     GoingAway,
+    IceServers,
 }
 
 impl ServerKind {
     /// Every server message type.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::Welcome,
         Self::PeerJoined,
         Self::PeerLeft,
@@ -213,10 +229,11 @@ impl ServerKind {
         Self::Pong,
         Self::Error,
         Self::GoingAway,
+        Self::IceServers,
     ];
 
     /// The `type` values on the wire, in the order of [`Self::ALL`].
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 16] = [
         "welcome",
         "peer_joined",
         "peer_left",
@@ -232,6 +249,7 @@ impl ServerKind {
         "pong",
         "error",
         "going_away",
+        "ice_servers",
     ];
 
     /// The `type` value on the wire.
@@ -270,6 +288,7 @@ impl ServerMessage {
             Self::Pong(_) => ServerKind::Pong,
             Self::Error(_) => ServerKind::Error,
             Self::GoingAway(_) => ServerKind::GoingAway,
+            Self::IceServers(_) => ServerKind::IceServers,
         }
     }
 

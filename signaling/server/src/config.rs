@@ -7,7 +7,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use switchboard_core::Limits;
+use switchboard_core::{DEFAULT_TURN_TTL_S, Limits, TurnConfig};
 use switchboard_protocol::IceServer;
 
 /// Shortest accepted auth secret: HS256 wants at least 256 bits of key.
@@ -88,6 +88,29 @@ pub struct ServeArgs {
     /// URL clients should reconnect to after a going-away notice.
     #[arg(long, env = "SWITCHBOARD_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// coturn `static-auth-secret` for TURN credentials (at least 16 bytes).
+    /// Give two (current first) while rotating: new credentials use the
+    /// first, and coturn is given both.
+    #[arg(long = "turn-secret", env = "SWITCHBOARD_TURN_SECRETS", value_delimiter = ',', hide_env_values = true)]
+    pub turn_secrets: Option<Vec<String>>,
+    /// TURN URLs handed out with credentials (repeatable), e.g.
+    /// `turn:turn.example.org:3478?transport=udp`.
+    #[arg(long = "turn-url", env = "SWITCHBOARD_TURN_URLS", value_delimiter = ',')]
+    pub turn_urls: Option<Vec<String>>,
+    /// TURN credential lifetime in seconds [default: 3600; at most 86400].
+    #[arg(long, env = "SWITCHBOARD_TURN_TTL_S")]
+    pub turn_ttl_s: Option<u64>,
+    /// UDP port of the embedded STUN server, on the bind address; 0 picks a
+    /// free port [default: 3478].
+    #[arg(long, env = "SWITCHBOARD_STUN_PORT")]
+    pub stun_port: Option<u16>,
+    /// Host name or address clients reach the STUN server at [default: the
+    /// bind address, unless it is a wildcard such as 0.0.0.0].
+    #[arg(long, env = "SWITCHBOARD_STUN_HOST")]
+    pub stun_host: Option<String>,
+    /// Do not run the embedded STUN server.
+    #[arg(long, env = "SWITCHBOARD_NO_STUN", num_args = 0..=1, default_missing_value = "true")]
+    pub no_stun: Option<bool>,
     /// Log format.
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -171,6 +194,10 @@ pub struct Settings {
     pub ice_servers: Vec<IceServer>,
     /// Reconnect URL for the going-away notice.
     pub public_url: Option<String>,
+    /// TURN credentials (none: no TURN server is handed out).
+    pub turn: Option<TurnConfig>,
+    /// The embedded STUN server (none: off).
+    pub stun: Option<StunSettings>,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -183,6 +210,24 @@ pub struct Settings {
     pub limits: Limits,
 }
 
+/// Where the embedded STUN server listens and how clients reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StunSettings {
+    /// UDP port on the bind address (0: any free port).
+    pub port: u16,
+    /// Host advertised in `stun:` URLs (none: the bind address).
+    pub host: Option<String>,
+}
+
+/// The STUN port registered for the protocol (RFC 8489).
+pub const DEFAULT_STUN_PORT: u16 = 3478;
+
+impl Default for StunSettings {
+    fn default() -> Self {
+        Self { port: DEFAULT_STUN_PORT, host: None }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -192,6 +237,8 @@ impl Default for Settings {
             allowed_origins: Vec::new(),
             ice_servers: Vec::new(),
             public_url: None,
+            turn: None,
+            stun: Some(StunSettings::default()),
             log_format: LogFormat::Human,
             log: "info".into(),
             worker_threads: None,
@@ -217,6 +264,22 @@ impl ServeArgs {
         if let Some(urls) = self.ice_urls.filter(|u| !u.is_empty()) {
             ice_servers.push(IceServer { urls, username: None, credential: None });
         }
+        let turn = match (self.turn_secrets.or(file.turn_secrets), self.turn_urls.or(file.turn_urls)) {
+            (None, None) => None,
+            (Some(secrets), Some(urls)) => {
+                let ttl_s = self.turn_ttl_s.or(file.turn_ttl_s).unwrap_or(DEFAULT_TURN_TTL_S);
+                Some(TurnConfig::new(secrets, urls, ttl_s).map_err(anyhow::Error::msg)?)
+            }
+            _ => bail!("TURN needs both a secret (--turn-secret) and at least one URL (--turn-url)"),
+        };
+        let stun = if self.no_stun.or(file.no_stun).unwrap_or(false) {
+            None
+        } else {
+            Some(StunSettings {
+                port: self.stun_port.or(file.stun_port).unwrap_or(DEFAULT_STUN_PORT),
+                host: self.stun_host.or(file.stun_host),
+            })
+        };
         let settings = Settings {
             bind: self.bind.or(file.bind).unwrap_or(d.bind),
             auth_secret: self.auth_secret.or(file.auth_secret).filter(|s| !s.is_empty()),
@@ -224,6 +287,8 @@ impl ServeArgs {
             allowed_origins: self.allowed_origins.or(file.allowed_origins).unwrap_or_default(),
             ice_servers,
             public_url: self.public_url.or(file.public_url),
+            turn,
+            stun,
             log_format: self.log_format.or(file.log_format).unwrap_or(d.log_format),
             log: self.log.or(file.log).unwrap_or(d.log),
             worker_threads: self.worker_threads.or(file.worker_threads).filter(|n| *n > 0),
@@ -334,6 +399,29 @@ mod tests {
         assert!(parse(&["--bind", "0.0.0.0:8080", "--insecure-open-rooms"]).resolve(ServeArgs::default()).is_ok());
         let secret = "x".repeat(32);
         assert!(parse(&["--bind", "0.0.0.0:8080", "--auth-secret", &secret]).resolve(ServeArgs::default()).is_ok());
+    }
+
+    #[test]
+    fn turn_needs_secret_and_url_and_a_capped_lifetime() {
+        let secret = "t".repeat(16);
+        let url = "turn:127.0.0.1:3479?transport=udp";
+        let s = parse(&["--turn-secret", &secret, "--turn-url", url]).resolve(ServeArgs::default()).expect("valid");
+        assert_eq!(s.turn.expect("turn").ttl_s, DEFAULT_TURN_TTL_S);
+        let rotating = format!("{secret},{}", "u".repeat(16));
+        assert!(parse(&["--turn-secret", &rotating, "--turn-url", url]).resolve(ServeArgs::default()).is_ok());
+        assert!(parse(&["--turn-secret", &secret]).resolve(ServeArgs::default()).is_err(), "no URL");
+        assert!(parse(&["--turn-url", url]).resolve(ServeArgs::default()).is_err(), "no secret");
+        let too_long = parse(&["--turn-secret", &secret, "--turn-url", url, "--turn-ttl-s", "86401"]);
+        assert!(too_long.resolve(ServeArgs::default()).unwrap_err().to_string().contains("86400"));
+    }
+
+    #[test]
+    fn stun_is_on_by_default_and_can_be_moved_or_turned_off() {
+        let s = ServeArgs::default().resolve(ServeArgs::default()).expect("valid");
+        assert_eq!(s.stun, Some(StunSettings { port: DEFAULT_STUN_PORT, host: None }));
+        let s = parse(&["--stun-port", "0", "--stun-host", "stun.example"]).resolve(ServeArgs::default()).unwrap();
+        assert_eq!(s.stun, Some(StunSettings { port: 0, host: Some("stun.example".into()) }));
+        assert_eq!(parse(&["--no-stun"]).resolve(ServeArgs::default()).unwrap().stun, None);
     }
 
     #[test]

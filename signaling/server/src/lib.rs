@@ -19,7 +19,9 @@ pub mod hub_task;
 pub mod outbox;
 pub mod routes;
 pub mod state;
+pub mod stun;
 pub mod telemetry;
+pub mod turn_http;
 pub mod web;
 
 use anyhow::Context;
@@ -30,8 +32,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use switchboard_core::{HubConfig, TokenVerifier};
-use switchboard_protocol::GoingAway;
+use switchboard_protocol::{GoingAway, IceServer};
 use telemetry::Telemetry;
+use tokio::net::UdpSocket;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -44,6 +47,7 @@ pub const RECONNECT_AFTER_MS: u64 = 1000;
 #[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
+    stun_addr: Option<SocketAddr>,
     state: Arc<AppState>,
     settings: Settings,
     stop_accepting: watch::Sender<bool>,
@@ -58,12 +62,16 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         tokio::net::TcpListener::bind(settings.bind).await.with_context(|| format!("binding {}", settings.bind))?;
     let addr = listener.local_addr()?;
     let telemetry = Arc::new(Telemetry::new());
+    let (stun_socket, mut ice_servers) = bind_stun(&settings).await?;
+    let stun_addr = stun_socket.as_ref().map(UdpSocket::local_addr).transpose()?;
+    ice_servers.extend(settings.ice_servers.iter().cloned());
     let (hub_tx, hub_rx) = mpsc::channel(hub_task::HUB_QUEUE);
+    let verifier = || settings.auth_secret.as_deref().map(|s| TokenVerifier::new(s.as_bytes()));
     let config = HubConfig {
         limits: settings.limits.clone(),
-        verifier: settings.auth_secret.as_deref().map(|s| TokenVerifier::new(s.as_bytes())),
-        ice_servers: settings.ice_servers.clone(),
-        ice_servers_ttl_s: None,
+        verifier: verifier(),
+        ice_servers: ice_servers.clone(),
+        turn: settings.turn.clone(),
     };
     let hub = tokio::spawn(hub_task::run(config, hub_rx, telemetry.clone()));
     let state = Arc::new(AppState {
@@ -74,8 +82,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         next_conn: AtomicU64::new(1),
         allowed_origins: settings.allowed_origins.iter().map(|o| routes::normalize_origin(o)).collect(),
         shutting_down: AtomicBool::new(false),
+        turn: settings.turn.clone(),
+        verifier: verifier(),
+        ice_servers,
     });
     let (stop_accepting, mut stop_rx) = watch::channel(false);
+    if let Some(socket) = stun_socket {
+        tokio::spawn(stun::run(socket, state.telemetry.clone(), stop_rx.clone()));
+    }
     let app = routes::router(state.clone());
     // Signaling is small messages that must go out at once: no Nagle delay.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -99,13 +113,40 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
             telemetry::prometheus().run_upkeep();
         }
     });
-    Ok(Server { addr, state, settings, stop_accepting, http, hub })
+    Ok(Server { addr, stun_addr, state, settings, stop_accepting, http, hub })
+}
+
+/// Binds the embedded STUN server, if enabled, and the `stun:` entry that
+/// advertises it.
+async fn bind_stun(settings: &Settings) -> anyhow::Result<(Option<UdpSocket>, Vec<IceServer>)> {
+    let Some(stun) = &settings.stun else { return Ok((None, Vec::new())) };
+    let ip = settings.bind.ip();
+    let socket = UdpSocket::bind((ip, stun.port)).await.with_context(|| {
+        format!(
+            "binding the STUN server on UDP {ip}:{} (choose another port with --stun-port, or --no-stun)",
+            stun.port
+        )
+    })?;
+    let port = socket.local_addr()?.port();
+    let host = stun.host.clone().or_else(|| (!ip.is_unspecified()).then(|| ip.to_string()));
+    let Some(host) = host else {
+        warn!(port, "the STUN server is not advertised: the bind address is a wildcard; set --stun-host");
+        return Ok((Some(socket), Vec::new()));
+    };
+    let url = stun::url(&host, port);
+    info!(%url, "STUN server ready");
+    Ok((Some(socket), vec![IceServer { urls: vec![url], username: None, credential: None }]))
 }
 
 impl Server {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The embedded STUN server's UDP address, when it runs.
+    pub fn stun_addr(&self) -> Option<SocketAddr> {
+        self.stun_addr
     }
 
     /// Graceful shutdown: refuse new connections, send every client a

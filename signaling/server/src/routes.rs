@@ -32,6 +32,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .route(crate::turn_http::TURN_CREDENTIALS_PATH, get(crate::turn_http::credentials))
         .route("/", get(crate::web::index))
         .route("/{*path}", get(crate::web::file))
         .with_state(state)

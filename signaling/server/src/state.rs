@@ -4,7 +4,8 @@ use crate::hub_task::HubEvent;
 use crate::telemetry::Telemetry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use switchboard_core::Limits;
+use switchboard_core::{Limits, TokenVerifier, TurnConfig};
+use switchboard_protocol::IceServer;
 use tokio::sync::{Semaphore, mpsc};
 
 /// Shared, read-mostly server state. The only mutable parts are atomics
@@ -26,4 +27,10 @@ pub struct AppState {
     pub allowed_origins: Vec<String>,
     /// Set once shutdown begins: readiness fails and upgrades are refused.
     pub shutting_down: AtomicBool,
+    /// TURN credentials for the HTTP endpoint (the hub has its own copy).
+    pub turn: Option<TurnConfig>,
+    /// Checks tokens on the HTTP endpoint, as the hub does on join.
+    pub verifier: Option<TokenVerifier>,
+    /// The ICE servers without credentials (STUN), as in the welcome.
+    pub ice_servers: Vec<IceServer>,
 }

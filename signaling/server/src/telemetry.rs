@@ -57,6 +57,15 @@ pub struct Telemetry {
     pub peers: Gauge,
     /// Upgrades refused at the connection limit.
     pub rejected_connections: Counter,
+    /// STUN Binding requests answered.
+    pub stun_answered: Counter,
+    /// Datagrams on the STUN port that were not Binding requests.
+    pub stun_ignored: Counter,
+    /// TURN credentials issued over HTTP (the welcome and `ice_servers`
+    /// replies are counted as messages out).
+    pub turn_http_issued: Counter,
+    /// TURN credential requests over HTTP refused (bad or missing token).
+    pub turn_http_refused: Counter,
 }
 
 impl Telemetry {
@@ -85,6 +94,10 @@ impl Telemetry {
             rooms: metrics::gauge!("switchboard_rooms"),
             peers: metrics::gauge!("switchboard_peers"),
             rejected_connections: metrics::counter!("switchboard_rejected_connections_total"),
+            stun_answered: metrics::counter!("switchboard_stun_requests_total", "result" => "answered"),
+            stun_ignored: metrics::counter!("switchboard_stun_requests_total", "result" => "ignored"),
+            turn_http_issued: metrics::counter!("switchboard_turn_credentials_http_total", "result" => "issued"),
+            turn_http_refused: metrics::counter!("switchboard_turn_credentials_http_total", "result" => "refused"),
         }
     }
 
