@@ -19,6 +19,7 @@ mod rtc;
 mod sender;
 mod signaling;
 mod timeline;
+pub mod turn_check;
 
 pub use event::PeerEvent;
 pub use media::{MediaSource, SeqTracker};

@@ -68,6 +68,8 @@ pub struct Link {
     timeline: Arc<Timeline>,
     /// RTT from RTCP receiver reports, microseconds (0: none yet).
     rtt_meter: Arc<std::sync::atomic::AtomicU64>,
+    /// Types of the local candidates gathered (`host`, `srflx`, `relay`).
+    gathered: Arc<Mutex<Vec<String>>>,
     task: JoinHandle<()>,
 }
 
@@ -152,7 +154,8 @@ impl Link {
         } else {
             accept_channels(&pc, &marker, &channels);
         }
-        watch_connection(&pc, &marker, &ctx.signal);
+        let gathered = Arc::new(Mutex::new(Vec::new()));
+        watch_connection(&pc, &marker, &ctx.signal, &gathered);
         let (inputs, rx) = mpsc::channel(LINK_QUEUE);
         let polite = ctx.me > remote;
         let negotiator = Negotiator {
@@ -169,7 +172,7 @@ impl Link {
         if offerer {
             inputs.send(LinkInput::Negotiate).await.context("link task gone")?;
         }
-        Ok(Self { remote, inputs, pc, channels, received, timeline, rtt_meter, task })
+        Ok(Self { remote, inputs, pc, channels, received, timeline, rtt_meter, gathered, task })
     }
 
     /// Hands a signaling input to the link's task.
@@ -219,6 +222,26 @@ impl Link {
             })
         };
         pair.or_else(rtcp).map(std::time::Duration::from_secs_f64)
+    }
+
+    /// The candidate types of the pair ICE selected, local then remote
+    /// (`host`, `srflx`, `prflx`, `relay`), once connected.
+    pub async fn selected_pair(&self) -> Option<(String, String)> {
+        let pair = self.pc.sctp().transport().ice_transport().get_selected_candidate_pair().await?;
+        Some((pair.local.typ.to_string(), pair.remote.typ.to_string()))
+    }
+
+    /// The types of the local candidates gathered so far.
+    pub fn gathered(&self) -> Vec<String> {
+        lock(&self.gathered).clone()
+    }
+
+    /// New ICE servers (fresh TURN credentials) for later gathering.
+    pub async fn set_ice_servers(&self, engine: &RtcEngine, ice_servers: &[IceServer]) {
+        let mut config = engine.configuration(ice_servers);
+        // Certificates are fixed for the connection's life: keep its own.
+        config.certificates = Vec::new();
+        let _ = self.pc.set_configuration(config).await;
     }
 
     /// Closes the connection and stops the task.
@@ -352,10 +375,18 @@ fn watch_tracks(
 
 /// Trickles local candidates and reports connection state. The callbacks
 /// hold no reference to the connection itself (a cycle would leak it).
-fn watch_connection(pc: &Arc<RTCPeerConnection>, marker: &Marker, signal: &SignalSender) {
-    let (signal, to) = (signal.clone(), marker.remote.clone());
+fn watch_connection(
+    pc: &Arc<RTCPeerConnection>,
+    marker: &Marker,
+    signal: &SignalSender,
+    gathered: &Arc<Mutex<Vec<String>>>,
+) {
+    let (signal, to, gathered) = (signal.clone(), marker.remote.clone(), gathered.clone());
     pc.on_ice_candidate(Box::new(move |candidate| {
         let (signal, to) = (signal.clone(), to.clone());
+        if let Some(c) = &candidate {
+            lock(&gathered).push(c.typ.to_string());
+        }
         Box::pin(async move {
             let msg = match candidate.map(|c| c.to_json()) {
                 Some(Ok(init)) => {

@@ -3,6 +3,8 @@
 //! Lines typed on stdin go to every participant on the reliable `chat` data
 //! channel; `/state TEXT` uses the unreliable `state` channel and `/room TEXT`
 //! the room chat on the signaling socket. End of input leaves the room.
+//!
+//! `turn-check` diagnoses STUN and TURN: see [`switchboard_peer::turn_check`].
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -35,6 +37,9 @@ enum Command {
         /// Gather loopback candidates only, mDNS off (tests and local demos).
         #[arg(long)]
         loopback_only: bool,
+        /// Connect through TURN only (relay candidates), e.g. to prove the relay works.
+        #[arg(long)]
+        relay_only: bool,
         /// Print events as JSON lines.
         #[arg(long)]
         json: bool,
@@ -57,6 +62,32 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         stats: u64,
     },
+    /// Check STUN and TURN: a binding and an authenticated allocation per
+    /// server, with a diagnosis. Exits 1 when any check fails.
+    TurnCheck {
+        /// The signaling server (`ws://host/v1/ws` or `https://host`): check
+        /// the servers it hands out, with credentials from its
+        /// /v1/turn-credentials. Or one `stun:`/`turn:` URL.
+        target: String,
+        /// Join token for the credentials endpoint (servers with an auth secret).
+        #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// TURN username (with a turn: URL).
+        #[arg(long, requires = "password")]
+        username: Option<String>,
+        /// TURN password (with a turn: URL).
+        #[arg(long, requires = "username")]
+        password: Option<String>,
+        /// coturn's static-auth-secret: mint credentials here (with a turn: URL).
+        #[arg(long, env = "SWITCHBOARD_TURN_SECRET", hide_env_values = true, conflicts_with = "username")]
+        secret: Option<String>,
+        /// Lifetime of minted credentials, seconds.
+        #[arg(long, default_value_t = 600)]
+        ttl: u64,
+        /// Print one JSON object per check.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[tokio::main]
@@ -65,8 +96,29 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let Command::Join { url, room, name, token, loopback_only, json, video, audio, no_media, reflect, stats, record } =
-        Cli::parse().command;
+    let command = Cli::parse().command;
+    let Command::Join {
+        url,
+        room,
+        name,
+        token,
+        loopback_only,
+        relay_only,
+        json,
+        video,
+        audio,
+        no_media,
+        reflect,
+        stats,
+        record,
+    } = command
+    else {
+        let Command::TurnCheck { target, token, username, password, secret, ttl, json } = command else {
+            unreachable!("two commands")
+        };
+        let all_ok = turn_check(&target, token, username.zip(password), secret, ttl, json).await?;
+        std::process::exit(if all_ok { 0 } else { 1 });
+    };
     let media = match (no_media, video, audio) {
         _ if reflect => MediaSource::Reflect,
         (true, _, _) => MediaSource::None,
@@ -78,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
             MediaSource::Files { video: read(video)?, audio: read(audio)? }
         }
     };
-    let rtc = RtcOptions { loopback_only };
+    let rtc = RtcOptions { loopback_only, relay_only };
     let mut peer = Peer::join(PeerOptions { url, room, name, token, rtc, media, record }).await?;
     let w = &peer.welcome;
     let (ws_ms, welcome_ms) = (ms(peer.connected_after), ms(peer.welcome_after));
@@ -124,15 +176,17 @@ async fn main() -> anyhow::Result<()> {
                         let before = last_bytes.insert(key, t.bytes).unwrap_or(0);
                         let kbps = (t.bytes.saturating_sub(before) * 8) as f64 / 1000.0 / stats as f64;
                         let rtt = r.rtt.map(ms);
+                        let pair = r.selected_pair.as_ref().map(|(l, r)| format!("{l}-{r}"));
                         let fields = serde_json::json!({
                             "peer": r.remote, "kind": t.kind, "packets": t.packets, "lost": t.lost,
-                            "kbps": kbps, "jitter_ms": t.jitter_us as f64 / 1000.0, "rtt_ms": rtt,
+                            "kbps": kbps, "jitter_ms": t.jitter_us as f64 / 1000.0, "rtt_ms": rtt, "pair": pair,
                         });
                         print_line(json, "stats", &fields, || {
                             format!(
-                                "  {} {}: {:.0} kbit/s, {} packets, {} lost, jitter {:.1} ms, RTT {}",
+                                "  {} {}: {:.0} kbit/s, {} packets, {} lost, jitter {:.1} ms, RTT {}, path {}",
                                 r.remote, t.kind, kbps, t.packets, t.lost, t.jitter_us as f64 / 1000.0,
-                                rtt.map_or("-".into(), |v| format!("{v:.1} ms"))
+                                rtt.map_or("-".into(), |v| format!("{v:.1} ms")),
+                                pair.as_deref().unwrap_or("-")
                             )
                         });
                     }
@@ -142,6 +196,48 @@ async fn main() -> anyhow::Result<()> {
     }
     peer.leave().await;
     Ok(())
+}
+
+/// Runs the checks and prints one line (or JSON object) each; true when
+/// every check passed.
+async fn turn_check(
+    target: &str,
+    token: Option<String>,
+    credentials: Option<(String, String)>,
+    secret: Option<String>,
+    ttl: u64,
+    json: bool,
+) -> anyhow::Result<bool> {
+    use switchboard_peer::turn_check;
+    use switchboard_protocol::IceServer;
+    let servers = if target.starts_with("stun:") || target.starts_with("turn:") || target.starts_with("turns:") {
+        let (username, credential) = match (credentials, secret) {
+            (Some((u, p)), _) => (Some(u), Some(p)),
+            (None, Some(secret)) => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+                let username = format!("{}:turn-check", now + ttl);
+                let password = switchboard_core::password(&secret, &username);
+                (Some(username), Some(password))
+            }
+            (None, None) => (None, None),
+        };
+        vec![IceServer { urls: vec![target.to_string()], username, credential }]
+    } else {
+        let (url, token) = (target.to_string(), token);
+        tokio::task::spawn_blocking(move || turn_check::fetch_credentials(&url, token.as_deref())).await??
+    };
+    if servers.is_empty() {
+        anyhow::bail!("{target} hands out no STUN or TURN server");
+    }
+    let results = turn_check::check_all(&servers).await;
+    for r in &results {
+        if json {
+            println!("{}", serde_json::to_string(r)?);
+        } else {
+            println!("{}", r.describe());
+        }
+    }
+    Ok(results.iter().all(turn_check::Diagnosis::ok))
 }
 
 fn ms(d: std::time::Duration) -> f64 {

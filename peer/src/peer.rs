@@ -19,6 +19,10 @@ use tokio::task::JoinHandle;
 /// Events queued for the program before links wait.
 pub const EVENT_QUEUE: usize = 4096;
 
+/// Share of the TURN credentials' lifetime after which fresh ones are asked
+/// for (the browser client uses the same).
+pub const ICE_REFRESH_AT: f64 = 0.8;
+
 /// How to join.
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
@@ -49,6 +53,11 @@ pub struct LinkReport {
     pub rtt: Option<Duration>,
     /// Received tracks.
     pub tracks: Vec<TrackStats>,
+    /// Candidate types of the selected pair, local then remote (`host`,
+    /// `srflx`, `prflx`, `relay`), once ICE has chosen one.
+    pub selected_pair: Option<(String, String)>,
+    /// Types of the local candidates gathered for this link.
+    pub gathered: Vec<String>,
 }
 
 /// What has been received on one remote track.
@@ -124,7 +133,8 @@ impl Peer {
             links.insert(peer.id.clone(), Link::start(&engine, &ctx, peer.id.clone(), true).await?);
         }
         let (commands, commands_rx) = mpsc::channel(64);
-        let task = tokio::spawn(Session { engine, ctx, links, signaling, chat_seq: 0 }.run(commands_rx));
+        let ice_refresh = refresh_at(welcome.ice_servers_ttl_s);
+        let task = tokio::spawn(Session { engine, ctx, links, signaling, chat_seq: 0, ice_refresh }.run(commands_rx));
         Ok(Self { welcome, connected_after, welcome_after, events, commands, task })
     }
 
@@ -187,6 +197,13 @@ struct Session {
     links: HashMap<PeerId, Link>,
     signaling: Signaling,
     chat_seq: u64,
+    /// When to ask for fresh ICE servers (TURN credentials expire).
+    ice_refresh: Option<tokio::time::Instant>,
+}
+
+/// When to refresh credentials that live `ttl_s` seconds.
+fn refresh_at(ttl_s: Option<u64>) -> Option<tokio::time::Instant> {
+    ttl_s.map(|ttl| tokio::time::Instant::now() + Duration::from_secs_f64(ttl as f64 * ICE_REFRESH_AT))
 }
 
 impl Session {
@@ -203,6 +220,10 @@ impl Session {
                         self.emit(PeerEvent::SignalingClosed).await;
                     }
                 },
+                () = sleep_until_some(self.ice_refresh), if signaling_open => {
+                    self.ice_refresh = None;
+                    let _ = self.ctx.signal.send(ClientMessage::IceServers(Bare::default())).await;
+                }
                 cmd = commands.recv() => match cmd {
                     Some(Command::Leave { reply }) => {
                         let _ = self.ctx.signal.send(ClientMessage::Leave(Bare::default())).await;
@@ -260,6 +281,8 @@ impl Session {
                         phases: link.phases(),
                         rtt: link.rtt().await,
                         tracks,
+                        selected_pair: link.selected_pair().await,
+                        gathered: link.gathered(),
                     });
                 }
                 let _ = reply.send(reports);
@@ -292,6 +315,14 @@ impl Session {
             ServerMessage::Candidate(r) => (r.from, LinkInput::Candidate(r.candidate)),
             ServerMessage::EndOfCandidates(r) => (r.from, LinkInput::EndOfCandidates),
             ServerMessage::Chat(chat) => return self.emit(PeerEvent::Chat(chat)).await,
+            ServerMessage::IceServers(list) => {
+                for link in self.links.values() {
+                    link.set_ice_servers(&self.engine, &list.ice_servers).await;
+                }
+                self.ctx.ice_servers = list.ice_servers;
+                self.ice_refresh = refresh_at(list.ice_servers_ttl_s);
+                return;
+            }
             ServerMessage::Error(e) => {
                 return self
                     .emit(PeerEvent::Error { remote: None, message: format!("{}: {}", e.code.as_str(), e.message) })
@@ -305,5 +336,13 @@ impl Session {
                 self.emit(PeerEvent::Error { remote: Some(from), message: "signal from an unknown peer".into() }).await
             }
         }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

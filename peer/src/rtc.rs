@@ -18,6 +18,7 @@ use webrtc::ice_transport::ice_server::RTCIceServer;
 use webrtc::interceptor::registry::Registry;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::policy::ice_transport_policy::RTCIceTransportPolicy;
 use webrtc::peer_connection::sdp::sdp_type::RTCSdpType;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 
@@ -66,11 +67,16 @@ pub struct RtcOptions {
     /// local demos in a loopback-only namespace. Never the default: real
     /// deployments gather real interfaces.
     pub loopback_only: bool,
+    /// Gather relay (TURN) candidates only: every connection goes through
+    /// the TURN server. For diagnosis, and for privacy (no address of this
+    /// host reaches the other side).
+    pub relay_only: bool,
 }
 
 /// A configured webrtc-rs API, shared by every link of a peer.
 pub struct RtcEngine {
     api: API,
+    relay_only: bool,
 }
 
 impl std::fmt::Debug for RtcEngine {
@@ -97,12 +103,18 @@ impl RtcEngine {
             .with_interceptor_registry(registry)
             .with_setting_engine(settings)
             .build();
-        Ok(Self { api })
+        Ok(Self { api, relay_only: options.relay_only })
     }
 
     /// A new peer connection using `ice_servers` (from the welcome).
     pub async fn connection(&self, ice_servers: &[IceServer]) -> anyhow::Result<Arc<RTCPeerConnection>> {
-        let config = RTCConfiguration {
+        let config = self.configuration(ice_servers);
+        Ok(Arc::new(self.api.new_peer_connection(config).await.context("creating a peer connection")?))
+    }
+
+    /// The configuration of every peer connection.
+    pub fn configuration(&self, ice_servers: &[IceServer]) -> RTCConfiguration {
+        RTCConfiguration {
             ice_servers: ice_servers
                 .iter()
                 .map(|s| RTCIceServer {
@@ -111,9 +123,13 @@ impl RtcEngine {
                     credential: s.credential.clone().unwrap_or_default(),
                 })
                 .collect(),
+            ice_transport_policy: if self.relay_only {
+                RTCIceTransportPolicy::Relay
+            } else {
+                RTCIceTransportPolicy::All
+            },
             ..Default::default()
-        };
-        Ok(Arc::new(self.api.new_peer_connection(config).await.context("creating a peer connection")?))
+        }
     }
 }
 

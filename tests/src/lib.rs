@@ -77,7 +77,7 @@ pub async fn rust_peer(server: &Server, room: &str, name: &str, media: MediaSour
         room: room.into(),
         name: name.into(),
         token: None,
-        rtc: RtcOptions { loopback_only: true },
+        rtc: RtcOptions { loopback_only: true, relay_only: false },
     };
     Peer::join(options).await.expect("peer joins")
 }

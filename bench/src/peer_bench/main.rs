@@ -53,7 +53,7 @@ async fn join(addr: SocketAddr, room: &str, name: &str) -> anyhow::Result<Peer> 
         room: room.into(),
         name: name.into(),
         token: None,
-        rtc: RtcOptions { loopback_only: true },
+        rtc: RtcOptions { loopback_only: true, relay_only: false },
         media: MediaSource::None,
         record: None,
     })

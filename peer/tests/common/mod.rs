@@ -56,7 +56,7 @@ pub async fn join_recording(
         room: room.into(),
         name: name.into(),
         token: None,
-        rtc: RtcOptions { loopback_only: true },
+        rtc: RtcOptions { loopback_only: true, relay_only: false },
     };
     Peer::join(options).await.expect("peer joins")
 }
