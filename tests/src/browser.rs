@@ -56,7 +56,7 @@ impl Driver {
                 "{tool} is missing: scripts/test installs chromium and chromium-driver"
             );
         }
-        let port = free_port();
+        let port = crate::free_port();
         let child = std::process::Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
@@ -113,11 +113,6 @@ impl Drop for Driver {
         let _ = std::process::Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("address").port()
 }
 
 /// One browser: one participant.

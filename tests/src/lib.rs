@@ -8,9 +8,11 @@
 //! browsers run at a time on a 2-core machine.
 
 pub mod browser;
+pub mod coturn;
 pub mod pixels;
 
 pub use browser::{Browser, Driver};
+pub use coturn::Coturn;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -70,6 +72,11 @@ pub fn base_url(server: &Server) -> String {
 
 /// A headless Rust peer that gathers loopback candidates only.
 pub async fn rust_peer(server: &Server, room: &str, name: &str, media: MediaSource) -> Peer {
+    rust_peer_with(server, room, name, media, RtcOptions { loopback_only: true, relay_only: false }).await
+}
+
+/// A headless Rust peer with the given WebRTC options.
+pub async fn rust_peer_with(server: &Server, room: &str, name: &str, media: MediaSource, rtc: RtcOptions) -> Peer {
     let options = PeerOptions {
         media,
         record: None,
@@ -77,7 +84,7 @@ pub async fn rust_peer(server: &Server, room: &str, name: &str, media: MediaSour
         room: room.into(),
         name: name.into(),
         token: None,
-        rtc: RtcOptions { loopback_only: true, relay_only: false },
+        rtc,
     };
     Peer::join(options).await.expect("peer joins")
 }
@@ -116,6 +123,17 @@ pub async fn wait_for_rust_media(
             peer.welcome.you.name
         );
         let _ = tokio::time::timeout(POLL, peer.events.recv()).await;
+    }
+}
+
+/// A port free on loopback for both TCP and UDP.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = tcp.local_addr().expect("address").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
     }
 }
 
