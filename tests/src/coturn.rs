@@ -29,16 +29,15 @@ pub struct Coturn {
 }
 
 impl Coturn {
-    /// Starts coturn on `ip` (a loopback address, or an address inside a
-    /// test namespace when run through `runner`), accepting `secrets`.
+    /// Starts coturn on 127.0.0.1, accepting `secrets`.
     pub async fn start(secrets: &[&str]) -> Self {
         require_loopback_namespace();
-        Self::start_with(secrets, "127.0.0.1", &[]).await
+        Self::start_with(secrets, "127.0.0.1", &[], &[]).await
     }
 
     /// Starts coturn on `ip`, prefixed by `runner` (for example
-    /// `["ip", "netns", "exec", "public"]`).
-    pub async fn start_with(secrets: &[&str], ip: &str, runner: &[&str]) -> Self {
+    /// `["ip", "netns", "exec", "public"]`), with `extra` configuration lines.
+    pub async fn start_with(secrets: &[&str], ip: &str, runner: &[&str], extra: &[&str]) -> Self {
         assert!(std::path::Path::new(TURNSERVER).exists(), "{TURNSERVER} is missing: scripts/test installs coturn");
         let port = crate::free_port();
         let dir = std::env::temp_dir().join(format!("switchboard-coturn-{}-{port}", std::process::id()));
@@ -55,7 +54,8 @@ impl Coturn {
             .replace("@MIN_PORT@", &RELAY_PORTS.0.to_string())
             .replace("@MAX_PORT@", &RELAY_PORTS.1.to_string())
             .replace("@DIR@", &dir.display().to_string())
-            .replace("@SECRETS@", &secret_lines);
+            .replace("@SECRETS@", &secret_lines)
+            + &extra.iter().map(|l| format!("{l}\n")).collect::<String>();
         let path = dir.join("turnserver.conf");
         std::fs::write(&path, config).expect("coturn config");
         let mut argv: Vec<String> = runner.iter().map(|s| (*s).to_string()).collect();
@@ -79,8 +79,30 @@ impl Coturn {
         let coturn = Self { child, dir, addr, log };
         if runner.is_empty() {
             coturn.wait_ready().await;
+        } else {
+            coturn.wait_ready_in(runner).await;
         }
         coturn
+    }
+
+    /// Waits until coturn answers coturn's own STUN client, run through
+    /// `runner` (coturn is in a namespace this process cannot reach).
+    async fn wait_ready_in(&self, runner: &[&str]) {
+        let deadline = tokio::time::Instant::now() + READY;
+        let (ip, port) = (self.addr.ip().to_string(), self.addr.port().to_string());
+        loop {
+            let out = tokio::process::Command::new(runner[0])
+                .args(&runner[1..])
+                .args(["timeout", "1", "turnutils_stunclient", "-p", &port, &ip])
+                .output()
+                .await
+                .expect("turnutils_stunclient runs");
+            if String::from_utf8_lossy(&out.stdout).contains("reflexive addr") {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "coturn did not answer; its log:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits until coturn answers a STUN binding.

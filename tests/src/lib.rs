@@ -9,6 +9,7 @@
 
 pub mod browser;
 pub mod coturn;
+pub mod netlab;
 pub mod pixels;
 
 pub use browser::{Browser, Driver};

@@ -1,0 +1,239 @@
+//! A NAT lab made of network namespaces: two clients, each behind its own
+//! symmetric NAT router, and a "public" network holding the servers.
+//!
+//! ```text
+//!  client-a 192.168.1.2 ── 192.168.1.1 router-a 10.99.0.2 ─┐
+//!                                                         br0 10.99.0.1  public (coturn, signaling)
+//!  client-b 192.168.2.2 ── 192.168.2.1 router-b 10.99.0.3 ─┘
+//! ```
+//!
+//! Routers masquerade with `--random-fully` (a new random port for every
+//! mapping: symmetric NAT) and forward only LAN to WAN plus the replies, so a
+//! direct path between the clients cannot work and only a relay can. Veth
+//! pairs are created straight between the lab's namespaces: nothing touches
+//! the namespace the tests run in, and nothing can reach outside the lab.
+//! Dropping the lab kills what runs in it and deletes every namespace, also
+//! when a test fails.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The public network's address (coturn and the signaling server).
+pub const PUBLIC_IP: &str = "10.99.0.1";
+
+/// One of the lab's places.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// The servers' network.
+    Public,
+    /// NAT router of client A.
+    RouterA,
+    /// NAT router of client B.
+    RouterB,
+    /// Client A, behind router A.
+    ClientA,
+    /// Client B, behind router B.
+    ClientB,
+}
+
+impl Place {
+    const ALL: [Self; 5] = [Self::Public, Self::RouterA, Self::RouterB, Self::ClientA, Self::ClientB];
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Public => "pub",
+            Self::RouterA => "ra",
+            Self::RouterB => "rb",
+            Self::ClientA => "ca",
+            Self::ClientB => "cb",
+        }
+    }
+}
+
+/// A running lab.
+#[derive(Debug)]
+pub struct NatLab {
+    prefix: String,
+    processes: Vec<Child>,
+}
+
+/// A process in the lab, with its output lines.
+#[derive(Debug)]
+pub struct LabProcess {
+    index: usize,
+    /// Its standard input (kept open: a peer leaves at end of input).
+    pub stdin: Option<ChildStdin>,
+    /// Its standard output, line by line.
+    pub lines: mpsc::Receiver<String>,
+    /// Every line read so far.
+    pub seen: Vec<String>,
+}
+
+impl NatLab {
+    /// Builds the lab (about a quarter of a second).
+    pub fn new() -> Self {
+        crate::require_loopback_namespace();
+        let prefix = format!("sb{}x", std::process::id());
+        let lab = Self { prefix, processes: Vec::new() };
+        lab.build();
+        lab
+    }
+
+    /// The namespace name of a place.
+    pub fn ns(&self, place: Place) -> String {
+        format!("{}{}", self.prefix, place.suffix())
+    }
+
+    /// Starts `argv` inside `place`, reading its standard output.
+    pub fn spawn(&mut self, place: Place, argv: &[&str]) -> LabProcess {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(place)])
+            .args(argv)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {argv:?} in {place:?}: {e}"));
+        let stdout = child.stdout.take().expect("stdout");
+        let stdin = child.stdin.take();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        self.processes.push(child);
+        LabProcess { index: self.processes.len() - 1, stdin, lines, seen: Vec::new() }
+    }
+
+    /// Stops one process (SIGKILL).
+    pub fn kill(&mut self, process: &LabProcess) {
+        let child = &mut self.processes[process.index];
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Runs a command inside `place` to completion; its output.
+    pub fn run(&self, place: Place, argv: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(place)])
+            .args(argv)
+            .output()
+            .unwrap_or_else(|e| panic!("running {argv:?} in {place:?}: {e}"))
+    }
+
+    fn build(&self) {
+        for place in Place::ALL {
+            sh(&["ip", "netns", "add", &self.ns(place)]);
+            sh(&["ip", "-n", &self.ns(place), "link", "set", "lo", "up"]);
+        }
+        let public = self.ns(Place::Public);
+        sh(&["ip", "-n", &public, "link", "add", "br0", "type", "bridge"]);
+        sh(&["ip", "-n", &public, "addr", "add", &format!("{PUBLIC_IP}/24"), "dev", "br0"]);
+        sh(&["ip", "-n", &public, "link", "set", "br0", "up"]);
+        // Like a server on the internet, the public network has a default
+        // route: packets to private addresses it cannot reach leave it and
+        // vanish (into a veth pair that leads nowhere) instead of failing to
+        // send, which makes coturn drop the relay session.
+        sh(&["ip", "-n", &public, "link", "add", "uplink", "type", "veth", "peer", "name", "nowhere"]);
+        sh(&["ip", "-n", &public, "link", "set", "nowhere", "up"]);
+        sh(&["ip", "-n", &public, "link", "set", "uplink", "up"]);
+        sh(&["ip", "-n", &public, "route", "add", "default", "dev", "uplink"]);
+        for (router, client, n) in [(Place::RouterA, Place::ClientA, 1), (Place::RouterB, Place::ClientB, 2)] {
+            let (router, client) = (self.ns(router), self.ns(client));
+            let port = format!("p{n}");
+            sh(&[
+                "ip", "link", "add", "wan", "netns", &router, "type", "veth", "peer", "name", &port, "netns", &public,
+            ]);
+            sh(&["ip", "-n", &public, "link", "set", &port, "master", "br0", "up"]);
+            sh(&["ip", "-n", &router, "addr", "add", &format!("10.99.0.{}/24", n + 1), "dev", "wan"]);
+            sh(&["ip", "-n", &router, "link", "set", "wan", "up"]);
+            sh(&[
+                "ip", "link", "add", "lan", "netns", &router, "type", "veth", "peer", "name", "eth0", "netns", &client,
+            ]);
+            sh(&["ip", "-n", &router, "addr", "add", &format!("192.168.{n}.1/24"), "dev", "lan"]);
+            sh(&["ip", "-n", &router, "link", "set", "lan", "up"]);
+            sh(&["ip", "-n", &client, "addr", "add", &format!("192.168.{n}.2/24"), "dev", "eth0"]);
+            sh(&["ip", "-n", &client, "link", "set", "eth0", "up"]);
+            sh(&["ip", "-n", &client, "route", "add", "default", "via", &format!("192.168.{n}.1")]);
+            let exec = |argv: &[&str]| {
+                let mut full = vec!["ip", "netns", "exec", router.as_str()];
+                full.extend_from_slice(argv);
+                sh(&full);
+            };
+            exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+            exec(&["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan", "-j", "MASQUERADE", "--random-fully"]);
+            exec(&["iptables", "-P", "FORWARD", "DROP"]);
+            exec(&["iptables", "-A", "FORWARD", "-i", "lan", "-o", "wan", "-j", "ACCEPT"]);
+            exec(&[
+                "iptables",
+                "-A",
+                "FORWARD",
+                "-i",
+                "wan",
+                "-o",
+                "lan",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
+            ]);
+        }
+    }
+}
+
+impl Default for NatLab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for NatLab {
+    fn drop(&mut self) {
+        for child in &mut self.processes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for place in Place::ALL {
+            let _ = Command::new("ip").args(["netns", "del", &self.ns(place)]).status();
+        }
+    }
+}
+
+impl LabProcess {
+    /// Waits for an output line for which `pred` holds; panics after `wait`
+    /// with everything seen.
+    pub fn wait_for(&mut self, what: &str, wait: Duration, mut pred: impl FnMut(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("timed out waiting for {what}; output so far:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// Writes a line to its standard input.
+    pub fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("write to stdin");
+        stdin.flush().expect("flush");
+    }
+}
+
+fn sh(argv: &[&str]) {
+    let out = Command::new(argv[0]).args(&argv[1..]).output().unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    assert!(out.status.success(), "{argv:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
