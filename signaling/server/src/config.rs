@@ -425,6 +425,18 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_file_is_valid() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\n").expect("a TOML example in the README") + "```toml\n".len();
+        let example = &readme[start..start + readme[start..].find("```").expect("closed")];
+        let file: ServeArgs = toml::from_str(example).expect("the README's TOML parses");
+        let secrets = format!("{},{}", "a".repeat(32), "b".repeat(32));
+        let s = parse(&["--auth-secret", &"c".repeat(32), "--turn-secret", &secrets]).resolve(file).expect("valid");
+        assert_eq!(s.turn.expect("turn").urls.len(), 2);
+        assert_eq!(s.stun.expect("stun").host.as_deref(), Some("signal.example.org"));
+    }
+
+    #[test]
     fn short_secrets_are_refused() {
         assert!(parse(&["--auth-secret", "short"]).resolve(ServeArgs::default()).is_err());
     }
