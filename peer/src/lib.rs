@@ -15,9 +15,9 @@ mod event;
 mod link;
 mod media;
 mod peer;
-mod rtc;
+pub mod rtc;
 mod sender;
-mod signaling;
+pub mod signaling;
 mod timeline;
 pub mod turn_check;
 

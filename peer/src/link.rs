@@ -314,7 +314,9 @@ fn watch_tracks(
         tokio::spawn(async move { while receiver.read_rtcp().await.is_ok() {} });
         let video = track.kind() == RTPCodecType::Video;
         let reflector = local.reflector(video);
-        let counters = Arc::new(TrackCounters::new(if video { "video" } else { "audio" }));
+        // Through an SFU a track's stream id names its publisher.
+        let origin = PeerId::new(track.stream_id()).ok().filter(|o| *o != marker.remote);
+        let counters = Arc::new(TrackCounters::new(if video { "video" } else { "audio" }, origin));
         if let Ok(mut list) = received.lock() {
             list.push(counters.clone());
         }

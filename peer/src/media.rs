@@ -299,6 +299,9 @@ impl Recorder {
 pub struct TrackCounters {
     /// `audio` or `video`.
     pub kind: &'static str,
+    /// Whose media it is when it arrives through an SFU (the track's stream
+    /// id); `None`: the link's remote itself.
+    pub origin: Option<switchboard_protocol::PeerId>,
     /// RTP packets received.
     pub packets: AtomicU64,
     /// RTP payload bytes received.
@@ -311,9 +314,10 @@ pub struct TrackCounters {
 
 impl TrackCounters {
     /// Zeroed counters.
-    pub fn new(kind: &'static str) -> Self {
+    pub fn new(kind: &'static str, origin: Option<switchboard_protocol::PeerId>) -> Self {
         Self {
             kind,
+            origin,
             packets: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             lost: AtomicU64::new(0),

@@ -12,7 +12,9 @@ use anyhow::Context;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchboard_protocol::{Bare, ChatSend, ClientMessage, ClientMsgId, PeerId, ServerMessage, Welcome};
+use switchboard_protocol::{
+    Bare, ChatSend, ClientMessage, ClientMsgId, PeerId, Role, RoomMode, ServerMessage, Welcome,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -113,7 +115,8 @@ impl Peer {
         // Before joining, so that a bad media file fails without a trace in
         // the room.
         let local = Arc::new(LocalMedia::start(&options.media, "switchboard")?);
-        let request = JoinRequest { room: options.room, name: options.name, token: options.token };
+        let request =
+            JoinRequest { room: options.room, name: options.name, token: options.token, role: Role::Participant };
         let signaling = Signaling::join(&options.url, &request, start).await?;
         let (connected_after, welcome_after) = (signaling.connected_after, signaling.welcome_after);
         let welcome = signaling.welcome.clone();
@@ -128,13 +131,16 @@ impl Peer {
             record: options.record,
         };
         let mut links = HashMap::new();
-        for peer in &welcome.peers {
+        // In an SFU room the only connection is with the SFU.
+        let sfu_room = welcome.mode == RoomMode::Sfu;
+        for peer in welcome.peers.iter().filter(|p| !sfu_room || p.role == Role::Sfu) {
             // The newcomer offers; the others wait for its offer.
             links.insert(peer.id.clone(), Link::start(&engine, &ctx, peer.id.clone(), true).await?);
         }
         let (commands, commands_rx) = mpsc::channel(64);
         let ice_refresh = refresh_at(welcome.ice_servers_ttl_s);
-        let task = tokio::spawn(Session { engine, ctx, links, signaling, chat_seq: 0, ice_refresh }.run(commands_rx));
+        let session = Session { engine, ctx, links, signaling, chat_seq: 0, ice_refresh, sfu_room };
+        let task = tokio::spawn(session.run(commands_rx));
         Ok(Self { welcome, connected_after, welcome_after, events, commands, task })
     }
 
@@ -199,6 +205,8 @@ struct Session {
     chat_seq: u64,
     /// When to ask for fresh ICE servers (TURN credentials expire).
     ice_refresh: Option<tokio::time::Instant>,
+    /// Media goes through the room's SFU: connect to it alone.
+    sfu_room: bool,
 }
 
 /// When to refresh credentials that live `ttl_s` seconds.
@@ -273,7 +281,8 @@ impl Session {
                         .into_iter()
                         .map(|c| {
                             let (packets, bytes, lost, jitter_us) = c.snapshot();
-                            TrackStats { remote: link.remote().clone(), kind: c.kind, packets, bytes, lost, jitter_us }
+                            let remote = c.origin.clone().unwrap_or_else(|| link.remote().clone());
+                            TrackStats { remote, kind: c.kind, packets, bytes, lost, jitter_us }
                         })
                         .collect();
                     reports.push(LinkReport {
@@ -293,6 +302,9 @@ impl Session {
 
     async fn signal(&mut self, msg: ServerMessage) {
         let (from, input) = match msg {
+            ServerMessage::PeerJoined(joined) if self.sfu_room && joined.peer.role != Role::Sfu => {
+                return self.emit(PeerEvent::PeerJoined(joined.peer)).await;
+            }
             ServerMessage::PeerJoined(joined) => {
                 let id = joined.peer.id.clone();
                 match Link::start(&self.engine, &self.ctx, id.clone(), false).await {

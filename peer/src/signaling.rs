@@ -100,6 +100,8 @@ pub struct JoinRequest {
     pub name: String,
     /// Join token, when the server requires one.
     pub token: Option<String>,
+    /// `Sfu` for a forwarding unit (its token must allow it).
+    pub role: switchboard_protocol::Role,
 }
 
 impl Signaling {
@@ -111,10 +113,15 @@ impl Signaling {
             .with_context(|| format!("connecting to {url}"))?;
         let connected_after = start.elapsed();
         let (mut sink, mut stream) = ws.split();
-        let join = serde_json::json!({
-            "type": "join", "room": request.room, "name": request.name, "token": request.token,
+        let join = ClientMessage::Join(switchboard_protocol::Join {
+            id: None,
+            room: switchboard_protocol::RoomName::new(request.room.clone()).context("room name")?,
+            name: switchboard_protocol::DisplayName::new(request.name.clone()).context("display name")?,
+            token: request.token.clone(),
+            media: switchboard_protocol::MediaState::default(),
+            role: request.role,
         });
-        sink.send(Message::text(join.to_string())).await.context("sending join")?;
+        sink.send(Message::text(serde_json::to_string(&join)?)).await.context("sending join")?;
         let welcome = loop {
             let Some(frame) = stream.next().await else { bail!("connection closed before the welcome") };
             let Message::Text(text) = frame.context("reading the welcome")? else { continue };

@@ -58,6 +58,7 @@ export const ERROR_TEXT = {
   ping_timeout: "The connection went quiet for too long.",
   replaced: "You joined this room again from another tab or device, so this one was disconnected.",
   internal: "The server hit an internal error.",
+  forbidden: "This room does not allow that.",
 };
 
 // ---- Client messages: one builder per type, fields named as in Rust. ----
@@ -74,8 +75,11 @@ const candidate = (c) =>
 
 /** Builders for every client message; `id` is the optional request id. */
 export const client = {
-  join: ({ id, room, name, token, media: m }) =>
-    dropUndefined({ type: "join", id, room, name, token: token || undefined, media: media(m ?? {}) }),
+  join: ({ id, room, name, token, media: m, role }) =>
+    dropUndefined({
+      type: "join", id, room, name, token: token || undefined, media: media(m ?? {}),
+      role: role === "sfu" ? role : undefined,
+    }),
   leave: ({ id } = {}) => dropUndefined({ type: "leave", id }),
   offer: ({ id, to, description: d }) => dropUndefined({ type: "offer", id, to, description: description(d) }),
   answer: ({ id, to, description: d }) => dropUndefined({ type: "answer", id, to, description: description(d) }),
@@ -119,6 +123,7 @@ const PEER = {
   identity: optional(isString),
   media: object(MEDIA),
   read_seq: defaulted(isUint),
+  role: defaulted(oneOf(["participant", "sfu"])),
 };
 const CHAT_MESSAGE = { seq: isUint, ts: isUint, from: isString, name: isString, client_id: isString, text: isString };
 const ICE_SERVER = { urls: stringArray, username: optional(isString), credential: optional(isString) };
@@ -146,6 +151,7 @@ export const SERVER_SHAPES = {
     id: optional(isRequestId),
     protocol: isUint,
     room: isString,
+    mode: defaulted(oneOf(["mesh", "sfu"])),
     you: object(PEER),
     peers: arrayOf(PEER),
     ice_servers: arrayOf(ICE_SERVER),

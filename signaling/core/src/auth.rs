@@ -2,13 +2,13 @@
 //! expiry checked against the time the shell passes in.
 
 use serde::{Deserialize, Serialize};
-use switchboard_protocol::{ErrorCode, RoomName};
+use switchboard_protocol::{ErrorCode, Role, RoomMode, RoomName};
 
 /// Tolerated clock difference between the token issuer and this server.
 pub const CLOCK_SKEW_LEEWAY_S: u64 = 30;
 
-/// The claims a join token must carry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The claims a join token must carry (`room`, `sub`, `exp`) and may carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// The one room this token admits to.
     pub room: String,
@@ -16,6 +16,13 @@ pub struct Claims {
     pub sub: String,
     /// Expiry, Unix seconds.
     pub exp: u64,
+    /// The room's mode, if this token's join creates it (ignored for a room
+    /// that exists: the mode is fixed at creation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RoomMode>,
+    /// `sfu`: the holder may join as the room's forwarding unit.
+    #[serde(default, skip_serializing_if = "Role::is_participant")]
+    pub role: Role,
 }
 
 /// Checks join tokens against the server's secret.
@@ -86,7 +93,7 @@ mod tests {
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn claims(room: &str, exp: u64) -> Claims {
-        Claims { room: room.into(), sub: "ada".into(), exp }
+        Claims { room: room.into(), sub: "ada".into(), exp, ..Claims::default() }
     }
 
     #[test]

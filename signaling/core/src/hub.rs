@@ -13,8 +13,8 @@ use switchboard_protocol::{
     Bare, CandidateRelay, ChatHistoryPage, ChatHistoryRequest, ChatMessage, ChatSend, ClientMessage, DescriptionRelay,
     EndOfCandidatesRelay, ErrorCode, ErrorMessage, GoingAway, IceServer, IceServerList, Join, LeaveReason, MediaUpdate,
     PROTOCOL_VERSION, PeerId, PeerInfo, PeerJoined, PeerLeft, PeerUpdated, Pong, ReadNotice, ReadReceipt,
-    RelayedCandidate, RelayedDescription, RelayedEndOfCandidates, RequestId, RoomName, SdpType, ServerMessage,
-    TypingNotice, TypingUpdate, Welcome,
+    RelayedCandidate, RelayedDescription, RelayedEndOfCandidates, RequestId, Role, RoomMode, RoomName, SdpType,
+    ServerMessage, TypingNotice, TypingUpdate, Welcome,
 };
 
 /// A connection, numbered by the shell.
@@ -36,6 +36,11 @@ pub struct HubConfig {
     pub ice_servers: Vec<IceServer>,
     /// TURN: credentials minted per participant at join and on request.
     pub turn: Option<TurnConfig>,
+    /// Mode of rooms created without a `mode` claim.
+    pub room_mode: RoomMode,
+    /// Checks the tokens of the server's own SFU (a secret of the process),
+    /// so that SFU rooms work without an auth secret.
+    pub sfu_verifier: Option<TokenVerifier>,
 }
 
 /// Who a message goes to.
@@ -84,6 +89,11 @@ pub enum Output {
         conn: ConnId,
         /// Why.
         reason: CloseReason,
+    },
+    /// An SFU room has participants and no SFU: start one for it.
+    SfuWanted {
+        /// The room.
+        room: RoomName,
     },
 }
 
@@ -253,16 +263,39 @@ impl Hub {
     }
 
     fn join(&mut self, conn: ConnId, join: Join, now: Now) {
-        let Join { id, room: room_name, name, token, media } = join;
-        let identity = match &self.config.verifier {
-            None => None,
-            Some(verifier) => {
-                let Some(token) = token else {
-                    return self.error(conn, id, ErrorCode::Unauthorized, "this server requires a join token");
-                };
-                match verifier.verify(&token, &room_name, now.unix_ms / 1000) {
-                    Ok(claims) => Some(claims.sub),
-                    Err((code, message)) => return self.error(conn, id, code, message),
+        let Join { id, room: room_name, name, token, media, role } = join;
+        let now_s = now.unix_ms / 1000;
+        let (identity, claimed_mode) = if role == Role::Sfu {
+            // Only the server's own SFU (its process secret) or a token
+            // issued for an SFU may join as one.
+            let verified = token.as_deref().and_then(|t| {
+                let own = self.config.sfu_verifier.as_ref().and_then(|v| v.verify(t, &room_name, now_s).ok());
+                own.or_else(|| {
+                    let claims = self.config.verifier.as_ref()?.verify(t, &room_name, now_s).ok()?;
+                    (claims.role == Role::Sfu).then_some(claims)
+                })
+            });
+            let Some(claims) = verified else {
+                return self.error(conn, id, ErrorCode::Unauthorized, "joining as an SFU needs an SFU token");
+            };
+            let Some(room) = self.rooms.get(&room_name) else {
+                return self.error(conn, id, ErrorCode::Forbidden, "no such room: an SFU joins rooms that exist");
+            };
+            if room.mode != RoomMode::Sfu {
+                return self.error(conn, id, ErrorCode::Forbidden, "this room is not an SFU room");
+            }
+            (Some(claims.sub), None)
+        } else {
+            match &self.config.verifier {
+                None => (None, None),
+                Some(verifier) => {
+                    let Some(token) = token else {
+                        return self.error(conn, id, ErrorCode::Unauthorized, "this server requires a join token");
+                    };
+                    match verifier.verify(&token, &room_name, now_s) {
+                        Ok(claims) => (Some(claims.sub), claims.mode),
+                        Err((code, message)) => return self.error(conn, id, code, message),
+                    }
                 }
             }
         };
@@ -274,7 +307,7 @@ impl Hub {
         // locked out of its own seat.
         let replaced = identity
             .as_deref()
-            .and_then(|ident| self.rooms.get(&room_name).and_then(|r| r.find_identity(ident)))
+            .and_then(|ident| self.rooms.get(&room_name).and_then(|r| r.find_identity(ident, role)))
             .and_then(|peer| self.rooms.get(&room_name).and_then(|r| r.get(&peer)).map(|m| (peer, m.conn)));
         if let Some((old_peer, old_conn)) = replaced {
             self.conns.remove(&old_conn);
@@ -293,8 +326,10 @@ impl Hub {
             self.fatal(old_conn, ErrorCode::Replaced, "the same identity joined from another connection");
         }
         let limits = &self.config.limits;
-        let room = self.rooms.entry(room_name.clone()).or_insert_with(|| Room::new(limits.chat_history));
-        if room.len() >= limits.max_peers_per_room {
+        let mode = claimed_mode.unwrap_or(self.config.room_mode);
+        let room = self.rooms.entry(room_name.clone()).or_insert_with(|| Room::new(limits.chat_history, mode));
+        // The SFU is infrastructure: it never counts against the room's size.
+        if role == Role::Participant && room.participants() >= limits.max_peers_per_room {
             let max = limits.max_peers_per_room;
             return self.error(conn, id, ErrorCode::RoomFull, format!("room is full ({max} participants)"));
         }
@@ -304,7 +339,7 @@ impl Hub {
                 break candidate;
             }
         };
-        let info = PeerInfo { id: peer_id.clone(), name, identity, media, read_seq: 0 };
+        let info = PeerInfo { id: peer_id.clone(), name, identity, media, read_seq: 0, role };
         let others = room.conns();
         let (chat, _) = room.chat.page(None, limits.chat_history_page);
         let (ice_servers, ice_servers_ttl_s) = self.ice_servers_for(&peer_id, now);
@@ -314,6 +349,7 @@ impl Hub {
             id,
             protocol: PROTOCOL_VERSION,
             room: room_name.clone(),
+            mode: room.mode,
             you: info.clone(),
             peers: room.peers_except(&peer_id),
             ice_servers,
@@ -326,10 +362,21 @@ impl Hub {
             resume_token: format!("{:032x}", (self.entropy)()),
         };
         room.insert(conn, info.clone());
+        if role == Role::Sfu {
+            room.sfu_requested = false;
+        }
+        let wants_sfu = room.wants_sfu();
+        if wants_sfu {
+            room.sfu_requested = true;
+        }
         self.peers += 1;
+        let sfu_room = wants_sfu.then(|| room_name.clone());
         self.conns.insert(conn, ConnState::Joined { room: room_name, peer: peer_id });
         self.send(conn, ServerMessage::Welcome(Box::new(welcome)));
         self.broadcast(others, ServerMessage::PeerJoined(PeerJoined { peer: info }));
+        if let Some(room) = sfu_room {
+            self.out.push_back(Output::SfuWanted { room });
+        }
     }
 
     fn in_room(&mut self, conn: ConnId, room_name: &RoomName, me: &PeerId, msg: ClientMessage, now: Now) {
@@ -480,8 +527,18 @@ impl Hub {
     }
 
     fn relay(&mut self, conn: ConnId, room: &RoomName, id: Option<RequestId>, to: &PeerId, msg: ServerMessage) {
-        let target = self.rooms.get(room).and_then(|r| r.get(to)).map(|m| m.conn);
-        match target {
+        let Some(r) = self.rooms.get(room) else { return };
+        let target = r.get(to).map(|m| (m.conn, m.info.role));
+        // The addressing rule of SFU rooms: participants negotiate with the
+        // SFU only (the SFU with anyone).
+        let sender_role = r.members().find(|m| m.conn == conn).map_or(Role::Participant, |m| m.info.role);
+        let forbidden = r.mode == RoomMode::Sfu
+            && sender_role == Role::Participant
+            && matches!(target, Some((_, Role::Participant)));
+        if forbidden {
+            return self.error(conn, id, ErrorCode::Forbidden, "in an SFU room, negotiate with the SFU only");
+        }
+        match target.map(|(c, _)| c) {
             Some(target) if target != conn => self.send(target, msg),
             Some(_) => self.error(conn, id, ErrorCode::UnknownPeer, "cannot relay to yourself"),
             // The same answer whether the peer is elsewhere or nowhere: a
@@ -518,7 +575,14 @@ impl Hub {
             return;
         }
         let others = room.conns();
+        let wants_sfu = room.wants_sfu();
+        if wants_sfu {
+            room.sfu_requested = true;
+        }
         self.broadcast(others, ServerMessage::PeerLeft(PeerLeft { peer_id: peer.clone(), reason }));
+        if wants_sfu {
+            self.out.push_back(Output::SfuWanted { room: room_name.clone() });
+        }
     }
 
     fn send(&mut self, conn: ConnId, msg: ServerMessage) {

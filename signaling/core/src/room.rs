@@ -4,7 +4,7 @@ use crate::chat::ChatLog;
 use crate::hub::ConnId;
 use std::collections::HashMap;
 use std::time::Instant;
-use switchboard_protocol::{PeerId, PeerInfo};
+use switchboard_protocol::{PeerId, PeerInfo, Role, RoomMode};
 
 /// A participant of a room.
 #[derive(Debug, Clone)]
@@ -29,17 +29,32 @@ pub struct Room {
     next_order: u64,
     /// The room's chat.
     pub chat: ChatLog,
+    /// Mesh or SFU, fixed at creation.
+    pub mode: RoomMode,
+    /// An SFU was asked for and has not joined yet (SFU rooms only).
+    pub sfu_requested: bool,
 }
 
 impl Room {
     /// An empty room keeping `chat_history` chat messages.
-    pub fn new(chat_history: usize) -> Self {
-        Self { members: HashMap::new(), next_order: 0, chat: ChatLog::new(chat_history) }
+    pub fn new(chat_history: usize, mode: RoomMode) -> Self {
+        Self { members: HashMap::new(), next_order: 0, chat: ChatLog::new(chat_history), mode, sfu_requested: false }
     }
 
-    /// Number of members.
-    pub fn len(&self) -> usize {
-        self.members.len()
+    /// The room's forwarding unit, if it has joined.
+    pub fn sfu(&self) -> Option<&Member> {
+        self.members.values().find(|m| m.info.role == Role::Sfu)
+    }
+
+    /// Members other than the SFU.
+    pub fn participants(&self) -> usize {
+        self.members.values().filter(|m| m.info.role == Role::Participant).count()
+    }
+
+    /// True when an SFU room has participants and no SFU, and none was asked
+    /// for yet: the shell should start one.
+    pub fn wants_sfu(&self) -> bool {
+        self.mode == RoomMode::Sfu && !self.sfu_requested && self.participants() > 0 && self.sfu().is_none()
     }
 
     /// True when nobody is left.
@@ -87,9 +102,13 @@ impl Room {
         members.into_iter().map(|m| m.info.clone()).collect()
     }
 
-    /// The member with this verified identity, if any.
-    pub fn find_identity(&self, identity: &str) -> Option<PeerId> {
-        self.members.values().find(|m| m.info.identity.as_deref() == Some(identity)).map(|m| m.info.id.clone())
+    /// The member with this verified identity and role, if any (a
+    /// participant can never replace the SFU, whatever its token's `sub`).
+    pub fn find_identity(&self, identity: &str, role: Role) -> Option<PeerId> {
+        self.members
+            .values()
+            .find(|m| m.info.role == role && m.info.identity.as_deref() == Some(identity))
+            .map(|m| m.info.id.clone())
     }
 
     /// Every member, in no particular order.

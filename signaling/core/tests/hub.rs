@@ -285,7 +285,7 @@ fn joined_connections_are_not_closed_by_the_join_timeout() {
 const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
 
 fn token(room: &str, sub: &str, exp_s: u64) -> String {
-    mint_token(SECRET, &Claims { room: room.into(), sub: sub.into(), exp: exp_s })
+    mint_token(SECRET, &Claims { room: room.into(), sub: sub.into(), exp: exp_s, ..Claims::default() })
 }
 
 #[test]

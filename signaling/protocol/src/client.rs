@@ -1,7 +1,7 @@
 //! Messages a client sends.
 
 use crate::ids::{ClientMsgId, DisplayName, PeerId, RequestId, RoomName};
-use crate::shared::MediaState;
+use crate::shared::{MediaState, Role};
 use crate::webrtc::{IceCandidate, SessionDescription};
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,10 @@ pub struct Join {
     /// Initial camera/microphone state.
     #[serde(default)]
     pub media: MediaState,
+    /// `sfu` for a forwarding unit joining an SFU room (its token must say
+    /// so); absent for everyone else.
+    #[serde(default, skip_serializing_if = "Role::is_participant")]
+    pub role: Role,
 }
 
 /// Send a chat message to the room. The server's `chat` echo is the

@@ -49,11 +49,14 @@ pub enum ErrorCode {
     Replaced,
     /// A bug on the server's side.
     Internal,
+    /// The room's mode does not allow this (in an SFU room, media is
+    /// negotiated with the SFU only).
+    Forbidden,
 }
 
 impl ErrorCode {
     /// Every code, for metrics labels and documentation tests.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 21] = [
         Self::MalformedJson,
         Self::InvalidMessage,
         Self::UnknownType,
@@ -74,6 +77,7 @@ impl ErrorCode {
         Self::PingTimeout,
         Self::Replaced,
         Self::Internal,
+        Self::Forbidden,
     ];
 
     /// The wire name.
@@ -99,6 +103,7 @@ impl ErrorCode {
             Self::PingTimeout => "ping_timeout",
             Self::Replaced => "replaced",
             Self::Internal => "internal",
+            Self::Forbidden => "forbidden",
         }
     }
 }

@@ -31,7 +31,7 @@ pub use server::{
     ChatHistoryPage, GoingAway, IceServerList, PeerJoined, PeerLeft, PeerUpdated, Pong, ReadNotice, RelayedCandidate,
     RelayedDescription, RelayedEndOfCandidates, ServerKind, ServerMessage, TypingNotice, Welcome,
 };
-pub use shared::{ChatMessage, LeaveReason, LimitsInfo, MediaState, PeerInfo};
+pub use shared::{ChatMessage, LeaveReason, LimitsInfo, MediaState, PeerInfo, Role, RoomMode};
 pub use webrtc::{IceCandidate, IceServer, Sdp, SdpType, SessionDescription};
 
 /// Version carried in the welcome message; bumped on any incompatible change.

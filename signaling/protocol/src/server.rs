@@ -2,7 +2,7 @@
 
 use crate::error::ErrorMessage;
 use crate::ids::{PeerId, RequestId, RoomName};
-use crate::shared::{ChatMessage, LeaveReason, LimitsInfo, PeerInfo};
+use crate::shared::{ChatMessage, LeaveReason, LimitsInfo, PeerInfo, RoomMode};
 use crate::webrtc::{IceCandidate, IceServer, SessionDescription};
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +16,10 @@ pub struct Welcome {
     pub protocol: u32,
     /// The room joined.
     pub room: RoomName,
+    /// `mesh` (negotiate with every peer) or `sfu` (negotiate only with the
+    /// peer whose role is `sfu`).
+    #[serde(default)]
+    pub mode: RoomMode,
     /// This participant, as the others see it.
     pub you: PeerInfo,
     /// Everyone else already in the room, in join order.

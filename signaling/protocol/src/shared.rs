@@ -14,6 +14,46 @@ pub struct MediaState {
     pub camera_muted: bool,
 }
 
+/// How a room carries media, fixed when the room is created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomMode {
+    /// Every pair of participants negotiates a peer connection directly.
+    #[default]
+    Mesh,
+    /// Every participant negotiates one peer connection with the room's SFU
+    /// participant, which forwards media between them.
+    Sfu,
+}
+
+impl RoomMode {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mesh => "mesh",
+            Self::Sfu => "sfu",
+        }
+    }
+}
+
+/// What a member of a room is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A person or a headless peer.
+    #[default]
+    Participant,
+    /// The forwarding unit of an SFU room.
+    Sfu,
+}
+
+impl Role {
+    /// True for an ordinary participant (the field is left out on the wire).
+    pub fn is_participant(&self) -> bool {
+        *self == Self::Participant
+    }
+}
+
 /// What the room knows about a participant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerInfo {
@@ -29,6 +69,9 @@ pub struct PeerInfo {
     /// Highest chat sequence number this participant has marked read (0: none).
     #[serde(default)]
     pub read_seq: u64,
+    /// `sfu` for the room's forwarding unit; absent for everyone else.
+    #[serde(default, skip_serializing_if = "Role::is_participant")]
+    pub role: Role,
 }
 
 /// One chat message as the room stores and delivers it.

@@ -8,7 +8,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use switchboard_core::{DEFAULT_TURN_TTL_S, Limits, TurnConfig};
-use switchboard_protocol::IceServer;
+use switchboard_protocol::{IceServer, RoomMode};
+
+fn parse_room_mode(s: &str) -> Result<RoomMode, String> {
+    match s {
+        "mesh" => Ok(RoomMode::Mesh),
+        "sfu" => Ok(RoomMode::Sfu),
+        other => Err(format!("room mode must be mesh or sfu, not {other:?}")),
+    }
+}
 
 /// Shortest accepted auth secret: HS256 wants at least 256 bits of key.
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -111,6 +119,14 @@ pub struct ServeArgs {
     /// Do not run the embedded STUN server.
     #[arg(long, env = "SWITCHBOARD_NO_STUN", num_args = 0..=1, default_missing_value = "true")]
     pub no_stun: Option<bool>,
+    /// Mode of rooms created without a `mode` token claim: `mesh` (peers
+    /// connect directly) or `sfu` (through the built-in SFU) [default: mesh].
+    #[arg(long, env = "SWITCHBOARD_ROOM_MODE", value_parser = parse_room_mode)]
+    pub room_mode: Option<RoomMode>,
+    /// The built-in SFU gathers loopback candidates only (tests and demos on
+    /// one machine; never in production).
+    #[arg(long, env = "SWITCHBOARD_SFU_LOOPBACK_ONLY", num_args = 0..=1, default_missing_value = "true")]
+    pub sfu_loopback_only: Option<bool>,
     /// Log format.
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -198,6 +214,10 @@ pub struct Settings {
     pub turn: Option<TurnConfig>,
     /// The embedded STUN server (none: off).
     pub stun: Option<StunSettings>,
+    /// Mode of rooms created without a `mode` claim.
+    pub room_mode: RoomMode,
+    /// The built-in SFU gathers loopback candidates only.
+    pub sfu_loopback_only: bool,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -239,6 +259,8 @@ impl Default for Settings {
             public_url: None,
             turn: None,
             stun: Some(StunSettings::default()),
+            room_mode: RoomMode::Mesh,
+            sfu_loopback_only: false,
             log_format: LogFormat::Human,
             log: "info".into(),
             worker_threads: None,
@@ -289,6 +311,8 @@ impl ServeArgs {
             public_url: self.public_url.or(file.public_url),
             turn,
             stun,
+            room_mode: self.room_mode.or(file.room_mode).unwrap_or(RoomMode::Mesh),
+            sfu_loopback_only: self.sfu_loopback_only.or(file.sfu_loopback_only).unwrap_or(false),
             log_format: self.log_format.or(file.log_format).unwrap_or(d.log_format),
             log: self.log.or(file.log).unwrap_or(d.log),
             worker_threads: self.worker_threads.or(file.worker_threads).filter(|n| *n > 0),

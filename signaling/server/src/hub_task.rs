@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 use switchboard_core::{CloseReason, ConnId, Hub, HubConfig, Output};
-use switchboard_protocol::{ClientMessage, GoingAway, LeaveReason, ServerKind, ServerMessage};
+use switchboard_protocol::{ClientMessage, GoingAway, LeaveReason, RoomName, ServerKind, ServerMessage};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// Events queued for the hub before senders wait: a burst of this many
 /// messages from all connections together is absorbed without blocking.
@@ -108,12 +108,18 @@ pub struct ConnHandle {
 }
 
 /// Runs the hub until every sender is gone.
-pub async fn run(config: HubConfig, mut events: mpsc::Receiver<HubEvent>, telemetry: Arc<Telemetry>) {
+pub async fn run(
+    config: HubConfig,
+    mut events: mpsc::Receiver<HubEvent>,
+    telemetry: Arc<Telemetry>,
+    sfu_requests: Option<mpsc::UnboundedSender<RoomName>>,
+) {
     let mut task = HubTask {
         hub: Hub::new(config, Box::new(rand::random::<u128>)),
         conns: HashMap::new(),
         telemetry,
         received: None,
+        sfu_requests,
     };
     loop {
         let deadline = task.hub.poll_timeout();
@@ -146,6 +152,8 @@ struct HubTask {
     telemetry: Arc<Telemetry>,
     /// Read time of the message being handled.
     received: Option<Instant>,
+    /// Where SFU rooms that need an SFU are announced (none: no SFU here).
+    sfu_requests: Option<mpsc::UnboundedSender<RoomName>>,
 }
 
 impl HubTask {
@@ -188,6 +196,14 @@ impl HubTask {
                         self.deliver(conn, Outbound::Frame { text: text.clone(), kind, received: self.received });
                     }
                 }
+                Output::SfuWanted { room } => match &self.sfu_requests {
+                    // Unbounded: one request per SFU room at most, and the
+                    // hub task must never wait on the SFU launcher.
+                    Some(requests) => {
+                        let _ = requests.send(room);
+                    }
+                    None => warn!(%room, "an SFU room has no SFU and this server starts none"),
+                },
                 Output::Close { conn, reason } => {
                     if let Some(handle) = self.conns.remove(&conn) {
                         self.telemetry.disconnect(closed_as(reason));

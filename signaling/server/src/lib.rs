@@ -18,6 +18,7 @@ pub mod connection;
 pub mod hub_task;
 pub mod outbox;
 pub mod routes;
+pub mod sfu_host;
 pub mod state;
 pub mod stun;
 pub mod telemetry;
@@ -67,13 +68,18 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     ice_servers.extend(settings.ice_servers.iter().cloned());
     let (hub_tx, hub_rx) = mpsc::channel(hub_task::HUB_QUEUE);
     let verifier = || settings.auth_secret.as_deref().map(|s| TokenVerifier::new(s.as_bytes()));
+    let sfu_host = sfu_host::SfuHost::new(addr, settings.sfu_loopback_only);
+    let (sfu_requests, sfu_rx) = mpsc::unbounded_channel();
     let config = HubConfig {
         limits: settings.limits.clone(),
         verifier: verifier(),
         ice_servers: ice_servers.clone(),
         turn: settings.turn.clone(),
+        room_mode: settings.room_mode,
+        sfu_verifier: Some(sfu_host.verifier()),
     };
-    let hub = tokio::spawn(hub_task::run(config, hub_rx, telemetry.clone()));
+    let hub = tokio::spawn(hub_task::run(config, hub_rx, telemetry.clone(), Some(sfu_requests)));
+    tokio::spawn(sfu_host.run(sfu_rx));
     let state = Arc::new(AppState {
         hub: hub_tx,
         limits: settings.limits.clone(),

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         };
         let exp = switchboard_server::clock::now().unix_ms / 1000 + ttl;
-        println!("{}", mint_token(secret.as_bytes(), &Claims { room, sub: identity, exp }));
+        println!("{}", mint_token(secret.as_bytes(), &Claims { room, sub: identity, exp, ..Claims::default() }));
         return ExitCode::SUCCESS;
     }
     switchboard_server::telemetry::init_logging(&settings);

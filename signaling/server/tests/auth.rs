@@ -13,7 +13,7 @@ fn now_s() -> u64 {
 }
 
 fn token(room: &str, sub: &str, exp: u64) -> String {
-    mint_token(SECRET.as_bytes(), &Claims { room: room.into(), sub: sub.into(), exp })
+    mint_token(SECRET.as_bytes(), &Claims { room: room.into(), sub: sub.into(), exp, ..Claims::default() })
 }
 
 fn join(room: &str, token: &str) -> String {
@@ -32,7 +32,7 @@ async fn tokens_are_required_checked_and_retryable() {
     c.expect_error(ErrorCode::Unauthorized).await;
     let forged = mint_token(
         b"somebody-elses-secret-somebody-else",
-        &Claims { room: "r".into(), sub: "ada".into(), exp: now_s() + 3600 },
+        &Claims { room: "r".into(), sub: "ada".into(), exp: now_s() + 3600, ..Claims::default() },
     );
     c.send(join("r", &forged)).await;
     c.expect_error(ErrorCode::Unauthorized).await;

@@ -112,8 +112,14 @@ async fn logs_never_contain_sdp_candidates_addresses_tokens_or_secrets() {
     ]);
     let addr = proc.addr();
     let exp = switchboard_server::clock::now().unix_ms / 1000 + 600;
-    let token_a = mint_token(SECRET.as_bytes(), &Claims { room: "leak".into(), sub: "LOGLEAK-ident-a".into(), exp });
-    let token_b = mint_token(SECRET.as_bytes(), &Claims { room: "leak".into(), sub: "LOGLEAK-ident-b".into(), exp });
+    let token_a = mint_token(
+        SECRET.as_bytes(),
+        &Claims { room: "leak".into(), sub: "LOGLEAK-ident-a".into(), exp, ..Claims::default() },
+    );
+    let token_b = mint_token(
+        SECRET.as_bytes(),
+        &Claims { room: "leak".into(), sub: "LOGLEAK-ident-b".into(), exp, ..Claims::default() },
+    );
     let mut a = Client::connect(addr).await;
     a.send(format!(r#"{{"type":"join","room":"leak","name":"LOGLEAK-name","token":"{token_a}"}}"#)).await;
     a.expect_welcome().await;

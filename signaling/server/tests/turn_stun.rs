@@ -24,7 +24,7 @@ fn turn() -> TurnConfig {
 }
 
 fn token(sub: &str, exp: u64) -> String {
-    mint_token(AUTH.as_bytes(), &Claims { room: "any".into(), sub: sub.into(), exp })
+    mint_token(AUTH.as_bytes(), &Claims { room: "any".into(), sub: sub.into(), exp, ..Claims::default() })
 }
 
 #[tokio::test]
@@ -41,7 +41,7 @@ async fn http_credentials_need_a_valid_token_and_never_outlive_the_cap() {
     assert!(body.contains("\"unauthorized\""), "{body}");
     let forged = mint_token(
         b"another-secret-another-secret-xx",
-        &Claims { room: "r".into(), sub: "s".into(), exp: now_s() + 60 },
+        &Claims { room: "r".into(), sub: "s".into(), exp: now_s() + 60, ..Claims::default() },
     );
     let (status, body) =
         http_get_with(addr, TURN_CREDENTIALS_PATH, &[("Authorization", &format!("Bearer {forged}"))]).await;

@@ -13,6 +13,8 @@ pub struct Sim {
     pub closed: HashMap<ConnId, CloseReason>,
     /// Every output of the last step, in order.
     pub last: Vec<Output>,
+    /// Rooms the hub asked an SFU for, in order.
+    pub sfu_wanted: Vec<String>,
 }
 
 impl Sim {
@@ -28,6 +30,7 @@ impl Sim {
             inbox: HashMap::new(),
             closed: HashMap::new(),
             last: Vec::new(),
+            sfu_wanted: Vec::new(),
         }
     }
 
@@ -43,6 +46,7 @@ impl Sim {
                 Output::Close { conn, reason } => {
                     self.closed.insert(*conn, *reason);
                 }
+                Output::SfuWanted { room } => self.sfu_wanted.push(room.to_string()),
             }
             self.last.push(out);
         }
