@@ -112,6 +112,8 @@ pub struct LinkContext {
     pub start: std::time::Instant,
     /// Record every remote track into this directory.
     pub record: Option<std::path::PathBuf>,
+    /// The room is an SFU room: a track's stream id names its publisher.
+    pub sfu_room: bool,
 }
 
 impl Link {
@@ -142,7 +144,7 @@ impl Link {
         let timeline = Arc::new(Timeline::new(ctx.start));
         let marker = Marker { timeline: timeline.clone(), remote: remote.clone(), events: ctx.events.clone() };
         let received = Arc::new(Mutex::new(Vec::new()));
-        watch_tracks(&pc, &marker, &received, ctx.record.clone(), ctx.local.clone());
+        watch_tracks(&pc, &marker, &received, ctx.record.clone(), ctx.local.clone(), ctx.sfu_room);
         let channels = Arc::new(Mutex::new(HashMap::new()));
         if offerer {
             for channel in Channel::ALL {
@@ -304,6 +306,7 @@ fn watch_tracks(
     received: &Arc<Mutex<Vec<Arc<TrackCounters>>>>,
     record: Option<std::path::PathBuf>,
     local: Arc<LocalMedia>,
+    sfu_room: bool,
 ) {
     let (weak, marker, received) = (Arc::downgrade(pc), marker.clone(), received.clone());
     pc.on_track(Box::new(move |track, receiver, _transceiver| {
@@ -315,7 +318,7 @@ fn watch_tracks(
         let video = track.kind() == RTPCodecType::Video;
         let reflector = local.reflector(video);
         // Through an SFU a track's stream id names its publisher.
-        let origin = PeerId::new(track.stream_id()).ok().filter(|o| *o != marker.remote);
+        let origin = if sfu_room { PeerId::new(track.stream_id()).ok() } else { None };
         let counters = Arc::new(TrackCounters::new(if video { "video" } else { "audio" }, origin));
         if let Ok(mut list) = received.lock() {
             list.push(counters.clone());

@@ -129,10 +129,11 @@ impl Peer {
             local,
             start,
             record: options.record,
+            sfu_room: welcome.mode == RoomMode::Sfu,
         };
         let mut links = HashMap::new();
         // In an SFU room the only connection is with the SFU.
-        let sfu_room = welcome.mode == RoomMode::Sfu;
+        let sfu_room = ctx.sfu_room;
         for peer in welcome.peers.iter().filter(|p| !sfu_room || p.role == Role::Sfu) {
             // The newcomer offers; the others wait for its offer.
             links.insert(peer.id.clone(), Link::start(&engine, &ctx, peer.id.clone(), true).await?);

@@ -2,7 +2,9 @@
 //! SFU alone and receives everyone else's media through it.
 
 use std::collections::HashSet;
-use switchboard_e2e::{rust_peer, serial, server_with, settings, wait_for_event, wait_for_rust_media};
+use switchboard_e2e::{
+    Browser, Driver, base_url, rust_peer, serial, server_with, settings, wait_for_event, wait_for_rust_media,
+};
 use switchboard_peer::{MediaSource, Peer, PeerEvent, TrackStats};
 use switchboard_protocol::{Role, RoomMode};
 
@@ -66,4 +68,79 @@ async fn three_headless_peers_receive_each_other_through_the_sfu() {
     assert!(from(&after, &ids[2], "video") <= cyd_before + 5, "Cyd's video kept coming after Cyd left");
     ada.leave().await;
     bob.leave().await;
+}
+
+/// Waits until `browser` decodes video from `publisher` (through the SFU).
+async fn decodes(browser: &Browser, publisher: &str) {
+    browser
+        .wait_for_stats(publisher, "video decoded through the SFU", |p| {
+            p["stats"]["video"]["framesDecoded"].as_f64() > Some(5.0)
+                && p["stats"]["audio"]["bytesReceived"].as_f64() > Some(0.0)
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn two_browsers_and_two_headless_peers_share_an_sfu_room() {
+    let _serial = serial().await;
+    // RUST_LOG=switchboard_sfu=debug shows what the SFU does.
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+    let server = server_with(sfu_settings()).await;
+    let base = base_url(&server);
+    let driver = Driver::start().await;
+    let ada = driver.browser("Ada").await;
+    ada.join(&base, "forum", "Ada").await;
+    let mut rusty = rust_peer(&server, "forum", "Rusty", MediaSource::Default).await;
+    let bob = driver.browser("Bob").await;
+    bob.join(&base, "forum", "Bob").await;
+    let (ada_id, bob_id, rusty_id) = (ada.peer_id().await, bob.peer_id().await, rusty.id().to_string());
+    let mode = ada.eval("return window.switchboard.mode", vec![]).await;
+    assert_eq!(mode, "sfu");
+
+    for (browser, others) in [(&ada, [&bob_id, &rusty_id]), (&bob, [&ada_id, &rusty_id])] {
+        for publisher in others {
+            decodes(browser, publisher).await;
+        }
+    }
+    let ids = [ada_id.clone(), bob_id.clone()];
+    receives_everyone(&mut rusty, &ids).await;
+
+    // A late joiner gets everyone's video: the SFU asks each publisher for a
+    // keyframe as soon as the newcomer subscribes.
+    let mut late = rust_peer(&server, "forum", "Late", MediaSource::Default).await;
+    let late_id = late.id().to_string();
+    receives_everyone(&mut late, &[ada_id.clone(), bob_id.clone(), rusty_id.clone()]).await;
+    for browser in [&ada, &bob] {
+        decodes(browser, &late_id).await;
+    }
+    screenshot_of_sfu_call(&ada).await;
+
+    // The state channel is relayed by the SFU to the room, marked with its sender.
+    ada.wait_until(
+        "the channel to the SFU open",
+        "window.switchboard.sfuLink()?.channels.get('state')?.readyState === 'open'",
+    )
+    .await;
+    bob.wait_until(
+        "the channel to the SFU open",
+        "window.switchboard.sfuLink()?.channels.get('state')?.readyState === 'open'",
+    )
+    .await;
+    let sent = ada.eval("return window.switchboard.sendData('state', 'ada is here')", vec![]).await;
+    assert_eq!(sent, serde_json::json!(1));
+    bob.wait_until(
+        "Ada's state line on her tile",
+        &format!("document.querySelector(\".tile[data-peer='{ada_id}'] .status\")?.textContent === 'ada is here'"),
+    )
+    .await;
+
+    late.leave().await;
+    rusty.leave().await;
+    ada.close().await;
+    bob.close().await;
+}
+
+async fn screenshot_of_sfu_call(browser: &Browser) {
+    let png = browser.client.screenshot().await.expect("screenshot");
+    std::fs::write(switchboard_e2e::artifacts_dir().join("sfu-call.png"), png).expect("saving the screenshot");
 }

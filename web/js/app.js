@@ -25,6 +25,7 @@ class Session {
   /** @param {{ relayOnly: boolean }} options `relayOnly`: ICE through TURN only (diagnosis, privacy). */
   constructor({ relayOnly = false } = {}) {
     this.relayOnly = relayOnly;
+    this.mode = "mesh";
     this.iceTimer = null;
     this.me = null;
     this.room = null;
@@ -87,20 +88,27 @@ class Session {
     this.signal(client.media(state));
   }
 
-  /** A snapshot for tests and the console: fresh statistics of every link. */
+  /**
+   * A snapshot for tests and the console: fresh statistics per participant
+   * (in an SFU room, of the tracks the SFU forwards from each).
+   */
   async snapshot() {
+    for (const link of this.links.values()) await link.sample();
+    const sfu = this.sfuLink();
     const peers = {};
-    for (const [id, link] of this.links) {
-      await link.sample();
+    for (const [id, info] of this.peers) {
+      const link = this.mode === "sfu" ? sfu : this.links.get(id);
+      if (!link || info.role === "sfu") continue;
       peers[id] = {
-        name: this.nameOf(id),
+        name: info.name,
         state: link.state,
-        stats: link.stats,
+        stats: this.mode === "sfu" ? (link.perPublisher.get(id) ?? null) : link.stats,
         channels: Object.fromEntries([...link.channels].map(([label, c]) => [label, c.readyState])),
         data: link.dataLog,
       };
     }
-    return { me: this.me, room: this.room, joined: this.joined, peers, problems: this.problems };
+    const base = { me: this.me, room: this.room, mode: this.mode, joined: this.joined, problems: this.problems };
+    return { ...base, peers, sfu: sfu ? { state: sfu.state, stats: sfu.stats } : null };
   }
 
   /** Sends `text` on a data channel to one peer (or everyone); how many got it. */
@@ -127,7 +135,7 @@ class Session {
         return this.welcome(m);
       case "peer_joined":
         this.addPeer(m.peer, false);
-        return this.chat.system(`${m.peer.name} joined.`);
+        return m.peer.role === "sfu" ? undefined : this.chat.system(`${m.peer.name} joined.`);
       case "peer_left":
         return this.removePeer(m.peer_id, m.reason);
       case "peer_updated":
@@ -171,6 +179,7 @@ class Session {
     for (const id of [...this.tiles.tiles.keys()]) if (id !== LOCAL) this.tiles.remove(id);
     this.joined = true;
     this.me = w.you.id;
+    this.mode = w.mode ?? "mesh";
     this.iceServers = w.ice_servers;
     this.scheduleIceRefresh(w.ice_servers_ttl_s);
     this.signaling.configure({
@@ -224,11 +233,22 @@ class Session {
 
   // ---- peers ----
 
+  /**
+   * A new member: a tile for a participant, and a peer connection with it
+   * (mesh) or, in an SFU room, with the SFU alone.
+   */
   addPeer(info, offerer) {
     this.peers.set(info.id, info);
-    this.tiles.remote(info.id, info.name);
-    this.tiles.media(info.id, info.media);
-    this.chat.read(info.id, info.read_seq ?? 0);
+    const isSfu = info.role === "sfu";
+    if (!isSfu) {
+      this.tiles.remote(info.id, info.name);
+      this.tiles.media(info.id, info.media);
+      this.chat.read(info.id, info.read_seq ?? 0);
+    }
+    if (this.mode === "sfu" && !isSfu) {
+      this.refreshSfuTiles();
+      return null;
+    }
     const link = new Link({
       me: this.me,
       remote: info.id,
@@ -239,16 +259,45 @@ class Session {
       send: (m) => this.signal(m),
     });
     link.addEventListener("change", () => {
+      if (isSfu) return this.refreshSfuTiles();
       this.tiles.attach(info.id, link.remoteStream);
-      this.tiles.connection(info.id, link);
+      return this.tiles.connection(info.id, link);
     });
     link.addEventListener("data", ({ detail }) => {
-      if (detail.label === "chat") this.chat.direct(info.id, detail.text);
-      else this.tiles.status(info.id, detail.text);
+      if (isSfu) return this.sfuData(detail);
+      if (detail.label === "chat") return this.chat.direct(info.id, detail.text);
+      return this.tiles.status(info.id, detail.text);
     });
     link.addEventListener("problem", ({ detail }) => this.problem(`${info.name}: ${detail}`));
     this.links.set(info.id, link);
     return link;
+  }
+
+  /** The connection with the room's SFU, in an SFU room. */
+  sfuLink() {
+    const sfu = [...this.peers.values()].find((p) => p.role === "sfu");
+    return sfu ? this.links.get(sfu.id) : undefined;
+  }
+
+  /** Every participant's tile shows what the SFU forwards from it. */
+  refreshSfuTiles() {
+    const link = this.sfuLink();
+    for (const [id, info] of this.peers) {
+      if (info.role === "sfu") continue;
+      this.tiles.attach(id, link?.byStream.get(id) ?? null);
+      this.tiles.connection(id, { state: link?.state ?? "new", stats: link?.perPublisher.get(id) ?? null });
+    }
+  }
+
+  /** The SFU relays `state` lines as {"from", "text"}. */
+  sfuData({ label, text }) {
+    if (label !== "state") return;
+    try {
+      const { from, text: line } = JSON.parse(text);
+      if (typeof from === "string" && typeof line === "string") this.tiles.status(from, line);
+    } catch {
+      // Not from a Switchboard SFU: ignore.
+    }
   }
 
   /** The link a relay is for; an offer from a known peer with none starts one. */
@@ -259,11 +308,17 @@ class Session {
 
   removePeer(id, reason) {
     const name = this.nameOf(id);
+    const isSfu = this.peers.get(id)?.role === "sfu";
     this.links.get(id)?.close();
     this.links.delete(id);
+    this.peers.delete(id);
+    if (isSfu) {
+      // Media pauses until the server's next SFU connects.
+      this.refreshSfuTiles();
+      return;
+    }
     this.tiles.remove(id);
     this.chat.peerLeft(id);
-    this.peers.delete(id);
     this.chat.system(`${name} ${LEAVE_REASONS[reason] ?? "left"}.`);
   }
 

@@ -55,6 +55,10 @@ export class Link extends EventTarget {
     this.channels = new Map();
     this.dataLog = [];
     this.remoteStream = new MediaStream();
+    this.byStream = new Map();
+    this.lastReport = null;
+    this.perPublisher = new Map();
+    this.trackOwner = new Map();
     this.stats = null;
     this.closed = false;
 
@@ -78,10 +82,20 @@ export class Link extends EventTarget {
       // candidate string is a per-section end marker, relayed as is.
       this.send(candidate ? client.candidate({ to, candidate: candidate.toJSON() }) : client.end_of_candidates({ to }));
     };
-    pc.ontrack = ({ track }) => {
+    pc.ontrack = ({ track, streams }) => {
       this.remoteStream.addTrack(track);
+      // Through an SFU, a track's stream id is its publisher's peer id.
+      const streamId = streams[0]?.id;
+      // Statistics name the receiving track, whose id the browser may have
+      // made up itself: remember whose stream each track is.
+      if (streamId) this.trackOwner.set(track.id, streamId);
+      if (streamId) {
+        if (!this.byStream.has(streamId)) this.byStream.set(streamId, new MediaStream());
+        this.byStream.get(streamId).addTrack(track);
+      }
       track.onended = () => {
         this.remoteStream.removeTrack(track);
+        if (streamId) this.byStream.get(streamId)?.removeTrack(track);
         this.changed();
       };
       this.changed();
@@ -146,7 +160,12 @@ export class Link extends EventTarget {
   async sample() {
     if (this.closed) return this.stats;
     const report = await this.pc.getStats();
+    this.lastReport = report;
     this.stats = summarize(report, this.stats);
+    for (const publisher of this.byStream.keys()) {
+      const belongs = (stat) => this.trackOwner.get(stat.trackIdentifier) === publisher;
+      this.perPublisher.set(publisher, summarize(report, this.perPublisher.get(publisher), belongs));
+    }
     this.changed();
     return this.stats;
   }

@@ -1,8 +1,11 @@
 // Per-peer call statistics from RTCPeerConnection.getStats(): counters for
 // the tests and the overlay, rates computed between two samples.
 
-/** Counters and rates for one peer connection. */
-export function summarize(report, previous) {
+/**
+ * Counters and rates for one peer connection; with `belongs`, only the
+ * inbound tracks it accepts (through an SFU: one publisher's).
+ */
+export function summarize(report, previous, belongs = null) {
   const now = {
     at: performance.now(),
     video: { bytesReceived: 0, packetsReceived: 0, packetsLost: 0, framesDecoded: 0, codec: "", width: 0 },
@@ -15,7 +18,8 @@ export function summarize(report, previous) {
   for (const stat of report.values()) if (stat.type === "codec") codecs.set(stat.id, stat.mimeType);
   let selectedPair = null;
   for (const stat of report.values()) {
-    if (stat.type === "inbound-rtp" && (stat.kind === "video" || stat.kind === "audio")) {
+    const mine = belongs === null || belongs(stat);
+    if (stat.type === "inbound-rtp" && (stat.kind === "video" || stat.kind === "audio") && mine) {
       const into = now[stat.kind];
       into.bytesReceived += stat.bytesReceived ?? 0;
       into.packetsReceived += stat.packetsReceived ?? 0;
