@@ -174,6 +174,17 @@ impl Peer {
         self.command(|reply| Command::Senders { channel, reply }).await
     }
 
+    /// In an SFU room: stops (`paused`) or restarts forwarding of one
+    /// publisher's `audio` or `video` to this peer. Sent to the SFU on the
+    /// `chat` data channel.
+    pub async fn set_paused(&self, publisher: &PeerId, kind: &str, paused: bool) -> anyhow::Result<()> {
+        let verb = if paused { "pause" } else { "resume" };
+        let text = serde_json::json!({ "type": verb, "publisher": publisher, "kind": kind }).to_string();
+        let sent = self.send(Channel::Chat, text).await?;
+        anyhow::ensure!(sent == 1, "not connected to an SFU");
+        Ok(())
+    }
+
     /// Sends a chat message on the signaling socket (room-wide, kept in the
     /// room's history).
     pub async fn chat(&self, text: impl Into<String>) -> anyhow::Result<()> {

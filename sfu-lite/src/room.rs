@@ -121,6 +121,8 @@ struct Publication {
     /// The publisher's connection, for keyframe requests.
     publisher: Weak<RTCPeerConnection>,
     subscribers: HashMap<PeerId, Arc<TrackLocalStaticRTP>>,
+    /// Subscribers who paused this track: nothing is forwarded to them.
+    paused: std::collections::HashSet<PeerId>,
     outlets: watch::Sender<Outlets>,
     forwarder: JoinHandle<()>,
     metrics: TrackMetrics,
@@ -245,7 +247,7 @@ impl Room {
                     member.send(Channel::State, &wrapped).await;
                 }
             }
-            RoomEvent::Data { .. } => {}
+            RoomEvent::Data { from, channel: Channel::Chat, text } => self.control(&from, &text),
             RoomEvent::Problem { from, message } => warn!(room = %self.name, peer = %from, %message, "negotiation"),
         }
     }
@@ -293,6 +295,7 @@ impl Room {
         }
         // And it no longer subscribes to anything.
         for publication in self.publications.values_mut() {
+            publication.paused.remove(id);
             if publication.subscribers.remove(id).is_some() {
                 publish_outlets(publication);
             }
@@ -317,6 +320,7 @@ impl Room {
             ssrc: track.ssrc(),
             publisher,
             subscribers: HashMap::new(),
+            paused: std::collections::HashSet::new(),
             outlets,
             forwarder,
             metrics,
@@ -348,6 +352,34 @@ impl Room {
         Ok(())
     }
 
+    /// A subscriber's control message on its `chat` channel to the SFU:
+    /// `{"type":"pause"|"resume","publisher":"<peer id>","kind":"audio"|"video"}`.
+    fn control(&mut self, from: &PeerId, text: &str) {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(text) else { return };
+        let (Some(verb), Some(publisher), Some(kind)) =
+            (msg["type"].as_str(), msg["publisher"].as_str(), msg["kind"].as_str())
+        else {
+            return;
+        };
+        let Ok(publisher) = PeerId::new(publisher) else { return };
+        let kind = if kind == "video" { "video" } else { "audio" };
+        let key = TrackKey { publisher, kind };
+        let Some(publication) = self.publications.get_mut(&key) else { return };
+        let changed = match verb {
+            "pause" => publication.paused.insert(from.clone()),
+            "resume" => publication.paused.remove(from),
+            _ => false,
+        };
+        if changed {
+            publish_outlets(publication);
+            debug!(room = %self.name, subscriber = %from, track = %key.track_id(), verb, "subscription");
+            if verb == "resume" {
+                // The subscriber's decoder needs a fresh start.
+                self.request_keyframe(&key);
+            }
+        }
+    }
+
     /// Asks the publisher for a keyframe, at most once per interval.
     fn request_keyframe(&mut self, key: &TrackKey) {
         if key.kind != "video" || !self.throttle.allow(key, std::time::Instant::now()) {
@@ -376,7 +408,12 @@ impl Room {
 
 /// Tells the forwarder the new list of outlets.
 fn publish_outlets(publication: &Publication) {
-    let list: Vec<Arc<TrackLocalStaticRTP>> = publication.subscribers.values().cloned().collect();
+    let list: Vec<Arc<TrackLocalStaticRTP>> = publication
+        .subscribers
+        .iter()
+        .filter(|(id, _)| !publication.paused.contains(*id))
+        .map(|(_, outlet)| outlet.clone())
+        .collect();
     publication.metrics.subscribers.set(list.len() as f64);
     publication.outlets.send_replace(Arc::new(list));
 }

@@ -138,6 +138,20 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A binary of the workspace (`switchboard`, `switchboard-peer`), from the
+/// target directory this test binary runs in.
+pub fn workspace_binary(name: &str) -> String {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(std::path::Path::parent).expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo test --workspace --no-run)",
+        path.display()
+    );
+    path.display().to_string()
+}
+
 /// Where tests leave files for people to look at (screenshots): the
 /// workspace's `target/artifacts/`.
 pub fn artifacts_dir() -> std::path::PathBuf {

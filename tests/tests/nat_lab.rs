@@ -17,18 +17,7 @@ const ICE_FAILS_WITHIN: Duration = Duration::from_secs(60);
 const CONNECTS_WITHIN: Duration = Duration::from_secs(30);
 const SIGNALING_PORT: u16 = 8080;
 
-/// `target/debug` (or wherever this test binary's siblings are).
-fn binary(name: &str) -> String {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(std::path::Path::parent).expect("target directory");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (cargo test --workspace --no-run)",
-        path.display()
-    );
-    path.display().to_string()
-}
+use switchboard_e2e::workspace_binary as binary;
 
 fn json(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or(Value::Null)

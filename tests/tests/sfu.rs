@@ -144,3 +144,108 @@ async fn screenshot_of_sfu_call(browser: &Browser) {
     let png = browser.client.screenshot().await.expect("screenshot");
     std::fs::write(switchboard_e2e::artifacts_dir().join("sfu-call.png"), png).expect("saving the screenshot");
 }
+
+/// The SFU's subscriber count for one track, from the server's metrics.
+fn subscribers(room: &str, track: &str) -> f64 {
+    let text = switchboard_server::telemetry::prometheus().render();
+    let needle = format!("switchboard_sfu_subscribers{{room=\"{room}\",track=\"{track}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&needle)).and_then(|v| v.trim().parse().ok()).unwrap_or(-1.0)
+}
+
+#[tokio::test]
+async fn a_paused_track_stops_and_a_vanished_subscriber_is_cleaned_up() {
+    let _serial = serial().await;
+    let server = server_with(sfu_settings()).await;
+    let mut ada = rust_peer(&server, "pause", "Ada", MediaSource::Default).await;
+    let mut bob = rust_peer(&server, "pause", "Bob", MediaSource::Default).await;
+    let cyd = rust_peer(&server, "pause", "Cyd", MediaSource::None).await;
+    let (ada_id, bob_id) = (ada.id().to_string(), bob.id().to_string());
+    receives_everyone(&mut ada, std::slice::from_ref(&bob_id)).await;
+    receives_everyone(&mut bob, std::slice::from_ref(&ada_id)).await;
+
+    // Ada pauses Bob's video: it stops, his audio goes on; resuming brings it back.
+    let bob_peer = bob.id().clone();
+    ada.set_paused(&bob_peer, "video", true).await.expect("pause");
+    let settle = ada.media_stats().await.expect("stats");
+    wait_for_rust_media(&mut ada, "Bob's audio still coming", |t| {
+        from(t, &bob_id, "audio") > from(&settle, &bob_id, "audio") + 100
+    })
+    .await;
+    let paused = ada.media_stats().await.expect("stats");
+    wait_for_rust_media(&mut ada, "more of Bob's audio", |t| {
+        from(t, &bob_id, "audio") > from(&paused, &bob_id, "audio") + 50
+    })
+    .await;
+    let still = ada.media_stats().await.expect("stats");
+    assert_eq!(from(&still, &bob_id, "video"), from(&paused, &bob_id, "video"), "video kept coming while paused");
+    ada.set_paused(&bob_peer, "video", false).await.expect("resume");
+    wait_for_rust_media(&mut ada, "Bob's video again", |t| {
+        from(t, &bob_id, "video") > from(&still, &bob_id, "video") + 20
+    })
+    .await;
+
+    // Cyd vanishes without a word (as a killed process would): the SFU
+    // stops forwarding to it once the server sees the socket go.
+    let track = format!("video-{ada_id}");
+    assert_eq!(subscribers("pause", &track), 2.0, "Bob and Cyd receive Ada's video");
+    drop(cyd);
+    wait_for_event(&mut ada, "Cyd gone", |e| matches!(e, PeerEvent::PeerLeft { .. })).await;
+    let deadline = tokio::time::Instant::now() + switchboard_e2e::WAIT;
+    while subscribers("pause", &track) != 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "the SFU still forwards to Cyd");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let metrics = switchboard_server::telemetry::prometheus().render();
+    let forwarded = format!("switchboard_sfu_forwarded_packets_total{{room=\"pause\",track=\"{track}\"}}");
+    assert!(metrics.contains(&forwarded), "per-track metrics in /metrics");
+    let _ = server;
+    ada.leave().await;
+    bob.leave().await;
+}
+
+#[tokio::test]
+async fn the_room_keeps_working_while_one_participant_is_frozen() {
+    let _serial = serial().await;
+    let server = server_with(sfu_settings()).await;
+    let mut ada = rust_peer(&server, "stall", "Ada", MediaSource::Default).await;
+    let mut bob = rust_peer(&server, "stall", "Bob", MediaSource::Default).await;
+    // A third participant in its own process, so that it can be frozen.
+    let url = format!("ws://{}/v1/ws", server.local_addr());
+    let peer = switchboard_e2e::workspace_binary("switchboard-peer");
+    let mut frozen = tokio::process::Command::new(peer)
+        .args(["join", &url, "--room", "stall", "--name", "Frozen", "--loopback-only", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("a peer process");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(frozen.stdout.take().expect("stdout")));
+    let connected = tokio::time::timeout(switchboard_e2e::WAIT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("\"connection\"") && line.contains("\"connected\"") {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(connected.await.unwrap_or(false), "the peer process connected to the SFU");
+    let (ada_id, bob_id) = (ada.id().to_string(), bob.id().to_string());
+    receives_everyone(&mut ada, std::slice::from_ref(&bob_id)).await;
+
+    // Freeze it (its network stalls: nothing read, nothing answered).
+    let pid = frozen.id().expect("pid").to_string();
+    let stop = std::process::Command::new("kill").args(["-STOP", &pid]).status().expect("kill");
+    assert!(stop.success());
+    for (peer, other) in [(&mut ada, &bob_id), (&mut bob, &ada_id)] {
+        let before = peer.media_stats().await.expect("stats");
+        wait_for_rust_media(peer, "media between the others while one is frozen", |t| {
+            from(t, other, "video") > from(&before, other, "video") + 60
+                && from(t, other, "audio") > from(&before, other, "audio") + 100
+        })
+        .await;
+    }
+    let _ = std::process::Command::new("kill").args(["-CONT", &pid]).status();
+    let _ = frozen.kill().await;
+    ada.leave().await;
+    bob.leave().await;
+}

@@ -289,6 +289,23 @@ class Session {
     }
   }
 
+  /**
+   * In an SFU room: stops (or restarts) forwarding of one publisher's
+   * `audio` or `video` to this page. Sent to the SFU on the `chat` channel.
+   */
+  setPaused(publisher, kind, paused) {
+    const message = { type: paused ? "pause" : "resume", publisher, kind };
+    return this.sfuLink()?.sendData("chat", JSON.stringify(message)) ?? false;
+  }
+
+  /** A hidden tab shows no video: in an SFU room, stop receiving it. */
+  visibilityChanged() {
+    if (this.mode === "sfu") {
+      for (const [id, info] of this.peers) if (info.role !== "sfu") this.setPaused(id, "video", document.hidden);
+    }
+    this.maybeMarkRead();
+  }
+
   /** The SFU relays `state` lines as {"from", "text"}. */
   sfuData({ label, text }) {
     if (label !== "state") return;
@@ -430,7 +447,7 @@ function wirePage() {
       $("#share").select();
     }
   });
-  document.addEventListener("visibilitychange", () => session?.maybeMarkRead());
+  document.addEventListener("visibilitychange", () => session?.visibilityChanged());
   // Tell the room we left on purpose rather than let it see a dropped link.
   window.addEventListener("pagehide", () => {
     if (session?.signaling?.connected) session.signaling.socket.send(JSON.stringify(client.leave()));
