@@ -31,7 +31,6 @@ use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
 use webrtc::ice_transport::ice_connection_state::RTCIceConnectionState;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
-use webrtc::peer_connection::signaling_state::RTCSignalingState;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
@@ -461,28 +460,16 @@ impl Negotiator {
                 self.marker.mark(Phase::OfferSent).await;
             }
             LinkInput::Description(desc) => {
-                let collision = desc.kind == SdpType::Offer && pc.signaling_state() != RTCSignalingState::Stable;
-                if collision && !self.polite {
-                    return Ok(()); // Impolite: our own offer wins.
-                }
-                if collision {
-                    let mut rollback =
-                        webrtc::peer_connection::sdp::session_description::RTCSessionDescription::default();
-                    rollback.sdp_type = webrtc::peer_connection::sdp::sdp_type::RTCSdpType::Rollback;
-                    pc.set_local_description(rollback).await.context("rolling back our offer")?;
-                }
                 let is_offer = desc.kind == SdpType::Offer;
                 self.marker.mark(if is_offer { Phase::OfferReceived } else { Phase::AnswerReceived }).await;
-                pc.set_remote_description(rtc::to_rtc(&desc)?).await.context("setting the remote description")?;
-                self.remote_set = true;
-                for candidate in std::mem::take(&mut self.pending) {
-                    pc.add_ice_candidate(candidate).await.context("adding a queued candidate")?;
-                }
-                if is_offer {
-                    let answer = pc.create_answer(None).await.context("creating an answer")?;
-                    pc.set_local_description(answer).await.context("setting the local answer")?;
-                    self.send_local(pc, false).await?;
-                    self.marker.mark(Phase::AnswerSent).await;
+                match rtc::apply_remote(pc, &desc, self.polite, &mut self.pending).await? {
+                    rtc::Applied::Ignored => {}
+                    rtc::Applied::Accepted => self.remote_set = true,
+                    rtc::Applied::Answered { .. } => {
+                        self.remote_set = true;
+                        self.send_local(pc, false).await?;
+                        self.marker.mark(Phase::AnswerSent).await;
+                    }
                 }
             }
             LinkInput::Candidate(candidate) => {

@@ -183,3 +183,53 @@ pub fn candidate_from_rtc(c: RTCIceCandidateInit) -> IceCandidate {
         username_fragment: c.username_fragment,
     }
 }
+
+/// What [`apply_remote`] did with a relayed description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// An offer that collided with ours, on the impolite side: ignored (our
+    /// offer wins).
+    Ignored,
+    /// An offer, applied and answered (the answer is the local description,
+    /// to be sent). `rolled_back`: we were polite and withdrew our own offer.
+    Answered {
+        /// Our colliding offer was rolled back.
+        rolled_back: bool,
+    },
+    /// An answer to our offer, applied.
+    Accepted,
+}
+
+/// Applies a relayed offer or answer the way "perfect negotiation" says:
+/// on a collision the polite side rolls its offer back and the impolite side
+/// ignores the other's; an offer is answered; candidates that waited for
+/// the description are added. Every Switchboard peer connection (headless
+/// peer and SFU) negotiates through this.
+pub async fn apply_remote(
+    pc: &RTCPeerConnection,
+    desc: &SessionDescription,
+    polite: bool,
+    pending: &mut Vec<RTCIceCandidateInit>,
+) -> anyhow::Result<Applied> {
+    use webrtc::peer_connection::signaling_state::RTCSignalingState;
+    let is_offer = desc.kind == SdpType::Offer;
+    let collision = is_offer && pc.signaling_state() != RTCSignalingState::Stable;
+    if collision && !polite {
+        return Ok(Applied::Ignored);
+    }
+    if collision {
+        let mut rollback = RTCSessionDescription::default();
+        rollback.sdp_type = RTCSdpType::Rollback;
+        pc.set_local_description(rollback).await.context("rolling back our offer")?;
+    }
+    pc.set_remote_description(to_rtc(desc)?).await.context("setting the remote description")?;
+    for candidate in std::mem::take(pending) {
+        pc.add_ice_candidate(candidate).await.context("adding a queued candidate")?;
+    }
+    if !is_offer {
+        return Ok(Applied::Accepted);
+    }
+    let answer = pc.create_answer(None).await.context("creating an answer")?;
+    pc.set_local_description(answer).await.context("setting the local answer")?;
+    Ok(Applied::Answered { rolled_back: collision })
+}

@@ -15,7 +15,7 @@ use std::sync::{Arc, Weak};
 use switchboard_peer::rtc::{self, Channel, RtcEngine};
 use switchboard_peer::signaling::SignalSender;
 use switchboard_protocol::{
-    CandidateRelay, ClientMessage, DescriptionRelay, IceCandidate, IceServer, PeerId, SdpType, SessionDescription,
+    CandidateRelay, ClientMessage, DescriptionRelay, IceCandidate, IceServer, PeerId, SessionDescription,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -299,29 +299,16 @@ impl Negotiator {
                 }
             }
             MemberInput::Description(desc) => {
-                let is_offer = desc.kind == SdpType::Offer;
-                let collision = is_offer && pc.signaling_state() != RTCSignalingState::Stable;
-                if collision && !self.polite {
-                    return Ok(()); // Our offer wins.
+                match rtc::apply_remote(pc, &desc, self.polite, &mut self.pending).await? {
+                    rtc::Applied::Ignored => return Ok(()),
+                    rtc::Applied::Accepted => {}
+                    rtc::Applied::Answered { rolled_back } => {
+                        self.send_local(pc, false).await?;
+                        // Our withdrawn offer is owed again.
+                        self.wants_offer |= rolled_back;
+                    }
                 }
-                if collision {
-                    let mut rollback =
-                        webrtc::peer_connection::sdp::session_description::RTCSessionDescription::default();
-                    rollback.sdp_type = webrtc::peer_connection::sdp::sdp_type::RTCSdpType::Rollback;
-                    pc.set_local_description(rollback).await.context("rolling back our offer")?;
-                    // Ours is owed again once theirs is answered.
-                    self.wants_offer = true;
-                }
-                pc.set_remote_description(rtc::to_rtc(&desc)?).await.context("setting the remote description")?;
                 self.remote_set = true;
-                for candidate in std::mem::take(&mut self.pending) {
-                    pc.add_ice_candidate(candidate).await.context("adding a queued candidate")?;
-                }
-                if is_offer {
-                    let answer = pc.create_answer(None).await.context("creating an answer")?;
-                    pc.set_local_description(answer).await.context("setting the local answer")?;
-                    self.send_local(pc, false).await?;
-                }
                 self.settled = true;
                 if self.wants_offer && pc.signaling_state() == RTCSignalingState::Stable {
                     self.wants_offer = false;
