@@ -15,6 +15,7 @@ mod event;
 mod link;
 mod media;
 mod peer;
+pub mod probe;
 pub mod rtc;
 mod sender;
 pub mod signaling;

@@ -351,6 +351,7 @@ fn watch_tracks(
                     let j = jitter.on_packet(packet.header.timestamp, std::time::Instant::now());
                     counters.jitter_us.store(u64::try_from(j.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
                     counters.bytes.fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+                    counters.on_probe(&packet.payload);
                     counters.lost.store(seq.on_packet(packet.header.sequence_number), Ordering::Relaxed);
                     if let Some(r) = recorder.as_mut()
                         && r.write(&packet).is_err()

@@ -42,6 +42,13 @@ pub enum MediaSource {
     /// Send back what arrives: every RTP packet received is forwarded on
     /// this peer's own track of the same kind (an echo for tests).
     Reflect,
+    /// Synthetic video at `video_kbps` and audio-sized packets, each
+    /// stamped with its send time: receivers in the same process measure
+    /// one-way latency (load tests; not decodable).
+    Probe {
+        /// Video bitrate, kbit/s.
+        video_kbps: u32,
+    },
     /// IVF (VP8) and Ogg (Opus) files; either may be absent.
     Files {
         /// VP8 in IVF.
@@ -84,6 +91,15 @@ impl LocalMedia {
             MediaSource::None => (None, None),
             MediaSource::Default => (Some(DEFAULT_VIDEO), Some(DEFAULT_AUDIO)),
             MediaSource::Files { video, audio } => (video.as_deref(), audio.as_deref()),
+            MediaSource::Probe { video_kbps } => {
+                let audio = Arc::new(TrackLocalStaticRTP::new(codec(MIME_TYPE_OPUS), "audio".into(), stream_id.into()));
+                let video = Arc::new(TrackLocalStaticRTP::new(codec(MIME_TYPE_VP8), "video".into(), stream_id.into()));
+                let feeders = vec![
+                    tokio::spawn(crate::probe::feed(audio.clone(), true, 0)),
+                    tokio::spawn(crate::probe::feed(video.clone(), false, *video_kbps)),
+                ];
+                return Ok(Self { tracks: vec![audio, video], feeders, reflect: None });
+            }
             MediaSource::Reflect => {
                 let audio = Arc::new(TrackLocalStaticRTP::new(codec(MIME_TYPE_OPUS), "audio".into(), stream_id.into()));
                 let video = Arc::new(TrackLocalStaticRTP::new(codec(MIME_TYPE_VP8), "video".into(), stream_id.into()));
@@ -310,6 +326,10 @@ pub struct TrackCounters {
     pub lost: AtomicU64,
     /// RFC 3550 interarrival jitter, microseconds.
     pub jitter_us: AtomicU64,
+    /// One-way latency of probe packets, microseconds (empty for real media).
+    /// A std mutex: locked per packet for a few nanoseconds, never across
+    /// an await.
+    pub latency: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
 }
 
 impl TrackCounters {
@@ -322,6 +342,17 @@ impl TrackCounters {
             bytes: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             jitter_us: AtomicU64::new(0),
+            latency: std::sync::Mutex::new(latency_histogram()),
+        }
+    }
+
+    /// Records a probe packet's latency, if `payload` is a probe.
+    pub fn on_probe(&self, payload: &[u8]) {
+        if let Some(sent) = crate::probe::stamp(payload) {
+            let latency = crate::probe::now_us().saturating_sub(sent);
+            if let Ok(mut h) = self.latency.lock() {
+                h.saturating_record(latency);
+            }
         }
     }
 
@@ -330,6 +361,11 @@ impl TrackCounters {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         (load(&self.packets), load(&self.bytes), load(&self.lost), load(&self.jitter_us))
     }
+}
+
+/// An empty latency histogram: 1 us to 60 s, 3 significant digits.
+pub fn latency_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!("valid bounds"))
 }
 
 /// RFC 3550 interarrival jitter: the smoothed variation of (arrival time -

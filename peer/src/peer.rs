@@ -83,6 +83,7 @@ enum Command {
     Chat { text: String, reply: oneshot::Sender<anyhow::Result<()>> },
     Leave { reply: oneshot::Sender<()> },
     Report { reply: oneshot::Sender<Vec<LinkReport>> },
+    Latency { reset: bool, reply: oneshot::Sender<hdrhistogram::Histogram<u64>> },
     Senders { channel: Channel, reply: oneshot::Sender<Vec<(PeerId, ChannelSender)>> },
 }
 
@@ -190,6 +191,13 @@ impl Peer {
     pub async fn chat(&self, text: impl Into<String>) -> anyhow::Result<()> {
         let text = text.into();
         self.command(|reply| Command::Chat { text, reply }).await?
+    }
+
+    /// One-way latency of every probe packet received so far (see
+    /// [`MediaSource::Probe`]), merged over all tracks; `reset` starts
+    /// counting afresh.
+    pub async fn probe_latency(&self, reset: bool) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
+        self.command(|reply| Command::Latency { reset, reply }).await
     }
 
     /// Counters of every track received so far, per remote.
@@ -307,6 +315,20 @@ impl Session {
                     });
                 }
                 let _ = reply.send(reports);
+            }
+            Command::Latency { reset, reply } => {
+                let mut merged = crate::media::latency_histogram();
+                for link in self.links.values() {
+                    for counters in link.received() {
+                        if let Ok(mut h) = counters.latency.lock() {
+                            let _ = merged.add(&*h);
+                            if reset {
+                                h.reset();
+                            }
+                        }
+                    }
+                }
+                let _ = reply.send(merged);
             }
             Command::Leave { .. } => {}
         }
