@@ -56,7 +56,7 @@ struct Args {
     command: String,
 }
 
-const BEGIN: &str = "<!-- BEGIN sfu-bench -->";
+const BEGIN: &str = "<!-- BEGIN sfu-bench (written by switchboard-sfu-bench) -->";
 const END: &str = "<!-- END sfu-bench -->";
 
 /// One run's figures.
@@ -219,7 +219,7 @@ fn own_cpu() -> anyhow::Result<Duration> {
 }
 
 fn render(args: &Args, rows: &[Row], load: &str) -> String {
-    let mut out = String::new();
+    let mut out = format!("{BEGIN}\n## sfu-lite: one publisher to N subscribers\n\n");
     out.push_str(&format!(
         "Command: `{}` (one publisher, VP8-sized probe packets at {} kbit/s plus Opus-sized audio; {} s measured \
          after {} s of warm-up; load average at start: {load}).\n\n",
@@ -242,5 +242,7 @@ fn render(args: &Args, rows: &[Row], load: &str) -> String {
             r.client_core_share
         ));
     }
+    out.push_str(END);
+    out.push('\n');
     out
 }
