@@ -249,3 +249,49 @@ async fn the_room_keeps_working_while_one_participant_is_frozen() {
     ada.leave().await;
     bob.leave().await;
 }
+
+#[tokio::test]
+async fn an_external_sfu_process_serves_a_room() {
+    use switchboard_core::{Claims, mint_token};
+    use switchboard_peer::{PeerOptions, RtcOptions};
+    const SECRET: &str = "external-sfu-auth-secret-0123456789";
+    let _serial = serial().await;
+    let server = server_with(switchboard_server::config::Settings {
+        auth_secret: Some(SECRET.into()),
+        builtin_sfu: false,
+        ..sfu_settings()
+    })
+    .await;
+    let url = format!("ws://{}/v1/ws", server.local_addr());
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 600;
+    let token = |sub: &str, role: Role| {
+        mint_token(SECRET.as_bytes(), &Claims { room: "ext".into(), sub: sub.into(), exp, role, ..Claims::default() })
+    };
+    let join = |name: &str| PeerOptions {
+        url: url.clone(),
+        room: "ext".into(),
+        name: name.into(),
+        token: Some(token(name, Role::Participant)),
+        rtc: RtcOptions { loopback_only: true, relay_only: false },
+        media: MediaSource::Default,
+        record: None,
+    };
+    let mut ada = Peer::join(join("ada")).await.expect("Ada joins");
+    let mut sfu = tokio::process::Command::new(switchboard_e2e::workspace_binary("switchboard-sfu"))
+        .args([url.as_str(), "--room", "ext", "--loopback-only"])
+        .env("SWITCHBOARD_TOKEN", token("sfu", Role::Sfu))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("switchboard-sfu starts");
+    wait_for_event(&mut ada, "the external SFU", |e| matches!(e, PeerEvent::PeerJoined(p) if p.role == Role::Sfu))
+        .await;
+    let mut bob = Peer::join(join("bob")).await.expect("Bob joins");
+    let (ada_id, bob_id) = (ada.id().to_string(), bob.id().to_string());
+    receives_everyone(&mut ada, std::slice::from_ref(&bob_id)).await;
+    receives_everyone(&mut bob, std::slice::from_ref(&ada_id)).await;
+    ada.leave().await;
+    bob.leave().await;
+    // Alone in the room, the SFU leaves and its process ends by itself.
+    let status = tokio::time::timeout(switchboard_e2e::WAIT, sfu.wait()).await.expect("the SFU exits").expect("wait");
+    assert!(status.success(), "{status}");
+}

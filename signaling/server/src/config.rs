@@ -123,6 +123,11 @@ pub struct ServeArgs {
     /// connect directly) or `sfu` (through the built-in SFU) [default: mesh].
     #[arg(long, env = "SWITCHBOARD_ROOM_MODE", value_parser = parse_room_mode)]
     pub room_mode: Option<RoomMode>,
+    /// Do not start the built-in SFU: SFU rooms are served by external
+    /// `switchboard-sfu` processes (with auth-secret tokens carrying
+    /// `"role":"sfu"`) that something else starts.
+    #[arg(long, env = "SWITCHBOARD_NO_BUILTIN_SFU", num_args = 0..=1, default_missing_value = "true")]
+    pub no_builtin_sfu: Option<bool>,
     /// The built-in SFU gathers loopback candidates only (tests and demos on
     /// one machine; never in production).
     #[arg(long, env = "SWITCHBOARD_SFU_LOOPBACK_ONLY", num_args = 0..=1, default_missing_value = "true")]
@@ -218,6 +223,8 @@ pub struct Settings {
     pub room_mode: RoomMode,
     /// The built-in SFU gathers loopback candidates only.
     pub sfu_loopback_only: bool,
+    /// Start the built-in SFU for SFU rooms.
+    pub builtin_sfu: bool,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -261,6 +268,7 @@ impl Default for Settings {
             stun: Some(StunSettings::default()),
             room_mode: RoomMode::Mesh,
             sfu_loopback_only: false,
+            builtin_sfu: true,
             log_format: LogFormat::Human,
             log: "info".into(),
             worker_threads: None,
@@ -313,6 +321,7 @@ impl ServeArgs {
             stun,
             room_mode: self.room_mode.or(file.room_mode).unwrap_or(RoomMode::Mesh),
             sfu_loopback_only: self.sfu_loopback_only.or(file.sfu_loopback_only).unwrap_or(false),
+            builtin_sfu: !self.no_builtin_sfu.or(file.no_builtin_sfu).unwrap_or(false),
             log_format: self.log_format.or(file.log_format).unwrap_or(d.log_format),
             log: self.log.or(file.log).unwrap_or(d.log),
             worker_threads: self.worker_threads.or(file.worker_threads).filter(|n| *n > 0),

@@ -68,7 +68,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     ice_servers.extend(settings.ice_servers.iter().cloned());
     let (hub_tx, hub_rx) = mpsc::channel(hub_task::HUB_QUEUE);
     let verifier = || settings.auth_secret.as_deref().map(|s| TokenVerifier::new(s.as_bytes()));
-    let sfu_host = sfu_host::SfuHost::new(addr, settings.sfu_loopback_only);
+    let sfu_host = settings.builtin_sfu.then(|| sfu_host::SfuHost::new(addr, settings.sfu_loopback_only));
     let (sfu_requests, sfu_rx) = mpsc::unbounded_channel();
     let config = HubConfig {
         limits: settings.limits.clone(),
@@ -76,10 +76,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         ice_servers: ice_servers.clone(),
         turn: settings.turn.clone(),
         room_mode: settings.room_mode,
-        sfu_verifier: Some(sfu_host.verifier()),
+        sfu_verifier: sfu_host.as_ref().map(sfu_host::SfuHost::verifier),
     };
-    let hub = tokio::spawn(hub_task::run(config, hub_rx, telemetry.clone(), Some(sfu_requests)));
-    tokio::spawn(sfu_host.run(sfu_rx));
+    let sfu_requests = sfu_host.is_some().then_some(sfu_requests);
+    let hub = tokio::spawn(hub_task::run(config, hub_rx, telemetry.clone(), sfu_requests));
+    if let Some(host) = sfu_host {
+        tokio::spawn(host.run(sfu_rx));
+    }
     let state = Arc::new(AppState {
         hub: hub_tx,
         limits: settings.limits.clone(),
