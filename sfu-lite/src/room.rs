@@ -267,6 +267,11 @@ impl Room {
         if !keys.is_empty() {
             member.renegotiate().await;
         }
+        // A newcomer's decoders start from a keyframe: ask for one now
+        // (throttled, so a burst of joiners costs one per track).
+        for key in &keys {
+            self.request_keyframe(key);
+        }
         debug!(room = %self.name, peer = %member.id, "member connected");
         self.members.insert(member.id.clone(), member);
     }
