@@ -61,15 +61,7 @@ export class Signaling extends EventTarget {
   close() {
     this.wanted = false;
     clearTimeout(this.retryTimer);
-    clearTimeout(this.drainTimer);
-    clearInterval(this.pingTimer);
-    this.queue = [];
-    if (this.socket) {
-      const socket = this.socket;
-      this.socket = null;
-      socket.onclose = null;
-      socket.close(1000, "left");
-    }
+    this.dropSocket(1000, "left");
   }
 
   /** Reconnects after `delayMs` (a going-away notice), to `url` if given. */
@@ -131,7 +123,8 @@ export class Signaling extends EventTarget {
     };
   }
 
-  dropSocket() {
+  /** Stops the timers and closes the socket without reacting to its close. */
+  dropSocket(code = undefined, reason = undefined) {
     clearInterval(this.pingTimer);
     clearTimeout(this.drainTimer);
     this.queue = [];
@@ -140,7 +133,7 @@ export class Signaling extends EventTarget {
       this.socket = null;
       socket.onclose = null;
       socket.onmessage = null;
-      socket.close();
+      socket.close(code, reason);
     }
   }
 
