@@ -74,6 +74,40 @@ pub enum PeerEvent {
         /// What happened.
         message: String,
     },
-    /// The signaling connection ended.
+    /// ICE to `remote` went down and this side (the impolite one) sent an
+    /// offer with new ICE credentials.
+    IceRestarting {
+        /// Which link.
+        remote: PeerId,
+        /// Restarts since ICE went down.
+        attempt: u32,
+    },
+    /// ICE to `remote` is connected again after a restart.
+    IceRestarted {
+        /// Which link.
+        remote: PeerId,
+    },
+    /// Another participant's connection dropped (`true`) and the server
+    /// holds its seat, or it resumed (`false`).
+    PeerReconnecting {
+        /// Who.
+        remote: PeerId,
+        /// Away now.
+        reconnecting: bool,
+    },
+    /// The signaling connection's state changed (dropped, retrying,
+    /// connected again).
+    Signaling(crate::signaling::SignalState),
+    /// The signaling session was resumed after a drop: same id, nothing
+    /// missed.
+    SignalingResumed,
+    /// The server could not resume the session (it restarted, or the grace
+    /// ran out) and the peer joined afresh under a new id; its links were
+    /// rebuilt.
+    Rejoined {
+        /// The new id.
+        id: PeerId,
+    },
+    /// The signaling connection ended for good.
     SignalingClosed,
 }

@@ -27,5 +27,5 @@ pub use media::{MediaSource, SeqTracker};
 pub use peer::{LinkReport, Peer, PeerOptions, TrackStats};
 pub use rtc::{Channel, RtcOptions};
 pub use sender::{ChannelSender, HIGH_WATER, LOW_WATER};
-pub use signaling::{JoinRequest, Signaling};
+pub use signaling::{JoinRequest, ReconnectPolicy, SignalState, Signaling};
 pub use timeline::{Phase, Timeline};

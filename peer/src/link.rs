@@ -7,6 +7,12 @@
 //! the larger id is polite (it rolls back its own offer on a collision), the
 //! other impolite (it ignores the colliding offer). On join the newcomer
 //! offers and the others wait, so a first negotiation never collides.
+//!
+//! The same roles decide who restarts ICE: when the ICE connection stays
+//! disconnected or fails, the impolite side sends an offer with new ICE
+//! credentials, and again every [`ICE_RESTART_RETRY`] until it recovers (the
+//! offer may be lost while signaling is down too). The polite side answers
+//! it like any offer.
 
 use crate::event::PeerEvent;
 use crate::media::{Jitter, LocalMedia, Recorder, SeqTracker, TrackCounters};
@@ -39,6 +45,11 @@ use webrtc::track::track_local::TrackLocalWriter;
 
 /// Signaling inputs queued for one link.
 pub const LINK_QUEUE: usize = 256;
+/// How long ICE may stay disconnected before the impolite side restarts it
+/// (a short outage recovers by itself).
+pub const ICE_RESTART_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often a restart is tried again while ICE has not recovered.
+pub const ICE_RESTART_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a link's task acts on.
 #[derive(Debug)]
@@ -51,6 +62,8 @@ pub enum LinkInput {
     EndOfCandidates,
     /// Create and send an offer.
     Negotiate,
+    /// The ICE connection's state changed.
+    IceState(RTCIceConnectionState),
 }
 
 /// A connection to one remote participant.
@@ -156,8 +169,8 @@ impl Link {
             accept_channels(&pc, &marker, &channels);
         }
         let gathered = Arc::new(Mutex::new(Vec::new()));
-        watch_connection(&pc, &marker, &ctx.signal, &gathered);
         let (inputs, rx) = mpsc::channel(LINK_QUEUE);
+        watch_connection(&pc, &marker, &ctx.signal, &gathered, &inputs);
         let polite = ctx.me > remote;
         let negotiator = Negotiator {
             pc: Arc::downgrade(&pc),
@@ -168,6 +181,8 @@ impl Link {
             polite,
             remote_set: false,
             pending: Vec::new(),
+            restart_due: None,
+            restarts: 0,
         };
         let task = tokio::spawn(negotiator.run(rx));
         if offerer {
@@ -385,6 +400,7 @@ fn watch_connection(
     marker: &Marker,
     signal: &SignalSender,
     gathered: &Arc<Mutex<Vec<String>>>,
+    inputs: &mpsc::Sender<LinkInput>,
 ) {
     let (signal, to, gathered) = (signal.clone(), marker.remote.clone(), gathered.clone());
     pc.on_ice_candidate(Box::new(move |candidate| {
@@ -403,12 +419,15 @@ fn watch_connection(
             let _ = signal.send(msg).await;
         })
     }));
-    let on_ice = marker.clone();
+    let (on_ice, ice_inputs) = (marker.clone(), inputs.downgrade());
     pc.on_ice_connection_state_change(Box::new(move |state| {
-        let marker = on_ice.clone();
+        let (marker, inputs) = (on_ice.clone(), ice_inputs.clone());
         Box::pin(async move {
             if state == RTCIceConnectionState::Connected {
                 marker.mark(Phase::IceConnected).await;
+            }
+            if let Some(inputs) = inputs.upgrade() {
+                let _ = inputs.send(LinkInput::IceState(state)).await;
             }
         })
     }));
@@ -437,11 +456,37 @@ struct Negotiator {
     remote_set: bool,
     /// Candidates that arrived before the description they belong to.
     pending: Vec<RTCIceCandidateInit>,
+    /// When to restart ICE (impolite side, while ICE is down).
+    restart_due: Option<tokio::time::Instant>,
+    /// Restarts sent since ICE went down.
+    restarts: u32,
 }
 
 impl Negotiator {
     async fn run(mut self, mut inputs: mpsc::Receiver<LinkInput>) {
-        while let Some(input) = inputs.recv().await {
+        loop {
+            let due = self.restart_due;
+            let restart = async move {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let input = tokio::select! {
+                input = inputs.recv() => match input {
+                    Some(input) => input,
+                    None => break,
+                },
+                () = restart => {
+                    self.restart_due = Some(tokio::time::Instant::now() + ICE_RESTART_RETRY);
+                    let Some(pc) = self.pc.upgrade() else { break };
+                    if let Err(err) = self.restart_ice(&pc).await {
+                        let message = format!("ICE restart: {err:#}");
+                        let _ = self.events.send(PeerEvent::Error { remote: Some(self.remote.clone()), message }).await;
+                    }
+                    continue;
+                }
+            };
             let Some(pc) = self.pc.upgrade() else { break };
             if let Err(err) = self.handle(&pc, input).await {
                 let _ = self
@@ -484,8 +529,46 @@ impl Negotiator {
             // webrtc-rs needs no end-of-candidates signal; it is accepted and
             // dropped (a browser would get an empty candidate).
             LinkInput::EndOfCandidates => {}
+            LinkInput::IceState(state) => match state {
+                RTCIceConnectionState::Disconnected | RTCIceConnectionState::Failed
+                    if !self.polite && self.restart_due.is_none() =>
+                {
+                    self.restart_due = Some(tokio::time::Instant::now() + ICE_RESTART_AFTER);
+                }
+                RTCIceConnectionState::Connected | RTCIceConnectionState::Completed => {
+                    self.restart_due = None;
+                    if std::mem::take(&mut self.restarts) > 0 {
+                        let _ = self.events.send(PeerEvent::IceRestarted { remote: self.remote.clone() }).await;
+                    }
+                }
+                _ => {}
+            },
         }
         Ok(())
+    }
+
+    /// Offers with new ICE credentials, unless an offer is already out.
+    async fn restart_ice(&mut self, pc: &RTCPeerConnection) -> anyhow::Result<()> {
+        use webrtc::peer_connection::offer_answer_options::RTCOfferOptions;
+        use webrtc::peer_connection::signaling_state::RTCSignalingState;
+        if pc.signaling_state() != RTCSignalingState::Stable {
+            // An offer of ours went unanswered (lost with the network): start
+            // over from stable, then restart.
+            if pc.signaling_state() == RTCSignalingState::HaveLocalOffer {
+                let mut rollback = webrtc::peer_connection::sdp::session_description::RTCSessionDescription::default();
+                rollback.sdp_type = webrtc::peer_connection::sdp::sdp_type::RTCSdpType::Rollback;
+                pc.set_local_description(rollback).await.context("rolling back an unanswered offer")?;
+            } else {
+                return Ok(());
+            }
+        }
+        self.restarts += 1;
+        let _ =
+            self.events.send(PeerEvent::IceRestarting { remote: self.remote.clone(), attempt: self.restarts }).await;
+        let options = RTCOfferOptions { ice_restart: true, ..RTCOfferOptions::default() };
+        let offer = pc.create_offer(Some(options)).await.context("creating an ICE restart offer")?;
+        pc.set_local_description(offer).await.context("setting the ICE restart offer")?;
+        self.send_local(pc, true).await
     }
 
     async fn send_local(&self, pc: &RTCPeerConnection, offer: bool) -> anyhow::Result<()> {

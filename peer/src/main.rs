@@ -61,6 +61,10 @@ enum Command {
         /// Print each link's stats (bitrate, loss, jitter, RTT) this often, seconds; 0: never.
         #[arg(long, default_value_t = 0)]
         stats: u64,
+        /// Do not reconnect after a signaling drop (by default: backoff from 0.5 s doubling to 15 s,
+        /// with jitter, and resume the session).
+        #[arg(long)]
+        no_reconnect: bool,
     },
     /// Check STUN and TURN: a binding and an authenticated allocation per
     /// server, with a diagnosis. Exits 1 when any check fails.
@@ -111,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
         reflect,
         stats,
         record,
+        no_reconnect,
     } = command
     else {
         let Command::TurnCheck { target, token, username, password, secret, ttl, json } = command else {
@@ -131,7 +136,8 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let rtc = RtcOptions { loopback_only, relay_only };
-    let mut peer = Peer::join(PeerOptions { url, room, name, token, rtc, media, record }).await?;
+    let reconnect = (!no_reconnect).then(switchboard_peer::ReconnectPolicy::default);
+    let mut peer = Peer::join(PeerOptions { url, room, name, token, rtc, media, record, reconnect }).await?;
     let w = &peer.welcome;
     let (ws_ms, welcome_ms) = (ms(peer.connected_after), ms(peer.welcome_after));
     let fields = serde_json::json!({
@@ -304,6 +310,37 @@ fn print_event(json: bool, event: &PeerEvent) {
         }
         PeerEvent::Error { remote, message } => {
             print_line(json, "error", &json!({ "peer": remote, "message": message }), || format!("! {message}"));
+        }
+        PeerEvent::IceRestarting { remote, attempt } => {
+            print_line(json, "ice_restarting", &json!({ "peer": remote, "attempt": attempt }), || {
+                format!("  {remote}: ICE down, restarting (attempt {attempt})")
+            });
+        }
+        PeerEvent::IceRestarted { remote } => {
+            print_line(json, "ice_restarted", &json!({ "peer": remote }), || format!("  {remote}: ICE restarted"));
+        }
+        PeerEvent::PeerReconnecting { remote, reconnecting } => {
+            print_line(json, "peer_reconnecting", &json!({ "peer": remote, "reconnecting": reconnecting }), || {
+                if *reconnecting { format!("~ {remote} is reconnecting") } else { format!("~ {remote} is back") }
+            });
+        }
+        PeerEvent::Signaling(state) => {
+            let (name, detail) = match state {
+                switchboard_peer::SignalState::Connected => ("connected", String::new()),
+                switchboard_peer::SignalState::Reconnecting { attempt, retry_in, reason } => {
+                    ("reconnecting", format!("{reason}; attempt {} in {:.1} s", attempt + 1, retry_in.as_secs_f64()))
+                }
+                switchboard_peer::SignalState::Closed { reason } => ("closed", reason.clone()),
+            };
+            print_line(json, "signaling", &json!({ "state": name, "detail": detail }), || {
+                format!("! signaling {name} {detail}")
+            });
+        }
+        PeerEvent::SignalingResumed => {
+            print_line(json, "signaling_resumed", &json!({}), || "! signaling resumed, nothing missed".into());
+        }
+        PeerEvent::Rejoined { id } => {
+            print_line(json, "rejoined", &json!({ "id": id }), || format!("! joined afresh as {id}"));
         }
         PeerEvent::SignalingClosed => {
             print_line(json, "signaling_closed", &json!({}), || "! signaling connection closed; links stay up".into());

@@ -6,7 +6,7 @@ use crate::link::{Link, LinkContext, LinkInput};
 use crate::media::{LocalMedia, MediaSource};
 use crate::rtc::{Channel, RtcEngine, RtcOptions};
 use crate::sender::ChannelSender;
-use crate::signaling::{JoinRequest, Signaling};
+use crate::signaling::{JoinRequest, ReconnectPolicy, Signaling};
 use crate::timeline::Phase;
 use anyhow::Context;
 use std::collections::HashMap;
@@ -42,6 +42,9 @@ pub struct PeerOptions {
     pub media: MediaSource,
     /// Record every remote track (IVF/Ogg) into this directory.
     pub record: Option<std::path::PathBuf>,
+    /// Reconnect and resume after a signaling drop; `None`: a drop ends
+    /// signaling (links stay up).
+    pub reconnect: Option<ReconnectPolicy>,
 }
 
 /// Everything known about the link to one remote participant.
@@ -116,8 +119,13 @@ impl Peer {
         // Before joining, so that a bad media file fails without a trace in
         // the room.
         let local = Arc::new(LocalMedia::start(&options.media, "switchboard")?);
-        let request =
-            JoinRequest { room: options.room, name: options.name, token: options.token, role: Role::Participant };
+        let request = JoinRequest {
+            room: options.room,
+            name: options.name,
+            token: options.token,
+            role: Role::Participant,
+            reconnect: options.reconnect,
+        };
         let signaling = Signaling::join(&options.url, &request, start).await?;
         let (connected_after, welcome_after) = (signaling.connected_after, signaling.welcome_after);
         let welcome = signaling.welcome.clone();
@@ -141,7 +149,16 @@ impl Peer {
         }
         let (commands, commands_rx) = mpsc::channel(64);
         let ice_refresh = refresh_at(welcome.ice_servers_ttl_s);
-        let session = Session { engine, ctx, links, signaling, chat_seq: 0, ice_refresh, sfu_room };
+        let session = Session {
+            engine,
+            ctx,
+            links,
+            signaling,
+            chat_seq: 0,
+            ice_refresh,
+            sfu_room,
+            away: std::collections::HashSet::new(),
+        };
         let task = tokio::spawn(session.run(commands_rx));
         Ok(Self { welcome, connected_after, welcome_after, events, commands, task })
     }
@@ -227,6 +244,8 @@ struct Session {
     ice_refresh: Option<tokio::time::Instant>,
     /// Media goes through the room's SFU: connect to it alone.
     sfu_room: bool,
+    /// Participants whose connection dropped and whose seat is held.
+    away: std::collections::HashSet<PeerId>,
 }
 
 /// When to refresh credentials that live `ttl_s` seconds.
@@ -248,6 +267,10 @@ impl Session {
                         self.emit(PeerEvent::SignalingClosed).await;
                     }
                 },
+                Ok(()) = self.signaling.state.changed(), if signaling_open => {
+                    let state = self.signaling.state.borrow_and_update().clone();
+                    self.emit(PeerEvent::Signaling(state)).await;
+                }
                 () = sleep_until_some(self.ice_refresh), if signaling_open => {
                     self.ice_refresh = None;
                     let _ = self.ctx.signal.send(ClientMessage::IceServers(Bare::default())).await;
@@ -334,8 +357,52 @@ impl Session {
         }
     }
 
+    /// A welcome after a reconnection: a resumed session carries on (the
+    /// events it missed follow); a fresh one has a new id, so every link is
+    /// rebuilt as if joining for the first time.
+    async fn rewelcomed(&mut self, welcome: Welcome) {
+        for link in self.links.values() {
+            link.set_ice_servers(&self.engine, &welcome.ice_servers).await;
+        }
+        self.ctx.ice_servers = welcome.ice_servers.clone();
+        self.ice_refresh = refresh_at(welcome.ice_servers_ttl_s);
+        if welcome.resumed {
+            return self.emit(PeerEvent::SignalingResumed).await;
+        }
+        for (_, link) in self.links.drain() {
+            link.close().await;
+        }
+        self.away.clear();
+        self.ctx.me = welcome.you.id.clone();
+        self.sfu_room = welcome.mode == RoomMode::Sfu;
+        self.ctx.sfu_room = self.sfu_room;
+        for peer in welcome.peers.iter().filter(|p| !self.sfu_room || p.role == Role::Sfu) {
+            match Link::start(&self.engine, &self.ctx, peer.id.clone(), true).await {
+                Ok(link) => {
+                    self.links.insert(peer.id.clone(), link);
+                }
+                Err(err) => {
+                    let (remote, message) = (Some(peer.id.clone()), format!("{err:#}"));
+                    self.emit(PeerEvent::Error { remote, message }).await;
+                }
+            }
+        }
+        self.emit(PeerEvent::Rejoined { id: welcome.you.id }).await;
+    }
+
     async fn signal(&mut self, msg: ServerMessage) {
         let (from, input) = match msg {
+            ServerMessage::Welcome(welcome) => return self.rewelcomed(*welcome).await,
+            ServerMessage::PeerUpdated(updated) => {
+                let peer = updated.peer;
+                let changed =
+                    if peer.reconnecting { self.away.insert(peer.id.clone()) } else { self.away.remove(&peer.id) };
+                if changed {
+                    let event = PeerEvent::PeerReconnecting { remote: peer.id, reconnecting: peer.reconnecting };
+                    self.emit(event).await;
+                }
+                return;
+            }
             ServerMessage::PeerJoined(joined) if self.sfu_room && joined.peer.role != Role::Sfu => {
                 return self.emit(PeerEvent::PeerJoined(joined.peer)).await;
             }
@@ -351,6 +418,7 @@ impl Session {
                 return;
             }
             ServerMessage::PeerLeft(left) => {
+                self.away.remove(&left.peer_id);
                 if let Some(link) = self.links.remove(&left.peer_id) {
                     link.close().await;
                 }

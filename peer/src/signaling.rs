@@ -1,15 +1,23 @@
-//! The signaling client: one WebSocket to the server, the protocol types
-//! from `switchboard-protocol`, a writer task, a reader task and a pinger.
+//! The signaling client: a WebSocket to the server, the protocol types from
+//! `switchboard-protocol`, and one task that owns the connection. It counts
+//! the session's events and acknowledges them in its pings, notices a
+//! silent server, and after a drop reconnects with backoff and jitter and
+//! resumes the session (or joins afresh when the server cannot resume it),
+//! resending chat messages whose echo never came.
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
+use std::collections::VecDeque;
 use std::time::Duration;
-use switchboard_protocol::{Bare, ClientMessage, ServerMessage, Welcome};
-use tokio::sync::mpsc;
+use switchboard_protocol::{
+    ChatSend, ClientMessage, ErrorCode, LimitsInfo, PeerId, Ping, Resume, ServerMessage, Welcome,
+};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Messages queued for the server before senders wait.
+/// Messages queued for the server before senders wait (also while
+/// reconnecting).
 pub const SEND_QUEUE: usize = 1024;
 /// Server messages queued for the peer before the reader waits.
 pub const EVENT_QUEUE: usize = 4096;
@@ -30,7 +38,7 @@ struct Pacer {
 }
 
 impl Pacer {
-    fn new(limits: &switchboard_protocol::LimitsInfo) -> Self {
+    fn new(limits: &LimitsInfo) -> Self {
         let rate = (f64::from(limits.messages_per_second) * RATE_MARGIN).max(1.0);
         let burst = (f64::from(limits.message_burst) * RATE_MARGIN).max(1.0);
         // One message (the join) was already sent.
@@ -61,33 +69,90 @@ pub struct SignalSender {
 }
 
 impl SignalSender {
-    /// Queues `msg` for the server; fails once the connection is gone.
+    /// Queues `msg` for the server; fails once the connection is gone for
+    /// good. While it is reconnecting, messages wait in the queue.
     pub async fn send(&self, msg: ClientMessage) -> anyhow::Result<()> {
         self.tx.send(msg).await.map_err(|_| anyhow::anyhow!("signaling connection closed"))
     }
 }
 
-/// A joined signaling connection.
+/// Where the signaling connection stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignalState {
+    /// Joined and connected.
+    Connected,
+    /// The connection dropped; the next attempt is in `retry_in`.
+    Reconnecting {
+        /// Attempts made since the drop.
+        attempt: u32,
+        /// Wait before the next one.
+        retry_in: Duration,
+        /// What went wrong last.
+        reason: String,
+    },
+    /// Gone for good (left, refused, or reconnection is off).
+    Closed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How a dropped connection is retried: exponential backoff from `initial`
+/// doubling to `max`, each wait drawn at random from its upper half (so a
+/// thousand clients dropped at once do not return at once).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReconnectPolicy {
+    /// First wait.
+    pub initial: Duration,
+    /// Longest wait.
+    pub max: Duration,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        Self { initial: Duration::from_millis(500), max: Duration::from_secs(15) }
+    }
+}
+
+impl ReconnectPolicy {
+    /// The wait before attempt `attempt` (0-based), with jitter from
+    /// `unit`, a number in [0, 1).
+    pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
+        let full = self.initial.saturating_mul(1u32 << attempt.min(16)).min(self.max);
+        full.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
+    }
+}
+
+/// Unacknowledged chat messages kept for a resend after a reconnect.
+pub const UNACKED_CHATS: usize = 256;
+/// Events received between two acknowledgements at most (besides the one
+/// in every ping), so the server's replay buffer stays small.
+pub const ACK_EVERY: u64 = 64;
+
+/// A joined signaling connection that reconnects by itself.
 #[derive(Debug)]
 pub struct Signaling {
-    /// The server's welcome.
+    /// The server's first welcome.
     pub welcome: Welcome,
     /// Sends to the server.
     pub sender: SignalSender,
-    /// What the server sends after the welcome. Ends when the socket closes.
+    /// What the server sends after the first welcome, in order, across
+    /// reconnections; a later `welcome` says the session was resumed
+    /// (`resumed`: the events it missed follow) or joined afresh (a new id:
+    /// start over). Ends when the connection is gone for good.
     pub events: mpsc::Receiver<ServerMessage>,
+    /// The connection's state, for display.
+    pub state: watch::Receiver<SignalState>,
     /// Time from `start` to the WebSocket being open.
     pub connected_after: Duration,
     /// Time from `start` to the welcome.
     pub welcome_after: Duration,
-    tasks: Vec<JoinHandle<()>>,
+    task: JoinHandle<()>,
 }
 
 impl Drop for Signaling {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.task.abort();
     }
 }
 
@@ -102,17 +167,51 @@ pub struct JoinRequest {
     pub token: Option<String>,
     /// `Sfu` for a forwarding unit (its token must allow it).
     pub role: switchboard_protocol::Role,
+    /// Reconnect and resume after a drop; `None`: a drop ends the session.
+    pub reconnect: Option<ReconnectPolicy>,
 }
 
-impl Signaling {
-    /// Connects to `url` (e.g. `ws://127.0.0.1:8080/v1/ws`) and joins;
-    /// times are measured from `start`.
-    pub async fn join(url: &str, request: &JoinRequest, start: std::time::Instant) -> anyhow::Result<Self> {
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
-            .await
-            .with_context(|| format!("connecting to {url}"))?;
-        let connected_after = start.elapsed();
-        let (mut sink, mut stream) = ws.split();
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Why a connection ended.
+enum Ended {
+    /// The program dropped its sender or sent `leave`: stop.
+    Stopped,
+    /// The connection failed or went silent.
+    Dropped(String),
+    /// The server is going away.
+    GoingAway(switchboard_protocol::GoingAway),
+}
+
+/// Why a (re)join failed.
+enum JoinError {
+    /// Try again later.
+    Retry(String, Option<Duration>),
+    /// Trying again cannot help (a bad token, a refused role).
+    Fatal(String),
+}
+
+/// The session as the client sees it: what it needs to resume.
+struct Session {
+    url: String,
+    request: JoinRequest,
+    me: Option<PeerId>,
+    token: Option<String>,
+    /// Events received in this session (its position in the stream).
+    received: u64,
+    acked: u64,
+    unacked: VecDeque<ChatSend>,
+    ping_every: Duration,
+    limits: LimitsInfo,
+}
+
+impl Session {
+    fn join_message(&self, resume: bool) -> anyhow::Result<String> {
+        let request = &self.request;
+        let resume = match (&self.token, resume) {
+            (Some(token), true) => Some(Resume { token: token.clone(), received: self.received }),
+            _ => None,
+        };
         let join = ClientMessage::Join(switchboard_protocol::Join {
             id: None,
             room: switchboard_protocol::RoomName::new(request.room.clone()).context("room name")?,
@@ -120,59 +219,312 @@ impl Signaling {
             token: request.token.clone(),
             media: switchboard_protocol::MediaState::default(),
             role: request.role,
+            resume,
         });
-        sink.send(Message::text(serde_json::to_string(&join)?)).await.context("sending join")?;
-        let welcome = loop {
-            let Some(frame) = stream.next().await else { bail!("connection closed before the welcome") };
-            let Message::Text(text) = frame.context("reading the welcome")? else { continue };
-            match ServerMessage::from_json(&text) {
-                Some(ServerMessage::Welcome(w)) => break *w,
-                Some(ServerMessage::Error(e)) => bail!("join refused: {} ({})", e.message, e.code.as_str()),
-                _ => bail!("unexpected message before the welcome"),
+        Ok(serde_json::to_string(&join)?)
+    }
+
+    /// Connects and joins, resuming when it has a session. Returns the
+    /// socket and the welcome.
+    async fn connect(&mut self) -> Result<(Ws, Welcome), JoinError> {
+        let (mut ws, _) = match tokio_tungstenite::connect_async_with_config(&self.url, None, true).await {
+            Ok(ok) => ok,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                // Full (503): the server says when to come back.
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                return Err(JoinError::Retry(format!("HTTP {}", response.status()), retry_after));
             }
+            Err(err) => return Err(JoinError::Retry(format!("connecting: {err}"), None)),
+        };
+        let mut resume = self.token.is_some();
+        loop {
+            let join = self.join_message(resume).map_err(|e| JoinError::Fatal(format!("{e:#}")))?;
+            ws.send(Message::text(join)).await.map_err(|e| JoinError::Retry(format!("sending join: {e}"), None))?;
+            match read_welcome(&mut ws).await {
+                Ok(welcome) => return Ok((ws, welcome)),
+                Err(JoinRefusal::Code(ErrorCode::ResumeFailed, message)) if resume => {
+                    tracing::info!(%message, "resume refused: joining afresh");
+                    resume = false;
+                }
+                Err(JoinRefusal::Code(
+                    code @ (ErrorCode::Unauthorized | ErrorCode::TokenExpired | ErrorCode::Forbidden),
+                    message,
+                )) => {
+                    return Err(JoinError::Fatal(format!("join refused: {message} ({})", code.as_str())));
+                }
+                Err(JoinRefusal::Code(code, message)) => {
+                    return Err(JoinError::Retry(format!("join refused: {message} ({})", code.as_str()), None));
+                }
+                Err(JoinRefusal::Other(message)) => return Err(JoinError::Retry(message, None)),
+            }
+        }
+    }
+
+    /// Takes in a welcome: a fresh one starts a new session.
+    fn welcomed(&mut self, welcome: &Welcome) {
+        if !welcome.resumed {
+            if let Some(old) = &self.me {
+                // Chats the old session stored before it was lost are in
+                // the room's history: they need no resend.
+                self.unacked.retain(|c| !welcome.chat.iter().any(|m| m.from == *old && m.client_id == c.client_id));
+            }
+            self.received = 0;
+            self.acked = 0;
+            self.me = Some(welcome.you.id.clone());
+        }
+        self.token = Some(welcome.resume_token.clone());
+        self.ping_every = Duration::from_millis(welcome.ping_interval_ms.max(100));
+        self.limits = welcome.limits.clone();
+    }
+
+    /// Counts an event and clears the chat it acknowledges.
+    fn received(&mut self, msg: &ServerMessage) {
+        if !msg.kind().is_event() {
+            return;
+        }
+        self.received += 1;
+        if let ServerMessage::Chat(chat) = msg
+            && self.me.as_ref() == Some(&chat.from)
+        {
+            self.unacked.retain(|c| c.client_id != chat.client_id);
+        }
+    }
+
+    /// Remembers a chat until its echo comes back.
+    fn sending(&mut self, msg: &ClientMessage) {
+        if let ClientMessage::Chat(chat) = msg {
+            if self.unacked.len() >= UNACKED_CHATS {
+                self.unacked.pop_front();
+            }
+            self.unacked.push_back(chat.clone());
+        }
+    }
+
+    fn ping(&mut self) -> ClientMessage {
+        self.acked = self.received;
+        ClientMessage::Ping(Ping { id: None, ack: Some(self.received) })
+    }
+}
+
+enum JoinRefusal {
+    Code(ErrorCode, String),
+    Other(String),
+}
+
+async fn read_welcome(ws: &mut Ws) -> Result<Welcome, JoinRefusal> {
+    loop {
+        let Some(frame) = ws.next().await else {
+            return Err(JoinRefusal::Other("connection closed before the welcome".into()));
+        };
+        let frame = frame.map_err(|e| JoinRefusal::Other(format!("reading the welcome: {e}")))?;
+        let Message::Text(text) = frame else { continue };
+        match ServerMessage::from_json(&text) {
+            Some(ServerMessage::Welcome(w)) => return Ok(*w),
+            Some(ServerMessage::Error(e)) => return Err(JoinRefusal::Code(e.code, e.message)),
+            _ => return Err(JoinRefusal::Other("unexpected message before the welcome".into())),
+        }
+    }
+}
+
+impl Signaling {
+    /// Connects to `url` (e.g. `ws://127.0.0.1:8080/v1/ws`) and joins;
+    /// times are measured from `start`. The first join's failure is
+    /// returned; after it, drops are retried per `request.reconnect`.
+    pub async fn join(url: &str, request: &JoinRequest, start: std::time::Instant) -> anyhow::Result<Self> {
+        let mut session = Session {
+            url: url.to_owned(),
+            request: request.clone(),
+            me: None,
+            token: None,
+            received: 0,
+            acked: 0,
+            unacked: VecDeque::new(),
+            ping_every: Duration::from_secs(15),
+            limits: LimitsInfo::default(),
+        };
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        let connected_after = start.elapsed();
+        let mut ws = ws;
+        ws.send(Message::text(session.join_message(false)?)).await.context("sending join")?;
+        let welcome = match read_welcome(&mut ws).await {
+            Ok(w) => w,
+            Err(JoinRefusal::Code(code, message)) => bail!("join refused: {message} ({})", code.as_str()),
+            Err(JoinRefusal::Other(message)) => bail!("{message}"),
         };
         let welcome_after = start.elapsed();
-        let (tx, mut rx) = mpsc::channel::<ClientMessage>(SEND_QUEUE);
+        session.welcomed(&welcome);
+        let (tx, rx) = mpsc::channel::<ClientMessage>(SEND_QUEUE);
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
-        let ping_every = Duration::from_millis(welcome.ping_interval_ms.max(100));
-        let mut pacer = Pacer::new(&welcome.limits);
-        let writer = tokio::spawn(async move {
-            let mut ping = tokio::time::interval(ping_every);
-            ping.tick().await;
-            loop {
-                let msg = tokio::select! {
-                    msg = rx.recv() => match msg { Some(msg) => msg, None => break },
-                    _ = ping.tick() => ClientMessage::Ping(Bare::default()),
-                };
-                let Ok(text) = serde_json::to_string(&msg) else { continue };
-                pacer.wait().await;
-                if sink.send(Message::text(text)).await.is_err() {
+        let (state_tx, state) = watch::channel(SignalState::Connected);
+        let task = tokio::spawn(supervise(session, ws, rx, events_tx, state_tx));
+        Ok(Self { welcome, sender: SignalSender { tx }, events, state, connected_after, welcome_after, task })
+    }
+}
+
+/// Owns the connection: runs it, and after a drop reconnects with backoff
+/// and resumes, until the program stops or the server refuses for good.
+async fn supervise(
+    mut session: Session,
+    ws: Ws,
+    mut rx: mpsc::Receiver<ClientMessage>,
+    events: mpsc::Sender<ServerMessage>,
+    state: watch::Sender<SignalState>,
+) {
+    let mut ws = Some(ws);
+    loop {
+        let Some(socket) = ws.take() else { break };
+        let ended = run(&mut session, socket, &mut rx, &events).await;
+        let Some(policy) = session.request.reconnect else {
+            let _ = state.send(SignalState::Closed { reason: "connection ended".into() });
+            return;
+        };
+        let mut floor = Duration::ZERO;
+        let reason = match ended {
+            Ended::Stopped => break,
+            Ended::Dropped(reason) => reason,
+            Ended::GoingAway(notice) => {
+                if let Some(url) = notice.reconnect_url {
+                    session.url = url;
+                }
+                floor = Duration::from_millis(notice.retry_after_ms);
+                format!("server going away: {}", notice.reason)
+            }
+        };
+        tracing::info!(%reason, "signaling dropped: reconnecting");
+        let mut attempt = 0u32;
+        let mut last = reason;
+        loop {
+            // Prompt after a going-away notice (its retry_after plus a
+            // little jitter), exponential after a failure.
+            let wait = if attempt == 0 && !floor.is_zero() {
+                floor + policy.initial.mul_f64(rand::random::<f64>())
+            } else {
+                policy.delay(attempt, rand::random::<f64>()).max(floor)
+            };
+            let _ = state.send(SignalState::Reconnecting { attempt, retry_in: wait, reason: last.clone() });
+            tokio::time::sleep(wait).await;
+            if events.is_closed() {
+                return;
+            }
+            attempt = attempt.saturating_add(1);
+            match session.connect().await {
+                Ok((socket, welcome)) => {
+                    session.welcomed(&welcome);
+                    tracing::info!(resumed = welcome.resumed, attempt, "signaling reconnected");
+                    if events.send(ServerMessage::Welcome(Box::new(welcome))).await.is_err() {
+                        return;
+                    }
+                    ws = Some(socket);
+                    let _ = state.send(SignalState::Connected);
                     break;
                 }
+                Err(JoinError::Fatal(message)) => {
+                    tracing::warn!(%message, "signaling refused for good");
+                    let _ = state.send(SignalState::Closed { reason: message });
+                    return;
+                }
+                Err(JoinError::Retry(message, retry_after)) => {
+                    floor = retry_after.unwrap_or(Duration::ZERO);
+                    last = message;
+                }
             }
-            let _ = sink.close().await;
-        });
-        let reader = tokio::spawn(async move {
-            while let Some(Ok(frame)) = stream.next().await {
-                let Message::Text(text) = frame else { continue };
+        }
+    }
+    let _ = state.send(SignalState::Closed { reason: "left".into() });
+}
+
+/// Runs one connection: writes queued messages (paced), pings with an
+/// acknowledgement, reads and forwards everything, and notices silence.
+async fn run(
+    session: &mut Session,
+    ws: Ws,
+    rx: &mut mpsc::Receiver<ClientMessage>,
+    events: &mpsc::Sender<ServerMessage>,
+) -> Ended {
+    let (mut sink, mut stream) = ws.split();
+    let mut pacer = Pacer::new(&session.limits);
+    // Resent first, in their order: the server stores each client id once.
+    let resend: Vec<ClientMessage> = session.unacked.iter().cloned().map(ClientMessage::Chat).collect();
+    for msg in resend {
+        let Ok(text) = serde_json::to_string(&msg) else { continue };
+        pacer.wait().await;
+        if let Err(err) = sink.send(Message::text(text)).await {
+            return Ended::Dropped(format!("resending: {err}"));
+        }
+    }
+    let silence_limit = session.ping_every + (session.ping_every / 2).max(Duration::from_secs(1));
+    let mut ping = tokio::time::interval(session.ping_every);
+    ping.tick().await;
+    let mut last_heard = tokio::time::Instant::now();
+    let ended = loop {
+        let out = tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(msg) => {
+                    session.sending(&msg);
+                    let leaving = matches!(msg, ClientMessage::Leave(_));
+                    if leaving {
+                        let _ = send_paced(&mut sink, &mut pacer, &msg).await;
+                        break Ended::Stopped;
+                    }
+                    msg
+                }
+                None => break Ended::Stopped,
+            },
+            _ = ping.tick() => {
+                if last_heard.elapsed() > silence_limit {
+                    break Ended::Dropped(format!("nothing heard from the server for {silence_limit:?}"));
+                }
+                session.ping()
+            }
+            frame = stream.next() => {
+                let text = match frame {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Close(_))) | None => break Ended::Dropped("the server closed the connection".into()),
+                    Some(Ok(_)) => { last_heard = tokio::time::Instant::now(); continue }
+                    Some(Err(err)) => break Ended::Dropped(format!("reading: {err}")),
+                };
+                last_heard = tokio::time::Instant::now();
                 let Some(msg) = ServerMessage::from_json(&text) else {
                     tracing::warn!("unparseable message from the server");
                     continue;
                 };
-                if events_tx.send(msg).await.is_err() {
-                    break;
+                if let ServerMessage::GoingAway(notice) = msg {
+                    break Ended::GoingAway(notice);
                 }
+                session.received(&msg);
+                if events.send(msg).await.is_err() {
+                    break Ended::Stopped;
+                }
+                if session.received - session.acked < ACK_EVERY {
+                    continue;
+                }
+                session.ping()
             }
-        });
-        Ok(Self {
-            welcome,
-            sender: SignalSender { tx },
-            events,
-            connected_after,
-            welcome_after,
-            tasks: vec![writer, reader],
-        })
+        };
+        if let Err(err) = send_paced(&mut sink, &mut pacer, &out).await {
+            break Ended::Dropped(format!("writing: {err}"));
+        }
+    };
+    if matches!(ended, Ended::Stopped) {
+        let _ = sink.close().await;
     }
+    ended
+}
+
+async fn send_paced(
+    sink: &mut futures_util::stream::SplitSink<Ws, Message>,
+    pacer: &mut Pacer,
+    msg: &ClientMessage,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    let Ok(text) = serde_json::to_string(msg) else { return Ok(()) };
+    pacer.wait().await;
+    sink.send(Message::text(text)).await
 }
 
 #[cfg(test)]
@@ -181,7 +533,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn pacing_keeps_under_the_announced_rate() {
-        let limits = switchboard_protocol::LimitsInfo {
+        let limits = LimitsInfo {
             max_message_bytes: 65536,
             max_chat_chars: 4000,
             messages_per_second: 50,

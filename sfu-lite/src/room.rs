@@ -157,6 +157,9 @@ pub async fn run_room(options: SfuOptions) -> anyhow::Result<()> {
         name: "SFU".into(),
         token: Some(options.token.clone()),
         role: Role::Sfu,
+        // The server holds no seat for an SFU: a drop ends its room task,
+        // and the server asks for a new SFU if participants remain.
+        reconnect: None,
     };
     let mut signaling = Signaling::join(&options.url, &request, std::time::Instant::now()).await?;
     let engine = RtcEngine::new(&options.rtc)?;

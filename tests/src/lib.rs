@@ -81,6 +81,7 @@ pub async fn rust_peer_with(server: &Server, room: &str, name: &str, media: Medi
     let options = PeerOptions {
         media,
         record: None,
+        reconnect: Some(switchboard_peer::ReconnectPolicy::default()),
         url: format!("ws://{}/v1/ws", server.local_addr()),
         room: room.into(),
         name: name.into(),

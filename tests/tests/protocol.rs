@@ -96,7 +96,7 @@ async fn the_browser_protocol_module_agrees_with_the_rust_types() {
             &format!(
                 "{IMPORT}({{ client: p.CLIENT_TYPES, server: p.SERVER_TYPES, errors: Object.keys(p.ERROR_TEXT), \
                  leave: Object.keys(p.LEAVE_REASONS), builders: Object.keys(p.client), shapes: \
-                 Object.keys(p.SERVER_SHAPES) }}))"
+                 Object.keys(p.SERVER_SHAPES), events: p.EVENT_TYPES }}))"
             ),
             vec![],
         )
@@ -108,6 +108,8 @@ async fn the_browser_protocol_module_agrees_with_the_rust_types() {
     assert_eq!(list("shapes"), sorted(ServerKind::NAMES));
     assert_eq!(list("errors"), sorted(ErrorCode::ALL.map(ErrorCode::as_str)));
     assert_eq!(list("leave"), sorted(LeaveReason::ALL.map(LeaveReason::as_str)));
+    let events = ServerKind::ALL.into_iter().filter(|k| k.is_event()).map(ServerKind::as_str);
+    assert_eq!(list("events"), sorted(events));
 
     // Every client fixture is exactly what the browser's builder makes from
     // its fields, and what it makes parses in Rust.

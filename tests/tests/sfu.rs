@@ -275,6 +275,7 @@ async fn an_external_sfu_process_serves_a_room() {
         rtc: RtcOptions { loopback_only: true, relay_only: false },
         media: MediaSource::Default,
         record: None,
+        reconnect: Some(switchboard_peer::ReconnectPolicy::default()),
     };
     let mut ada = Peer::join(join("ada")).await.expect("Ada joins");
     let mut sfu = tokio::process::Command::new(switchboard_e2e::workspace_binary("switchboard-sfu"))

@@ -22,6 +22,15 @@ export const SERVER_TYPES = [
   "pong", "error", "going_away", "ice_servers",
 ];
 
+/**
+ * The server types numbered in a session's event stream (ServerKind::is_event):
+ * a client counts them for `resume.received` and the ping's `ack`.
+ */
+export const EVENT_TYPES = [
+  "peer_joined", "peer_left", "peer_updated", "offer", "answer", "candidate",
+  "end_of_candidates", "chat", "typing", "read",
+];
+
 /** Why someone left (LeaveReason), with the words the client shows. */
 export const LEAVE_REASONS = {
   left: "left",
@@ -59,6 +68,7 @@ export const ERROR_TEXT = {
   replaced: "You joined this room again from another tab or device, so this one was disconnected.",
   internal: "The server hit an internal error.",
   forbidden: "This room does not allow that.",
+  resume_failed: "The session could not be resumed, so this client joined again.",
 };
 
 // ---- Client messages: one builder per type, fields named as in Rust. ----
@@ -75,10 +85,11 @@ const candidate = (c) =>
 
 /** Builders for every client message; `id` is the optional request id. */
 export const client = {
-  join: ({ id, room, name, token, media: m, role }) =>
+  join: ({ id, room, name, token, media: m, role, resume }) =>
     dropUndefined({
       type: "join", id, room, name, token: token || undefined, media: media(m ?? {}),
       role: role === "sfu" ? role : undefined,
+      resume: resume ? { token: resume.token, received: resume.received } : undefined,
     }),
   leave: ({ id } = {}) => dropUndefined({ type: "leave", id }),
   offer: ({ id, to, description: d }) => dropUndefined({ type: "offer", id, to, description: description(d) }),
@@ -91,7 +102,7 @@ export const client = {
   read: ({ id, seq }) => dropUndefined({ type: "read", id, seq }),
   media: ({ id, mic_muted, camera_muted }) =>
     dropUndefined({ type: "media", id, ...media({ mic_muted, camera_muted }) }),
-  ping: ({ id } = {}) => dropUndefined({ type: "ping", id }),
+  ping: ({ id, ack } = {}) => dropUndefined({ type: "ping", id, ack }),
   ice_servers: ({ id } = {}) => dropUndefined({ type: "ice_servers", id }),
 };
 
@@ -124,6 +135,7 @@ const PEER = {
   media: object(MEDIA),
   read_seq: defaulted(isUint),
   role: defaulted(oneOf(["participant", "sfu"])),
+  reconnecting: defaulted(isBool),
 };
 const CHAT_MESSAGE = { seq: isUint, ts: isUint, from: isString, name: isString, client_id: isString, text: isString };
 const ICE_SERVER = { urls: stringArray, username: optional(isString), credential: optional(isString) };
@@ -162,6 +174,8 @@ export const SERVER_SHAPES = {
     chat: arrayOf(CHAT_MESSAGE),
     chat_seq: isUint,
     resume_token: isString,
+    resume_grace_ms: defaulted(isUint),
+    resumed: defaulted(isBool),
   },
   peer_joined: { peer: object(PEER) },
   peer_left: { peer_id: isString, reason: oneOf(Object.keys(LEAVE_REASONS)) },

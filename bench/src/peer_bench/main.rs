@@ -56,6 +56,7 @@ async fn join(addr: SocketAddr, room: &str, name: &str) -> anyhow::Result<Peer> 
         rtc: RtcOptions { loopback_only: true, relay_only: false },
         media: MediaSource::None,
         record: None,
+        reconnect: Some(switchboard_peer::ReconnectPolicy::default()),
     })
     .await
 }

@@ -104,6 +104,7 @@ async fn run(args: &Args, n: usize) -> anyhow::Result<Row> {
         rtc: RtcOptions { loopback_only: true, relay_only: false },
         media,
         record: None,
+        reconnect: Some(switchboard_peer::ReconnectPolicy::default()),
     };
     let publisher = Peer::join(options("publisher".into(), MediaSource::Probe { video_kbps: args.kbps })).await?;
     let publisher_id = publisher.id().to_string();

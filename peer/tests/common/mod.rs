@@ -52,6 +52,7 @@ pub async fn join_recording(
     let options = PeerOptions {
         media,
         record,
+        reconnect: Some(switchboard_peer::ReconnectPolicy::default()),
         url: format!("ws://{}/v1/ws", server.local_addr()),
         room: room.into(),
         name: name.into(),

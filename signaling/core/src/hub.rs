@@ -3,17 +3,19 @@
 
 use crate::Now;
 use crate::auth::TokenVerifier;
+use crate::events::Overflow;
 use crate::limits::Limits;
-use crate::room::Room;
+use crate::room::{PendingResume, Room};
 use crate::timers::{Timer, Timers};
 use crate::turn::TurnConfig;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 use switchboard_protocol::{
     Bare, CandidateRelay, ChatHistoryPage, ChatHistoryRequest, ChatMessage, ChatSend, ClientMessage, DescriptionRelay,
     EndOfCandidatesRelay, ErrorCode, ErrorMessage, GoingAway, IceServer, IceServerList, Join, LeaveReason, MediaUpdate,
-    PROTOCOL_VERSION, PeerId, PeerInfo, PeerJoined, PeerLeft, PeerUpdated, Pong, ReadNotice, ReadReceipt,
-    RelayedCandidate, RelayedDescription, RelayedEndOfCandidates, RequestId, Role, RoomMode, RoomName, SdpType,
+    PROTOCOL_VERSION, PeerId, PeerInfo, PeerJoined, PeerLeft, PeerUpdated, Ping, Pong, ReadNotice, ReadReceipt,
+    RelayedCandidate, RelayedDescription, RelayedEndOfCandidates, RequestId, Resume, Role, RoomMode, RoomName, SdpType,
     ServerMessage, TypingNotice, TypingUpdate, Welcome,
 };
 
@@ -95,12 +97,36 @@ pub enum Output {
         /// The room.
         room: RoomName,
     },
+    /// Someone asked to resume the session this connection serves: find out
+    /// whether it is still alive (a half-open connection looks alive until
+    /// the ping timeout). Answer with [`Hub::alive`] when the client proves
+    /// it is there, or [`Hub::disconnect`] when it does not, in bounded time.
+    Probe {
+        /// The connection to check.
+        conn: ConnId,
+    },
+}
+
+/// Who in a room an event is for.
+#[derive(Debug, Clone, Copy)]
+enum Audience<'a> {
+    All,
+    AllBut(&'a PeerId),
+    One(&'a PeerId),
 }
 
 #[derive(Debug, Clone)]
 enum ConnState {
     Lobby,
-    Joined { room: RoomName, peer: PeerId },
+    Joined {
+        room: RoomName,
+        peer: PeerId,
+    },
+    /// Asked to resume a session whose current connection is being probed.
+    Resuming {
+        room: RoomName,
+        peer: PeerId,
+    },
 }
 
 /// The signaling state machine.
@@ -113,6 +139,12 @@ pub struct Hub {
     entropy: Entropy,
     /// Members of all rooms, kept so that metrics never walk the rooms.
     peers: usize,
+    /// Every member's session, by its current resume token.
+    tokens: HashMap<String, (RoomName, PeerId)>,
+    /// Seats held for a resume, by the connection that dropped.
+    away: HashMap<ConnId, (RoomName, PeerId)>,
+    /// The latest time an input brought, for deadlines armed deep inside.
+    latest: Option<Instant>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -134,6 +166,9 @@ impl Hub {
             out: VecDeque::new(),
             entropy,
             peers: 0,
+            tokens: HashMap::new(),
+            away: HashMap::new(),
+            latest: None,
         }
     }
 
@@ -167,30 +202,120 @@ impl Hub {
         self.timers.next()
     }
 
+    /// Participants whose connection dropped and whose seat is held.
+    pub fn away(&self) -> usize {
+        self.away.len()
+    }
+
     /// A new connection: it must join within the join timeout.
     pub fn open(&mut self, conn: ConnId, now: Now) {
+        self.latest = Some(now.mono);
         self.conns.insert(conn, ConnState::Lobby);
         self.timers.arm(now.mono + self.config.limits.join_timeout, Timer::JoinDeadline(conn));
     }
 
     /// A connection is gone (closed by the client, the network or the shell).
-    /// Its peer leaves its room with `reason`. Calling it for an unknown or
-    /// already closed connection does nothing.
-    pub fn disconnect(&mut self, conn: ConnId, reason: LeaveReason) {
-        if let Some(ConnState::Joined { room, peer }) = self.conns.remove(&conn) {
-            self.remove_member(&room, &peer, reason);
+    /// When it dropped (`disconnected` or `timeout`) and resume is on, its
+    /// participant's seat is held for the resume grace and the others see it
+    /// `reconnecting`; otherwise it leaves its room with `reason`. Calling it
+    /// for an unknown or already closed connection does nothing.
+    pub fn disconnect(&mut self, conn: ConnId, reason: LeaveReason, now: Now) {
+        self.latest = Some(now.mono);
+        match self.conns.remove(&conn) {
+            Some(ConnState::Joined { room, peer }) => {
+                if self.holds_seat(reason, &room, &peer) {
+                    self.suspend(conn, &room, &peer, now);
+                } else {
+                    self.remove_member(&room, &peer, reason);
+                }
+            }
+            Some(ConnState::Resuming { room, peer }) => {
+                if let Some(member) = self.rooms.get_mut(&room).and_then(|r| r.get_mut(&peer))
+                    && member.pending.as_ref().is_some_and(|p| p.conn == conn)
+                {
+                    member.pending = None;
+                }
+            }
+            Some(ConnState::Lobby) | None => {}
         }
+    }
+
+    /// The connection probed after an [`Output::Probe`] answered: its
+    /// session is live, so the resume that caused the probe is refused.
+    pub fn alive(&mut self, conn: ConnId, now: Now) {
+        self.latest = Some(now.mono);
+        let Some(ConnState::Joined { room, peer }) = self.conns.get(&conn) else { return };
+        let Some(member) = self.rooms.get_mut(room).and_then(|r| r.get_mut(peer)) else { return };
+        if let Some(pending) = member.pending.take() {
+            self.refuse(pending, "the session is live on another connection: join afresh");
+        }
+    }
+
+    fn holds_seat(&self, reason: LeaveReason, room: &RoomName, peer: &PeerId) -> bool {
+        !self.config.limits.resume_grace.is_zero()
+            && matches!(reason, LeaveReason::Disconnected | LeaveReason::Timeout)
+            && self.rooms.get(room).and_then(|r| r.get(peer)).is_some_and(|m| m.info.role == Role::Participant)
+    }
+
+    /// Holds the seat of a participant whose connection `conn` dropped.
+    fn suspend(&mut self, conn: ConnId, room_name: &RoomName, peer: &PeerId, now: Now) {
+        let Some(member) = self.rooms.get_mut(room_name).and_then(|r| r.get_mut(peer)) else { return };
+        member.online = false;
+        member.info.reconnecting = true;
+        let was_typing = member.typing_until.take().is_some();
+        let info = member.info.clone();
+        let pending = member.pending.take();
+        self.away.insert(conn, (room_name.clone(), peer.clone()));
+        self.timers.arm(now.mono + self.config.limits.resume_grace, Timer::ResumeDeadline(conn));
+        if was_typing {
+            let notice = ServerMessage::Typing(TypingNotice { from: peer.clone(), active: false });
+            self.emit(room_name, Audience::AllBut(peer), notice);
+        }
+        self.emit(room_name, Audience::AllBut(peer), ServerMessage::PeerUpdated(PeerUpdated { peer: info }));
+        if let Some(pending) = pending {
+            self.complete_resume(pending, room_name, peer, now);
+        }
+    }
+
+    /// Turns a waiting resume away; its connection may join afresh.
+    fn refuse(&mut self, pending: PendingResume, why: &str) {
+        self.conns.insert(pending.conn, ConnState::Lobby);
+        if let Some(latest) = self.latest {
+            self.timers.arm(latest + self.config.limits.join_timeout, Timer::JoinDeadline(pending.conn));
+        }
+        self.error(pending.conn, pending.id, ErrorCode::ResumeFailed, why);
     }
 
     /// Handles one message from `conn`.
     pub fn message(&mut self, conn: ConnId, msg: ClientMessage, now: Now) {
+        self.latest = Some(now.mono);
         let Some(state) = self.conns.get(&conn) else { return };
         let joined = match state {
             ConnState::Joined { room, peer } => Some((room.clone(), peer.clone())),
             ConnState::Lobby => None,
+            ConnState::Resuming { .. } => {
+                return match msg {
+                    ClientMessage::Ping(Ping { id, .. }) => self.send(conn, ServerMessage::Pong(Pong { id })),
+                    ClientMessage::Leave(_) => {
+                        self.disconnect(conn, LeaveReason::Left, now);
+                        self.out.push_back(Output::Close { conn, reason: CloseReason::Normal });
+                    }
+                    msg => {
+                        let id = msg.request_id().cloned();
+                        self.error(conn, id, ErrorCode::NotJoined, "a resume of this connection is in progress");
+                    }
+                };
+            }
         };
         match (msg, joined) {
-            (ClientMessage::Ping(Bare { id }), _) => self.send(conn, ServerMessage::Pong(Pong { id })),
+            (ClientMessage::Ping(Ping { id, ack }), joined) => {
+                if let (Some(ack), Some((room, peer))) = (ack, joined)
+                    && let Some(member) = self.rooms.get_mut(&room).and_then(|r| r.get_mut(&peer))
+                {
+                    member.events.ack(ack);
+                }
+                self.send(conn, ServerMessage::Pong(Pong { id }));
+            }
             (ClientMessage::Leave(_), joined) => {
                 self.conns.remove(&conn);
                 if let Some((room, peer)) = joined {
@@ -231,6 +356,7 @@ impl Hub {
 
     /// Fires every deadline due at `now`.
     pub fn timeout(&mut self, now: Now) {
+        self.latest = Some(now.mono);
         while let Some(timer) = self.timers.pop_due(now.mono) {
             match timer {
                 Timer::JoinDeadline(conn) => {
@@ -240,6 +366,11 @@ impl Hub {
                     }
                 }
                 Timer::TypingExpiry(conn) => self.expire_typing(conn, now.mono),
+                Timer::ResumeDeadline(conn) => {
+                    if let Some((room, peer)) = self.away.remove(&conn) {
+                        self.remove_member(&room, &peer, LeaveReason::Timeout);
+                    }
+                }
             }
         }
     }
@@ -250,6 +381,8 @@ impl Hub {
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         self.conns.clear();
         self.rooms.clear();
+        self.tokens.clear();
+        self.away.clear();
         self.peers = 0;
         self.timers = Timers::default();
         if conns.is_empty() {
@@ -263,7 +396,7 @@ impl Hub {
     }
 
     fn join(&mut self, conn: ConnId, join: Join, now: Now) {
-        let Join { id, room: room_name, name, token, media, role } = join;
+        let Join { id, room: room_name, name, token, media, role, resume } = join;
         let now_s = now.unix_ms / 1000;
         let (identity, claimed_mode) = if role == Role::Sfu {
             // Only the server's own SFU (its process secret) or a token
@@ -278,6 +411,9 @@ impl Hub {
             let Some(claims) = verified else {
                 return self.error(conn, id, ErrorCode::Unauthorized, "joining as an SFU needs an SFU token");
             };
+            if resume.is_some() {
+                return self.error(conn, id, ErrorCode::ResumeFailed, "an SFU joins afresh, it does not resume");
+            }
             let Some(room) = self.rooms.get(&room_name) else {
                 return self.error(conn, id, ErrorCode::Forbidden, "no such room: an SFU joins rooms that exist");
             };
@@ -299,31 +435,31 @@ impl Hub {
                 }
             }
         };
+        if let Some(resume) = resume {
+            return self.resume(conn, id, &room_name, identity.as_deref(), &resume, now);
+        }
         if !self.rooms.contains_key(&room_name) && self.rooms.len() >= self.config.limits.max_rooms {
             return self.error(conn, id, ErrorCode::TooManyRooms, "the server has no room for another room");
         }
-        // A second join of the same identity replaces the first session, so a
-        // client that reconnects before its old socket times out is never
-        // locked out of its own seat.
-        let replaced = identity
-            .as_deref()
-            .and_then(|ident| self.rooms.get(&room_name).and_then(|r| r.find_identity(ident, role)))
-            .and_then(|peer| self.rooms.get(&room_name).and_then(|r| r.get(&peer)).map(|m| (peer, m.conn)));
-        if let Some((old_peer, old_conn)) = replaced {
-            self.conns.remove(&old_conn);
+        // A second join of the same identity replaces the first session (live
+        // or held for a resume), so a client that lost its resume token is
+        // never locked out of its own seat.
+        let replaced =
+            identity.as_deref().and_then(|ident| self.rooms.get(&room_name).and_then(|r| r.find_identity(ident, role)));
+        if let Some(old_peer) = replaced {
             // Removed directly, not through remove_member: the room must not
             // be dropped (with its chat) when the old session was alone in it.
-            if let Some(room) = self.rooms.get_mut(&room_name)
-                && room.remove(&old_peer).is_some()
-            {
+            if let Some(old) = self.rooms.get_mut(&room_name).and_then(|room| room.remove(&old_peer)) {
                 self.peers -= 1;
-                let others = room.conns();
-                self.broadcast(
-                    others,
-                    ServerMessage::PeerLeft(PeerLeft { peer_id: old_peer, reason: LeaveReason::Replaced }),
-                );
+                let (old_conn, online) = (old.conn, old.online);
+                self.forget(old);
+                let left = ServerMessage::PeerLeft(PeerLeft { peer_id: old_peer, reason: LeaveReason::Replaced });
+                self.emit(&room_name, Audience::All, left);
+                if online {
+                    self.conns.remove(&old_conn);
+                    self.fatal(old_conn, ErrorCode::Replaced, "the same identity joined from another connection");
+                }
             }
-            self.fatal(old_conn, ErrorCode::Replaced, "the same identity joined from another connection");
         }
         let limits = &self.config.limits;
         let mode = claimed_mode.unwrap_or(self.config.room_mode);
@@ -339,29 +475,24 @@ impl Hub {
                 break candidate;
             }
         };
-        let info = PeerInfo { id: peer_id.clone(), name, identity, media, read_seq: 0, role };
-        let others = room.conns();
-        let (chat, _) = room.chat.page(None, limits.chat_history_page);
+        let info = PeerInfo { id: peer_id.clone(), name, identity, media, read_seq: 0, role, reconnecting: false };
+        let resume_token = self.new_token();
         let (ice_servers, ice_servers_ttl_s) = self.ice_servers_for(&peer_id, now);
         let limits = &self.config.limits;
         let Some(room) = self.rooms.get_mut(&room_name) else { unreachable!("inserted above") };
+        let (chat, _) = room.chat.page(None, limits.chat_history_page);
         let welcome = Welcome {
             id,
-            protocol: PROTOCOL_VERSION,
-            room: room_name.clone(),
-            mode: room.mode,
-            you: info.clone(),
-            peers: room.peers_except(&peer_id),
+            chat,
             ice_servers,
             ice_servers_ttl_s,
-            ping_interval_ms: millis(limits.ping_interval),
-            ping_timeout_ms: millis(limits.ping_timeout),
-            limits: limits.info(),
-            chat,
-            chat_seq: room.chat.last_seq(),
-            resume_token: format!("{:032x}", (self.entropy)()),
+            resume_token: resume_token.clone(),
+            resumed: false,
+            ..welcome_for(room, &room_name, &info, limits)
         };
-        room.insert(conn, info.clone());
+        // The SFU's seat is never held: it has nothing to resume.
+        let replay = if role == Role::Sfu { 0 } else { limits.replay_buffer };
+        room.insert(conn, info.clone(), resume_token.clone(), replay);
         if role == Role::Sfu {
             room.sfu_requested = false;
         }
@@ -370,13 +501,108 @@ impl Hub {
             room.sfu_requested = true;
         }
         self.peers += 1;
-        let sfu_room = wants_sfu.then(|| room_name.clone());
-        self.conns.insert(conn, ConnState::Joined { room: room_name, peer: peer_id });
+        self.tokens.insert(resume_token, (room_name.clone(), peer_id.clone()));
+        self.conns.insert(conn, ConnState::Joined { room: room_name.clone(), peer: peer_id.clone() });
         self.send(conn, ServerMessage::Welcome(Box::new(welcome)));
-        self.broadcast(others, ServerMessage::PeerJoined(PeerJoined { peer: info }));
-        if let Some(room) = sfu_room {
-            self.out.push_back(Output::SfuWanted { room });
+        self.emit(&room_name, Audience::AllBut(&peer_id), ServerMessage::PeerJoined(PeerJoined { peer: info }));
+        if wants_sfu {
+            self.out.push_back(Output::SfuWanted { room: room_name });
         }
+    }
+
+    /// A join that asks to take back a dropped session.
+    fn resume(
+        &mut self,
+        conn: ConnId,
+        id: Option<RequestId>,
+        room_name: &RoomName,
+        identity: Option<&str>,
+        resume: &Resume,
+        now: Now,
+    ) {
+        // The same answer for a token that never existed, expired, was
+        // replaced by a newer one or belongs to another room: a guesser
+        // learns nothing.
+        const UNKNOWN: &str = "unknown or expired resume token: join afresh";
+        let Some((room, peer)) = self.tokens.get(&resume.token).cloned() else {
+            return self.error(conn, id, ErrorCode::ResumeFailed, UNKNOWN);
+        };
+        let Some(member) = self.rooms.get_mut(&room).and_then(|r| r.get_mut(&peer)) else {
+            return self.error(conn, id, ErrorCode::ResumeFailed, UNKNOWN);
+        };
+        if room != *room_name || member.info.identity.as_deref() != identity {
+            return self.error(conn, id, ErrorCode::ResumeFailed, UNKNOWN);
+        }
+        if member.events.since(resume.received).is_none() {
+            let message = format!("the events after {} are no longer kept: join afresh", resume.received);
+            return self.error(conn, id, ErrorCode::ResumeFailed, message);
+        }
+        let pending = PendingResume { conn, id, received: resume.received };
+        if member.online {
+            // Either the client noticed a drop before the server did (a
+            // half-open connection), or someone else holds the token: only
+            // the old connection's silence tells which.
+            if member.pending.is_some() {
+                return self.error(
+                    conn,
+                    pending.id,
+                    ErrorCode::ResumeFailed,
+                    "another resume of this session is in progress",
+                );
+            }
+            let old = member.conn;
+            member.pending = Some(pending);
+            self.conns.insert(conn, ConnState::Resuming { room, peer });
+            self.out.push_back(Output::Probe { conn: old });
+            return;
+        }
+        self.complete_resume(pending, &room, &peer, now);
+    }
+
+    /// Reattaches a held seat to the connection that resumed it: a welcome
+    /// with a fresh token, then every event it missed, in order.
+    fn complete_resume(&mut self, pending: PendingResume, room_name: &RoomName, peer: &PeerId, now: Now) {
+        let token = self.new_token();
+        let (ice_servers, ice_servers_ttl_s) = self.ice_servers_for(peer, now);
+        let limits = &self.config.limits;
+        let Some(room) = self.rooms.get_mut(room_name) else { return };
+        let Some(member) = room.get(peer) else { return };
+        let Some(missed) = member.events.since(pending.received) else {
+            // Events were forgotten while the old connection was probed.
+            return self.refuse(pending, "the events after the resume point are no longer kept: join afresh");
+        };
+        let missed: Vec<ServerMessage> = missed.map(|e| ServerMessage::clone(e)).collect();
+        let mut info = member.info.clone();
+        info.reconnecting = false;
+        // A resumed client keeps its own state and catches up from the
+        // replay, so the chat page would only repeat what it has.
+        let welcome = Welcome {
+            id: pending.id,
+            chat: Vec::new(),
+            ice_servers,
+            ice_servers_ttl_s,
+            resume_token: token.clone(),
+            resumed: true,
+            ..welcome_for(room, room_name, &info, limits)
+        };
+        let Some(member) = room.get_mut(peer) else { return };
+        let old_conn = std::mem::replace(&mut member.conn, pending.conn);
+        let old_token = std::mem::replace(&mut member.resume_token, token.clone());
+        member.online = true;
+        member.info = info.clone();
+        self.away.remove(&old_conn);
+        self.tokens.remove(&old_token);
+        self.tokens.insert(token, (room_name.clone(), peer.clone()));
+        self.conns.insert(pending.conn, ConnState::Joined { room: room_name.clone(), peer: peer.clone() });
+        self.send(pending.conn, ServerMessage::Welcome(Box::new(welcome)));
+        for event in missed {
+            self.send(pending.conn, event);
+        }
+        self.emit(room_name, Audience::AllBut(peer), ServerMessage::PeerUpdated(PeerUpdated { peer: info }));
+    }
+
+    fn new_token(&mut self) -> String {
+        format!("{:032x}", (self.entropy)())
     }
 
     fn in_room(&mut self, conn: ConnId, room_name: &RoomName, me: &PeerId, msg: ClientMessage, now: Now) {
@@ -452,18 +678,22 @@ impl Hub {
                     );
                 }
                 let Some(member) = room.get_mut(me) else { return };
+                if !member.chat_ids.first_time(&client_id) {
+                    // A resend of a message already stored: its echo is in
+                    // this client's event stream, delivered or replayed.
+                    return;
+                }
                 let name = member.info.name.clone();
                 let was_typing = member.typing_until.take().is_some();
                 let message = room
                     .chat
                     .append(now.unix_ms, |seq, ts| ChatMessage { seq, ts, from: me.clone(), name, client_id, text })
                     .clone();
-                let everyone = room.conns();
                 if was_typing {
-                    let others = room.conns_except(me);
-                    self.broadcast(others, ServerMessage::Typing(TypingNotice { from: me.clone(), active: false }));
+                    let notice = ServerMessage::Typing(TypingNotice { from: me.clone(), active: false });
+                    self.emit(room_name, Audience::AllBut(me), notice);
                 }
-                self.broadcast(everyone, ServerMessage::Chat(message));
+                self.emit(room_name, Audience::All, ServerMessage::Chat(message));
             }
             ClientMessage::ChatHistory(ChatHistoryRequest { id, before, limit }) => {
                 let page = self.config.limits.chat_history_page;
@@ -485,8 +715,8 @@ impl Hub {
                     member.typing_until = None;
                 }
                 if was_typing != active {
-                    let others = room.conns_except(me);
-                    self.broadcast(others, ServerMessage::Typing(TypingNotice { from: me.clone(), active }));
+                    let notice = ServerMessage::Typing(TypingNotice { from: me.clone(), active });
+                    self.emit(room_name, Audience::AllBut(me), notice);
                 }
             }
             ClientMessage::Read(ReadReceipt { id, seq }) => {
@@ -504,8 +734,7 @@ impl Hub {
                     return; // Receipts only move forward; a repeat is harmless.
                 }
                 member.info.read_seq = seq;
-                let others = room.conns_except(me);
-                self.broadcast(others, ServerMessage::Read(ReadNotice { from: me.clone(), seq }));
+                self.emit(room_name, Audience::AllBut(me), ServerMessage::Read(ReadNotice { from: me.clone(), seq }));
             }
             ClientMessage::Media(MediaUpdate { mic_muted, camera_muted, .. }) => {
                 let Some(member) = room.get_mut(me) else { return };
@@ -515,8 +744,7 @@ impl Hub {
                 }
                 member.info.media = media;
                 let peer = member.info.clone();
-                let others = room.conns_except(me);
-                self.broadcast(others, ServerMessage::PeerUpdated(PeerUpdated { peer }));
+                self.emit(room_name, Audience::AllBut(me), ServerMessage::PeerUpdated(PeerUpdated { peer }));
             }
             // Handled before room dispatch.
             ClientMessage::Join(_)
@@ -539,7 +767,9 @@ impl Hub {
             return self.error(conn, id, ErrorCode::Forbidden, "in an SFU room, negotiate with the SFU only");
         }
         match target.map(|(c, _)| c) {
-            Some(target) if target != conn => self.send(target, msg),
+            // To the member, not its connection: one that is away gets it
+            // when it resumes.
+            Some(target) if target != conn => self.emit(room, Audience::One(to), msg),
             Some(_) => self.error(conn, id, ErrorCode::UnknownPeer, "cannot relay to yourself"),
             // The same answer whether the peer is elsewhere or nowhere: a
             // client learns nothing about other rooms.
@@ -556,9 +786,9 @@ impl Hub {
             Some(_) => {
                 member.typing_until = None;
                 member.typing_timer_armed = false;
-                let from = peer.clone();
-                let others = room.conns_except(&from);
-                self.broadcast(others, ServerMessage::Typing(TypingNotice { from, active: false }));
+                let (room_name, from) = (room_name.clone(), peer.clone());
+                let notice = ServerMessage::Typing(TypingNotice { from: from.clone(), active: false });
+                self.emit(&room_name, Audience::AllBut(&from), notice);
             }
             None => member.typing_timer_armed = false,
         }
@@ -566,33 +796,76 @@ impl Hub {
 
     fn remove_member(&mut self, room_name: &RoomName, peer: &PeerId, reason: LeaveReason) {
         let Some(room) = self.rooms.get_mut(room_name) else { return };
-        if room.remove(peer).is_none() {
-            return;
-        }
+        let Some(member) = room.remove(peer) else { return };
         self.peers -= 1;
         if room.is_empty() {
             self.rooms.remove(room_name);
+            self.forget(member);
             return;
         }
-        let others = room.conns();
         let wants_sfu = room.wants_sfu();
         if wants_sfu {
             room.sfu_requested = true;
         }
-        self.broadcast(others, ServerMessage::PeerLeft(PeerLeft { peer_id: peer.clone(), reason }));
+        self.forget(member);
+        self.emit(room_name, Audience::All, ServerMessage::PeerLeft(PeerLeft { peer_id: peer.clone(), reason }));
         if wants_sfu {
             self.out.push_back(Output::SfuWanted { room: room_name.clone() });
         }
     }
 
-    fn send(&mut self, conn: ConnId, msg: ServerMessage) {
-        self.out.push_back(Output::Send { to: Recipients::One(conn), msg });
+    /// Drops what the hub keeps about a member beyond its room: its resume
+    /// token, its held seat, and a resume waiting on it.
+    fn forget(&mut self, member: crate::room::Member) {
+        self.tokens.remove(&member.resume_token);
+        if !member.online {
+            self.away.remove(&member.conn);
+        }
+        if let Some(pending) = member.pending {
+            self.refuse(pending, "the session ended: join afresh");
+        }
     }
 
-    fn broadcast(&mut self, conns: Vec<ConnId>, msg: ServerMessage) {
-        if !conns.is_empty() {
-            self.out.push_back(Output::Send { to: Recipients::Many(conns), msg });
+    /// Sends an event to members of a room, numbering it in each one's
+    /// stream; members that are away only keep it for their resume.
+    fn emit(&mut self, room_name: &RoomName, audience: Audience<'_>, msg: ServerMessage) {
+        let Some(room) = self.rooms.get_mut(room_name) else { return };
+        let event = Arc::new(msg);
+        let mut conns = Vec::new();
+        let mut overflowed = Vec::new();
+        for member in room.members_mut() {
+            let wanted = match audience {
+                Audience::All => true,
+                Audience::AllBut(peer) => member.info.id != *peer,
+                Audience::One(peer) => member.info.id == *peer,
+            };
+            if !wanted {
+                continue;
+            }
+            match member.events.record(&event, member.online) {
+                Ok(()) if member.online => conns.push(member.conn),
+                Ok(()) => {}
+                Err(Overflow) => overflowed.push(member.info.id.clone()),
+            }
         }
+        let to = match conns.as_slice() {
+            [] => None,
+            [one] => Some(Recipients::One(*one)),
+            _ => Some(Recipients::Many(conns)),
+        };
+        if let Some(to) = to {
+            let msg = Arc::try_unwrap(event).unwrap_or_else(|shared| ServerMessage::clone(&shared));
+            self.out.push_back(Output::Send { to, msg });
+        }
+        // Away too long behind too much traffic: the seat cannot be resumed
+        // without a gap, so it is given up.
+        for peer in overflowed {
+            self.remove_member(room_name, &peer, LeaveReason::SlowConsumer);
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, msg: ServerMessage) {
+        self.out.push_back(Output::Send { to: Recipients::One(conn), msg });
     }
 
     fn error(&mut self, conn: ConnId, id: Option<RequestId>, code: ErrorCode, message: impl Into<String>) {
@@ -608,15 +881,28 @@ impl Hub {
     #[doc(hidden)]
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut members = 0;
+        let mut online = 0;
         for (name, room) in &self.rooms {
             if room.is_empty() {
                 return Err(format!("room {name} is empty but still exists"));
             }
             for m in room.members() {
                 members += 1;
-                match self.conns.get(&m.conn) {
-                    Some(ConnState::Joined { room: r, peer }) if r == name && *peer == m.info.id => {}
-                    other => return Err(format!("member {} of {name} has conn state {other:?}", m.info.id)),
+                if m.online {
+                    online += 1;
+                    match self.conns.get(&m.conn) {
+                        Some(ConnState::Joined { room: r, peer }) if r == name && *peer == m.info.id => {}
+                        other => return Err(format!("member {} of {name} has conn state {other:?}", m.info.id)),
+                    }
+                } else if !matches!(self.away.get(&m.conn), Some((r, p)) if r == name && *p == m.info.id) {
+                    return Err(format!("member {} of {name} is away but holds no seat", m.info.id));
+                }
+                if m.info.reconnecting == m.online {
+                    return Err(format!("member {} reconnecting flag disagrees", m.info.id));
+                }
+                match self.tokens.get(&m.resume_token) {
+                    Some((r, p)) if r == name && *p == m.info.id => {}
+                    other => return Err(format!("member {} token maps to {other:?}", m.info.id)),
                 }
                 if m.info.read_seq > room.chat.last_seq() {
                     return Err(format!("member {} read beyond the last seq", m.info.id));
@@ -626,11 +912,39 @@ impl Hub {
         if members != self.peers {
             return Err(format!("peer count {} but {members} members", self.peers));
         }
+        if self.tokens.len() != members {
+            return Err(format!("{} tokens but {members} members", self.tokens.len()));
+        }
+        if self.away.len() != members - online {
+            return Err(format!("{} seats held but {} members away", self.away.len(), members - online));
+        }
         let joined = self.conns.values().filter(|s| matches!(s, ConnState::Joined { .. })).count();
-        if joined != members {
-            return Err(format!("{joined} joined connections but {members} members"));
+        if joined != online {
+            return Err(format!("{joined} joined connections but {online} members online"));
         }
         Ok(())
+    }
+}
+
+/// The parts of a welcome that come from the room and the limits.
+fn welcome_for(room: &Room, room_name: &RoomName, you: &PeerInfo, limits: &Limits) -> Welcome {
+    Welcome {
+        id: None,
+        protocol: PROTOCOL_VERSION,
+        room: room_name.clone(),
+        mode: room.mode,
+        you: you.clone(),
+        peers: room.peers_except(&you.id),
+        ice_servers: Vec::new(),
+        ice_servers_ttl_s: None,
+        ping_interval_ms: millis(limits.ping_interval),
+        ping_timeout_ms: millis(limits.ping_timeout),
+        limits: limits.info(),
+        chat: Vec::new(),
+        chat_seq: room.chat.last_seq(),
+        resume_token: String::new(),
+        resume_grace_ms: millis(limits.resume_grace),
+        resumed: false,
     }
 }
 

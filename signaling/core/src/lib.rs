@@ -4,7 +4,8 @@
 //! async shell owns it and, for every event, follows one loop:
 //!
 //! 1. feed an input: [`Hub::open`], [`Hub::message`], [`Hub::disconnect`],
-//!    [`Hub::timeout`] or [`Hub::shutdown`], each with the current [`Now`];
+//!    [`Hub::alive`], [`Hub::timeout`] or [`Hub::shutdown`], each with the
+//!    current [`Now`];
 //! 2. drain [`Hub::poll_output`] until it returns `None`, sending each
 //!    [`Output`] (a message to one or many connections, or a close);
 //! 3. sleep until [`Hub::poll_timeout`] or the next input, whichever is first.
@@ -16,6 +17,7 @@
 
 mod auth;
 mod chat;
+mod events;
 mod hub;
 mod limits;
 mod rate;
@@ -25,6 +27,7 @@ mod turn;
 
 pub use auth::{Claims, TokenVerifier, mint_token};
 pub use chat::ChatLog;
+pub use events::{CHAT_DEDUP, ChatDedup, EventLog, Overflow};
 pub use hub::{CloseReason, ConnId, Entropy, Hub, HubConfig, Output, Recipients};
 pub use limits::Limits;
 pub use rate::{RateLimiter, Verdict};

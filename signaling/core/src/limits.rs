@@ -44,6 +44,15 @@ pub struct Limits {
     pub chat_history_page: usize,
     /// A typing indicator not renewed within this clears by itself.
     pub typing_ttl: Duration,
+    /// How long the seat of a participant whose connection dropped is held
+    /// for a resume; the others see it as `reconnecting`. After it, the
+    /// participant leaves with `timeout`. Zero: no resume, a drop is a leave.
+    pub resume_grace: Duration,
+    /// Unacknowledged events kept per participant for a resume. While it is
+    /// connected the oldest are forgotten beyond this (a resume from before
+    /// them fails); while it is away, one more ends its session as a
+    /// `slow_consumer`.
+    pub replay_buffer: usize,
 }
 
 impl Default for Limits {
@@ -64,6 +73,8 @@ impl Default for Limits {
             chat_history: 500,
             chat_history_page: 50,
             typing_ttl: Duration::from_secs(5),
+            resume_grace: Duration::from_secs(20),
+            replay_buffer: 1024,
         }
     }
 }

@@ -1,16 +1,39 @@
 //! One room: its members and its chat log.
 
 use crate::chat::ChatLog;
+use crate::events::{ChatDedup, EventLog};
 use crate::hub::ConnId;
 use std::collections::HashMap;
 use std::time::Instant;
+use switchboard_protocol::RequestId;
 use switchboard_protocol::{PeerId, PeerInfo, Role, RoomMode};
+
+/// A resume waiting for the member's old connection to prove itself dead.
+#[derive(Debug, Clone)]
+pub struct PendingResume {
+    /// The connection that asked to resume.
+    pub conn: ConnId,
+    /// Its join's request id.
+    pub id: Option<RequestId>,
+    /// Events it has received.
+    pub received: u64,
+}
 
 /// A participant of a room.
 #[derive(Debug, Clone)]
 pub struct Member {
-    /// The connection that speaks for it.
+    /// The connection that speaks for it (the last one, while it is away).
     pub conn: ConnId,
+    /// False while its connection is gone and its seat is held for a resume.
+    pub online: bool,
+    /// Its numbered events, kept until acknowledged.
+    pub events: EventLog,
+    /// Chat client ids it used lately.
+    pub chat_ids: ChatDedup,
+    /// The token that resumes it (a new one in every welcome).
+    pub resume_token: String,
+    /// A resume waiting on a check of its current connection.
+    pub pending: Option<PendingResume>,
     /// What the others see.
     pub info: PeerInfo,
     /// Position in join order, for listing peers.
@@ -72,27 +95,28 @@ impl Room {
         self.members.get_mut(peer)
     }
 
-    /// Adds a member, last in join order.
-    pub fn insert(&mut self, conn: ConnId, info: PeerInfo) {
+    /// Adds a member, last in join order, keeping up to `replay` events.
+    pub fn insert(&mut self, conn: ConnId, info: PeerInfo, resume_token: String, replay: usize) {
         let join_order = self.next_order;
         self.next_order += 1;
-        let member = Member { conn, info, join_order, typing_until: None, typing_timer_armed: false };
+        let member = Member {
+            conn,
+            online: true,
+            events: EventLog::new(replay),
+            chat_ids: ChatDedup::default(),
+            resume_token,
+            pending: None,
+            info,
+            join_order,
+            typing_until: None,
+            typing_timer_armed: false,
+        };
         self.members.insert(member.info.id.clone(), member);
     }
 
     /// Removes a member.
     pub fn remove(&mut self, peer: &PeerId) -> Option<Member> {
         self.members.remove(peer)
-    }
-
-    /// Connections of every member but `except`.
-    pub fn conns_except(&self, except: &PeerId) -> Vec<ConnId> {
-        self.members.iter().filter(|(id, _)| *id != except).map(|(_, m)| m.conn).collect()
-    }
-
-    /// Connections of every member.
-    pub fn conns(&self) -> Vec<ConnId> {
-        self.members.values().map(|m| m.conn).collect()
     }
 
     /// Every member but `except`, in join order.
@@ -114,5 +138,10 @@ impl Room {
     /// Every member, in no particular order.
     pub fn members(&self) -> impl Iterator<Item = &Member> {
         self.members.values()
+    }
+
+    /// Every member, mutably, in no particular order.
+    pub fn members_mut(&mut self) -> impl Iterator<Item = &mut Member> {
+        self.members.values_mut()
     }
 }

@@ -13,6 +13,9 @@ pub enum Timer {
     JoinDeadline(ConnId),
     /// The participant's typing indicator may have expired.
     TypingExpiry(ConnId),
+    /// The seat held since this connection dropped is given up unless the
+    /// participant has resumed.
+    ResumeDeadline(ConnId),
 }
 
 /// A min-heap of deadlines.

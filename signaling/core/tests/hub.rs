@@ -258,8 +258,11 @@ fn leave_and_disconnect_announce_reasons_and_empty_rooms_vanish() {
     s.disconnect(c, LeaveReason::Disconnected);
     assert!(s.take(a).is_empty(), "disconnect is idempotent");
     s.disconnect(a, LeaveReason::Disconnected);
-    assert_eq!(s.hub.rooms(), 0);
+    assert_eq!(s.hub.rooms(), 1, "a dropped connection's seat is held for a resume");
     assert_eq!(s.hub.connections(), 0);
+    s.advance(Limits::default().resume_grace);
+    assert_eq!(s.hub.rooms(), 0);
+    assert_eq!(s.hub.away(), 0);
 }
 
 #[test]

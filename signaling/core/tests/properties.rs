@@ -59,6 +59,8 @@ struct Model {
     open: BTreeSet<u64>,
     /// Next conn number for reopened slots.
     generation: HashMap<u64, u64>,
+    /// Chat messages sent, for unique client ids.
+    chats: u64,
 }
 
 fn conn_id(model: &Model, slot: u64) -> ConnId {
@@ -98,7 +100,11 @@ fn apply(s: &mut Sim, m: &mut Model, op: &Op) {
             let to = m.joined.get(&b).map_or("pNOBODY".to_owned(), |(_, p)| p.to_string());
             s.send(conn_id(m, a), &format!(r#"{{"type":"candidate","to":"{to}","candidate":{{"candidate":"x"}}}}"#));
         }
-        Op::Chat(c) => s.send(conn_id(m, c), r#"{"type":"chat","client_id":"m","text":"hi"}"#),
+        Op::Chat(c) => {
+            m.chats += 1;
+            let n = m.chats;
+            s.send(conn_id(m, c), &format!(r#"{{"type":"chat","client_id":"m{n}","text":"hi"}}"#));
+        }
         Op::Typing(c, on) => s.send(conn_id(m, c), &format!(r#"{{"type":"typing","active":{on}}}"#)),
         Op::Read(c, seq) => s.send(conn_id(m, c), &format!(r#"{{"type":"read","seq":{seq}}}"#)),
         Op::Media(c, mute) => {
@@ -196,7 +202,8 @@ proptest! {
 
     #[test]
     fn room_invariants_hold(ops in proptest::collection::vec(op(), 1..120)) {
-        let limits = Limits { max_peers_per_room: 4, ..Limits::default() };
+        // A drop is a leave here; resume has its own properties.
+        let limits = Limits { max_peers_per_room: 4, resume_grace: Duration::ZERO, ..Limits::default() };
         let mut s = Sim::new(HubConfig { limits, ..HubConfig::default() });
         let mut m = Model::default();
         for op in &ops {

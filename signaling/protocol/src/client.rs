@@ -25,6 +25,32 @@ pub struct Join {
     /// so); absent for everyone else.
     #[serde(default, skip_serializing_if = "Role::is_participant")]
     pub role: Role,
+    /// Take back a session whose connection dropped, instead of joining as
+    /// a new participant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Resume>,
+}
+
+/// The part of a `join` that resumes a dropped session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The `resume_token` of the session's latest welcome.
+    pub token: String,
+    /// Events (see [`crate::ServerKind::is_event`]) received in the session
+    /// so far: the server replays every later one.
+    pub received: u64,
+}
+
+/// Keep the connection alive and acknowledge received events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    /// Request id echoed by the pong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<RequestId>,
+    /// Events received in this session so far: the server may forget them
+    /// (it keeps unacknowledged events for a resume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<u64>,
 }
 
 /// Send a chat message to the room. The server's `chat` echo is the
@@ -121,8 +147,8 @@ pub struct MediaUpdate {
     pub camera_muted: bool,
 }
 
-/// A message that carries nothing but its optional request id (`ping`,
-/// `leave`).
+/// A message that carries nothing but its optional request id (`leave`,
+/// `ice_servers`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bare {
     /// Request id (echoed by the pong; no reply to a leave).
@@ -159,8 +185,8 @@ pub enum ClientMessage {
     Read(ReadReceipt),
     /// Announce camera/microphone state.
     Media(MediaUpdate),
-    /// Keep the connection alive; answered by `pong`.
-    Ping(Bare),
+    /// Keep the connection alive and acknowledge events; answered by `pong`.
+    Ping(Ping),
     /// Leave the room; the server then closes the connection.
     Leave(Bare),
     /// Ask for fresh ICE servers (new TURN credentials before the old ones
@@ -265,7 +291,7 @@ impl ClientMessage {
             | Self::Typing(TypingUpdate { id, .. })
             | Self::Read(ReadReceipt { id, .. })
             | Self::Media(MediaUpdate { id, .. })
-            | Self::Ping(Bare { id })
+            | Self::Ping(Ping { id, .. })
             | Self::Leave(Bare { id })
             | Self::IceServers(Bare { id }) => id.as_ref(),
         }

@@ -52,11 +52,15 @@ pub enum ErrorCode {
     /// The room's mode does not allow this (in an SFU room, media is
     /// negotiated with the SFU only).
     Forbidden,
+    /// A resume was refused (unknown, stale or expired token, events no
+    /// longer kept, or the session is live on another connection): join
+    /// afresh.
+    ResumeFailed,
 }
 
 impl ErrorCode {
     /// Every code, for metrics labels and documentation tests.
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 22] = [
         Self::MalformedJson,
         Self::InvalidMessage,
         Self::UnknownType,
@@ -78,6 +82,7 @@ impl ErrorCode {
         Self::Replaced,
         Self::Internal,
         Self::Forbidden,
+        Self::ResumeFailed,
     ];
 
     /// The wire name.
@@ -104,6 +109,7 @@ impl ErrorCode {
             Self::Replaced => "replaced",
             Self::Internal => "internal",
             Self::Forbidden => "forbidden",
+            Self::ResumeFailed => "resume_failed",
         }
     }
 }

@@ -22,7 +22,7 @@ mod webrtc;
 
 pub use client::{
     Bare, CandidateRelay, ChatHistoryRequest, ChatSend, ClientKind, ClientMessage, DescriptionRelay,
-    EndOfCandidatesRelay, Join, MediaUpdate, ReadReceipt, TypingUpdate,
+    EndOfCandidatesRelay, Join, MediaUpdate, Ping, ReadReceipt, Resume, TypingUpdate,
 };
 pub use error::{ErrorCode, ErrorMessage};
 pub use ids::{ClientMsgId, DisplayName, IdError, PeerId, RequestId, RoomName};

@@ -39,9 +39,17 @@ pub struct Welcome {
     pub chat: Vec<ChatMessage>,
     /// Highest chat sequence number in the room (0: none yet).
     pub chat_seq: u64,
-    /// Token for resuming this session after a dropped connection
-    /// (reserved: resume is not yet served).
+    /// Token for resuming this session after a dropped connection (a new
+    /// one in every welcome; the previous one stops working).
     pub resume_token: String,
+    /// How long the server holds the seat of a dropped connection for a
+    /// resume, in milliseconds (0: no resume).
+    #[serde(default)]
+    pub resume_grace_ms: u64,
+    /// True when this welcome answers a resume: the client keeps its state,
+    /// and the events it missed follow in order.
+    #[serde(default, skip_serializing_if = "crate::shared::is_false")]
+    pub resumed: bool,
 }
 
 /// The server is going away: reconnect later, possibly elsewhere.
@@ -264,6 +272,17 @@ impl ServerKind {
     /// Position in [`Self::ALL`], for per-type counters.
     pub fn index(self) -> usize {
         self as usize
+    }
+
+    /// True for the messages numbered in a session's event stream: what
+    /// happens in the room, as opposed to replies to this client's own
+    /// requests. A client counts them (the `received` of a resume, the `ack`
+    /// of a ping); the server replays the ones a resumed client missed.
+    pub fn is_event(self) -> bool {
+        !matches!(
+            self,
+            Self::Welcome | Self::ChatHistory | Self::Pong | Self::Error | Self::GoingAway | Self::IceServers
+        )
     }
 
     /// True for the peer-to-peer relays (offer, answer, candidate,

@@ -72,6 +72,15 @@ pub struct PeerInfo {
     /// `sfu` for the room's forwarding unit; absent for everyone else.
     #[serde(default, skip_serializing_if = "Role::is_participant")]
     pub role: Role,
+    /// True while its connection is down and the server holds its seat for
+    /// a resume; absent otherwise.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reconnecting: bool,
+}
+
+/// For `skip_serializing_if`: flags that are usually false stay off the wire.
+pub(crate) fn is_false(flag: &bool) -> bool {
+    !*flag
 }
 
 /// One chat message as the room stores and delivers it.
@@ -138,7 +147,7 @@ impl LeaveReason {
 }
 
 /// The limits a client must respect, announced in the welcome.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LimitsInfo {
     /// Largest text frame accepted, in bytes.
     pub max_message_bytes: u32,

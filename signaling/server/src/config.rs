@@ -198,6 +198,13 @@ pub struct LimitArgs {
     /// Typing indicator lifetime, ms [default: 5000].
     #[arg(long, env = "SWITCHBOARD_TYPING_TTL_MS")]
     pub typing_ttl_ms: Option<u64>,
+    /// How long a dropped participant's seat is held for a resume, ms; 0
+    /// turns resume off [default: 20000].
+    #[arg(long, env = "SWITCHBOARD_RESUME_GRACE_MS")]
+    pub resume_grace_ms: Option<u64>,
+    /// Unacknowledged events kept per participant for a resume [default: 1024].
+    #[arg(long, env = "SWITCHBOARD_REPLAY_BUFFER")]
+    pub replay_buffer: Option<usize>,
 }
 
 /// The resolved configuration the server runs with.
@@ -354,6 +361,8 @@ impl LimitArgs {
             chat_history: self.chat_history.or(file.chat_history),
             chat_history_page: self.chat_history_page.or(file.chat_history_page),
             typing_ttl_ms: self.typing_ttl_ms.or(file.typing_ttl_ms),
+            resume_grace_ms: self.resume_grace_ms.or(file.resume_grace_ms),
+            replay_buffer: self.replay_buffer.or(file.replay_buffer),
         }
     }
 
@@ -375,6 +384,8 @@ impl LimitArgs {
             chat_history: self.chat_history.unwrap_or(d.chat_history),
             chat_history_page: self.chat_history_page.unwrap_or(d.chat_history_page),
             typing_ttl: self.typing_ttl_ms.map_or(d.typing_ttl, ms),
+            resume_grace: self.resume_grace_ms.map_or(d.resume_grace, ms),
+            replay_buffer: self.replay_buffer.unwrap_or(d.replay_buffer),
         }
     }
 }

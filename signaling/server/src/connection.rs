@@ -3,7 +3,7 @@
 //! Checks that need no shared state (size, rate, parse, silence) happen here,
 //! in parallel across connections, so the hub only sees valid messages.
 
-use crate::hub_task::{CloseSpec, ConnHandle, HubEvent, Outbound};
+use crate::hub_task::{CloseSpec, ConnHandle, HubEvent, Outbound, PROBE_TIMEOUT};
 use crate::outbox::Outbox;
 use crate::state::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -50,6 +50,8 @@ struct Conn {
     /// The hub's kill switch; `None` once the hub dropped it unused.
     kill: Option<oneshot::Receiver<CloseSpec>>,
     state: Arc<AppState>,
+    /// While a probe is out: when the client must have answered by.
+    probe: Option<tokio::time::Instant>,
 }
 
 /// Resolves when the hub kills the connection. A hub that drops the sender
@@ -75,7 +77,7 @@ pub async fn run(ws: WebSocket, id: ConnId, state: Arc<AppState>, _slot: OwnedSe
         let (kill_tx, kill) = oneshot::channel();
         let handle = ConnHandle { outbox: outbox.clone(), kill: kill_tx };
         if state.hub.send(HubEvent::Open { conn: id, handle }).await.is_ok() {
-            let mut conn = Conn { id, ws, kill: Some(kill), state: state.clone() };
+            let mut conn = Conn { id, ws, kill: Some(kill), state: state.clone(), probe: None };
             let reason = conn.serve(&outbox).await;
             outbox.close();
             let _ = state.hub.send(HubEvent::Closed { conn: id, reason }).await;
@@ -114,9 +116,18 @@ impl Conn {
                         Some(Ok(frame)) => frame,
                     };
                     last_heard = tokio::time::Instant::now();
+                    if self.probe.take().is_some() {
+                        // Any frame after the probe's ping, pong or not,
+                        // proves the client is there.
+                        let _ = self.state.hub.send(HubEvent::Alive { conn: self.id }).await;
+                    }
                     if let Some(stop) = self.inbound(frame, &mut rate).await {
                         return stop;
                     }
+                }
+                () = probe_expiry(self.probe) => {
+                    debug!("probe unanswered: connection dropped");
+                    return LeaveReason::Disconnected;
                 }
                 () = &mut silence => {
                     let due = last_heard + ping_timeout;
@@ -152,6 +163,12 @@ impl Conn {
                 Outbound::Close(spec) => {
                     Box::pin(self.close(spec)).await;
                     return Some(LeaveReason::Left);
+                }
+                Outbound::Probe => {
+                    if let Err(stop) = self.io(Write::Feed(Message::Ping(Vec::new().into()))).await {
+                        return Some(stop);
+                    }
+                    self.probe = Some(tokio::time::Instant::now() + PROBE_TIMEOUT);
                 }
             }
         }
@@ -276,6 +293,14 @@ impl Conn {
         }
         debug!(error = %inner, "read failed");
         LeaveReason::Disconnected
+    }
+}
+
+/// Resolves when a probe's deadline passes; never while none is out.
+async fn probe_expiry(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

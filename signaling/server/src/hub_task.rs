@@ -44,6 +44,11 @@ pub enum HubEvent {
         /// Why, as the room will be told.
         reason: LeaveReason,
     },
+    /// A probed connection answered: its client is there.
+    Alive {
+        /// Which.
+        conn: ConnId,
+    },
     /// The server is shutting down.
     Shutdown(GoingAway),
 }
@@ -62,7 +67,14 @@ pub enum Outbound {
     },
     /// Send a close frame and end the connection.
     Close(CloseSpec),
+    /// Find out whether the client is still there (someone is resuming its
+    /// session): send a WebSocket ping and report [`HubEvent::Alive`] on any
+    /// answer, or end the connection as dropped after [`PROBE_TIMEOUT`].
+    Probe,
 }
+
+/// How long a probed connection has to answer before it counts as dropped.
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A WebSocket close code and reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,8 +185,9 @@ impl HubTask {
                     info!(conn = conn.0, reason = reason.as_str(), "connection closed");
                     self.telemetry.disconnect(reason);
                 }
-                self.hub.disconnect(conn, reason);
+                self.hub.disconnect(conn, reason, clock::now());
             }
+            HubEvent::Alive { conn } => self.hub.alive(conn, clock::now()),
             HubEvent::Shutdown(notice) => self.hub.shutdown(&notice),
         }
     }
@@ -204,6 +217,18 @@ impl HubTask {
                     }
                     None => warn!(%room, "an SFU room has no SFU and this server starts none"),
                 },
+                Output::Probe { conn } => {
+                    let Some(handle) = self.conns.get(&conn) else { continue };
+                    if handle.outbox.try_push(Outbound::Probe) == Err(PushError::Full) {
+                        // A full queue is no sign of life: cut it, and let
+                        // the resume have the seat.
+                        if let Some(handle) = self.conns.remove(&conn) {
+                            let _ = handle.kill.send(CloseSpec::SLOW_CONSUMER);
+                        }
+                        self.telemetry.disconnect(LeaveReason::Disconnected);
+                        self.hub.disconnect(conn, LeaveReason::Disconnected, clock::now());
+                    }
+                }
                 Output::Close { conn, reason } => {
                     if let Some(handle) = self.conns.remove(&conn) {
                         self.telemetry.disconnect(closed_as(reason));
@@ -231,7 +256,7 @@ impl HubTask {
                 }
                 info!(conn = conn.0, "slow consumer disconnected");
                 self.telemetry.disconnect(LeaveReason::SlowConsumer);
-                self.hub.disconnect(conn, LeaveReason::SlowConsumer);
+                self.hub.disconnect(conn, LeaveReason::SlowConsumer, clock::now());
             }
             // The connection task has ended; its Closed event is on the way.
             Err(PushError::Closed) => {}

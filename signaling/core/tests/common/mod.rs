@@ -15,6 +15,8 @@ pub struct Sim {
     pub last: Vec<Output>,
     /// Rooms the hub asked an SFU for, in order.
     pub sfu_wanted: Vec<String>,
+    /// Connections the hub asked to probe, in order.
+    pub probed: Vec<ConnId>,
 }
 
 impl Sim {
@@ -31,6 +33,7 @@ impl Sim {
             closed: HashMap::new(),
             last: Vec::new(),
             sfu_wanted: Vec::new(),
+            probed: Vec::new(),
         }
     }
 
@@ -47,6 +50,7 @@ impl Sim {
                     self.closed.insert(*conn, *reason);
                 }
                 Output::SfuWanted { room } => self.sfu_wanted.push(room.to_string()),
+                Output::Probe { conn } => self.probed.push(*conn),
             }
             self.last.push(out);
         }
@@ -67,7 +71,12 @@ impl Sim {
     }
 
     pub fn disconnect(&mut self, conn: ConnId, reason: switchboard_protocol::LeaveReason) {
-        self.hub.disconnect(conn, reason);
+        self.hub.disconnect(conn, reason, self.now);
+        self.drain();
+    }
+
+    pub fn alive(&mut self, conn: ConnId) {
+        self.hub.alive(conn, self.now);
         self.drain();
     }
 
