@@ -47,7 +47,7 @@ use webrtc::track::track_local::TrackLocalWriter;
 pub const LINK_QUEUE: usize = 256;
 /// How long ICE may stay disconnected before the impolite side restarts it
 /// (a short outage recovers by itself).
-pub const ICE_RESTART_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+pub const ICE_RESTART_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 /// How often a restart is tried again while ICE has not recovered.
 pub const ICE_RESTART_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 

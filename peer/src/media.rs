@@ -196,15 +196,17 @@ fn codec(mime: &str) -> RTCRtpCodecCapability {
 }
 
 /// Writes `frames` in a loop, one per its duration, on a schedule that does
-/// not drift. Writes before a link is connected are dropped by webrtc-rs,
-/// which is what a live source does too.
+/// not drift, until the peer drops its media. Writes before a link is
+/// connected are dropped by webrtc-rs, which is what a live source does too;
+/// so are writes that fail (a network that is down refuses sends), and the
+/// source carries on, as a camera would, for when the path comes back.
 async fn feed(track: Arc<TrackLocalStaticSample>, frames: Vec<Frame>) {
     let mut next = tokio::time::Instant::now();
     loop {
         for (data, duration) in &frames {
             let sample = Sample { data: data.clone(), duration: *duration, ..Default::default() };
-            if track.write_sample(&sample).await.is_err() {
-                return;
+            if let Err(err) = track.write_sample(&sample).await {
+                tracing::trace!(%err, "media write failed; the source carries on");
             }
             next += *duration;
             tokio::time::sleep_until(next).await;

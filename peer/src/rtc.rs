@@ -85,6 +85,16 @@ impl std::fmt::Debug for RtcEngine {
     }
 }
 
+/// Silence on the selected candidate pair before ICE is `disconnected`
+/// (webrtc-rs: 5 s). Shorter, so that a dead path is noticed and restarted
+/// (see `link.rs`) about as fast as a browser does.
+pub const ICE_DISCONNECTED_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+/// Further silence before ICE is `failed` (webrtc-rs: 25 s).
+pub const ICE_FAILED_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+/// Keepalive traffic on an idle pair, so that silence means a dead path
+/// (webrtc-rs: 2 s).
+pub const ICE_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl RtcEngine {
     /// Builds the API: default codecs (VP8, Opus, ...) and interceptors
     /// (NACK, RTCP reports).
@@ -93,6 +103,7 @@ impl RtcEngine {
         media.register_default_codecs().context("registering codecs")?;
         let registry = register_default_interceptors(Registry::new(), &mut media).context("interceptors")?;
         let mut settings = SettingEngine::default();
+        settings.set_ice_timeouts(Some(ICE_DISCONNECTED_AFTER), Some(ICE_FAILED_AFTER), Some(ICE_KEEPALIVE));
         if options.loopback_only {
             settings.set_include_loopback_candidate(true);
             settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);

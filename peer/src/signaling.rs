@@ -123,6 +123,10 @@ impl ReconnectPolicy {
     }
 }
 
+/// Longest wait for one reconnection attempt (connect and welcome): a
+/// network that drops packets silently would otherwise hold it for minutes.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Unacknowledged chat messages kept for a resend after a reconnect.
 pub const UNACKED_CHATS: usize = 256;
 /// Events received between two acknowledgements at most (besides the one
@@ -413,7 +417,11 @@ async fn supervise(
                 return;
             }
             attempt = attempt.saturating_add(1);
-            match session.connect().await {
+            let result = match tokio::time::timeout(ATTEMPT_TIMEOUT, session.connect()).await {
+                Ok(result) => result,
+                Err(_) => Err(JoinError::Retry(format!("no welcome within {ATTEMPT_TIMEOUT:?}"), None)),
+            };
+            match result {
                 Ok((socket, welcome)) => {
                     session.welcomed(&welcome);
                     tracing::info!(resumed = welcome.resumed, attempt, "signaling reconnected");

@@ -5,6 +5,7 @@ mod common;
 
 use common::{join, join_with, server, wait_for, wait_for_media};
 use std::collections::BTreeSet;
+use switchboard_peer::SignalState;
 use switchboard_peer::{Channel, MediaSource, Peer, PeerEvent};
 use switchboard_protocol::PeerId;
 
@@ -75,8 +76,10 @@ async fn a_call_outlives_the_signaling_server() {
     chat_open_to(&mut a, &BTreeSet::from([ib])).await;
     chat_open_to(&mut b, &BTreeSet::from([ia])).await;
     srv.shutdown().await.expect("shutdown");
-    wait_for(&mut a, "the signaling connection to close", |e| matches!(e, PeerEvent::SignalingClosed)).await;
-    wait_for(&mut b, "the signaling connection to close", |e| matches!(e, PeerEvent::SignalingClosed)).await;
+    // Both notice and keep trying to reconnect; the links stay up.
+    let reconnecting = |e: &PeerEvent| matches!(e, PeerEvent::Signaling(SignalState::Reconnecting { .. }));
+    wait_for(&mut a, "signaling to be reconnecting", reconnecting).await;
+    wait_for(&mut b, "signaling to be reconnecting", reconnecting).await;
     for i in 0..3 {
         a.send(Channel::Chat, format!("after the server {i}")).await.expect("send");
         let e = wait_for(&mut b, "data with the server gone", |e| matches!(e, PeerEvent::Data { .. })).await;

@@ -26,6 +26,8 @@ pub struct Coturn {
     pub addr: SocketAddr,
     /// Everything it logged, for failure messages.
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The command line, for a restart.
+    argv: Vec<String>,
 }
 
 impl Coturn {
@@ -60,29 +62,24 @@ impl Coturn {
         std::fs::write(&path, config).expect("coturn config");
         let mut argv: Vec<String> = runner.iter().map(|s| (*s).to_string()).collect();
         argv.extend(["stdbuf".into(), "-oL".into(), TURNSERVER.into(), "-c".into(), path.display().to_string()]);
-        let mut child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("coturn starts");
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let stdout = child.stdout.take().expect("stdout");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
-            }
-        });
+        let child = spawn(&argv, &log);
         let addr: SocketAddr = format!("{ip}:{port}").parse().expect("address");
-        let coturn = Self { child, dir, addr, log };
+        let coturn = Self { child, dir, addr, log, argv };
         if runner.is_empty() {
             coturn.wait_ready().await;
         } else {
             coturn.wait_ready_in(runner).await;
         }
         coturn
+    }
+
+    /// Starts it again after [`Coturn::kill`], on the same address with the
+    /// same configuration (on loopback only).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(&self.argv, &self.log);
+        self.wait_ready().await;
     }
 
     /// Waits until coturn answers coturn's own STUN client, run through
@@ -146,4 +143,22 @@ impl Drop for Coturn {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn spawn(argv: &[String], log: &std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> Child {
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("coturn starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
+        }
+    });
+    child
 }

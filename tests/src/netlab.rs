@@ -4,7 +4,8 @@
 //! ```text
 //!  client-a 192.168.1.2 ── 192.168.1.1 router-a 10.99.0.2 ─┐
 //!                                                         br0 10.99.0.1  public (coturn, signaling)
-//!  client-b 192.168.2.2 ── 192.168.2.1 router-b 10.99.0.3 ─┘
+//!  client-b 192.168.2.2 ── 192.168.2.1 router-b 10.99.0.3 ─┤
+//!  host 10.99.0.9 (no NAT) ───────────────────────────────┘
 //! ```
 //!
 //! Routers masquerade with `--random-fully` (a new random port for every
@@ -22,6 +23,8 @@ use std::time::Duration;
 
 /// The public network's address (coturn and the signaling server).
 pub const PUBLIC_IP: &str = "10.99.0.1";
+/// The address of [`Place::Host`].
+pub const HOST_IP: &str = "10.99.0.9";
 
 /// One of the lab's places.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,10 +39,12 @@ pub enum Place {
     ClientA,
     /// Client B, behind router B.
     ClientB,
+    /// A host of its own on the public network, without NAT.
+    Host,
 }
 
 impl Place {
-    const ALL: [Self; 5] = [Self::Public, Self::RouterA, Self::RouterB, Self::ClientA, Self::ClientB];
+    const ALL: [Self; 6] = [Self::Public, Self::RouterA, Self::RouterB, Self::ClientA, Self::ClientB, Self::Host];
 
     fn suffix(self) -> &'static str {
         match self {
@@ -48,6 +53,7 @@ impl Place {
             Self::RouterB => "rb",
             Self::ClientA => "ca",
             Self::ClientB => "cb",
+            Self::Host => "ho",
         }
     }
 }
@@ -130,6 +136,12 @@ impl NatLab {
         for place in Place::ALL {
             sh(&["ip", "netns", "add", &self.ns(place)]);
             sh(&["ip", "-n", &self.ns(place), "link", "set", "lo", "up"]);
+            // An IPv4 lab: without this every veth gets an IPv6 link-local
+            // address, webrtc-rs pairs them too, and a call that connected
+            // over IPv4 can move to a link-local pair that carries nothing.
+            for key in ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"] {
+                sh(&["ip", "netns", "exec", &self.ns(place), "sysctl", "-qw", key]);
+            }
         }
         let public = self.ns(Place::Public);
         sh(&["ip", "-n", &public, "link", "add", "br0", "type", "bridge"]);
@@ -143,6 +155,11 @@ impl NatLab {
         sh(&["ip", "-n", &public, "link", "set", "nowhere", "up"]);
         sh(&["ip", "-n", &public, "link", "set", "uplink", "up"]);
         sh(&["ip", "-n", &public, "route", "add", "default", "dev", "uplink"]);
+        let host = self.ns(Place::Host);
+        sh(&["ip", "link", "add", "eth0", "netns", &host, "type", "veth", "peer", "name", "p9", "netns", &public]);
+        sh(&["ip", "-n", &public, "link", "set", "p9", "master", "br0", "up"]);
+        sh(&["ip", "-n", &host, "addr", "add", &format!("{HOST_IP}/24"), "dev", "eth0"]);
+        sh(&["ip", "-n", &host, "link", "set", "eth0", "up"]);
         for (router, client, n) in [(Place::RouterA, Place::ClientA, 1), (Place::RouterB, Place::ClientB, 2)] {
             let (router, client) = (self.ns(router), self.ns(client));
             let port = format!("p{n}");

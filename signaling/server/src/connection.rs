@@ -52,6 +52,9 @@ struct Conn {
     state: Arc<AppState>,
     /// While a probe is out: when the client must have answered by.
     probe: Option<tokio::time::Instant>,
+    /// Probes sent, so that a late pong to an earlier one is not taken as
+    /// an answer to the current one.
+    probes_sent: u64,
 }
 
 /// Resolves when the hub kills the connection. A hub that drops the sender
@@ -77,7 +80,7 @@ pub async fn run(ws: WebSocket, id: ConnId, state: Arc<AppState>, _slot: OwnedSe
         let (kill_tx, kill) = oneshot::channel();
         let handle = ConnHandle { outbox: outbox.clone(), kill: kill_tx };
         if state.hub.send(HubEvent::Open { conn: id, handle }).await.is_ok() {
-            let mut conn = Conn { id, ws, kill: Some(kill), state: state.clone(), probe: None };
+            let mut conn = Conn { id, ws, kill: Some(kill), state: state.clone(), probe: None, probes_sent: 0 };
             let reason = conn.serve(&outbox).await;
             outbox.close();
             let _ = state.hub.send(HubEvent::Closed { conn: id, reason }).await;
@@ -116,9 +119,8 @@ impl Conn {
                         Some(Ok(frame)) => frame,
                     };
                     last_heard = tokio::time::Instant::now();
-                    if self.probe.take().is_some() {
-                        // Any frame after the probe's ping, pong or not,
-                        // proves the client is there.
+                    if self.probe.is_some() && self.answers_probe(&frame) {
+                        self.probe = None;
                         let _ = self.state.hub.send(HubEvent::Alive { conn: self.id }).await;
                     }
                     if let Some(stop) = self.inbound(frame, &mut rate).await {
@@ -165,7 +167,9 @@ impl Conn {
                     return Some(LeaveReason::Left);
                 }
                 Outbound::Probe => {
-                    if let Err(stop) = self.io(Write::Feed(Message::Ping(Vec::new().into()))).await {
+                    self.probes_sent += 1;
+                    let payload = self.probes_sent.to_be_bytes().to_vec();
+                    if let Err(stop) = self.io(Write::Feed(Message::Ping(payload.into()))).await {
                         return Some(stop);
                     }
                     self.probe = Some(tokio::time::Instant::now() + PROBE_TIMEOUT);
@@ -193,6 +197,16 @@ impl Conn {
                 Err(_) => Err(LeaveReason::SlowConsumer),
             },
             _ = killed(kill) => Err(LeaveReason::SlowConsumer),
+        }
+    }
+
+    /// Whether `frame` shows the client is there now: the pong to the
+    /// current probe, or any message it wrote.
+    fn answers_probe(&self, frame: &Message) -> bool {
+        match frame {
+            Message::Pong(payload) => payload.as_ref() == self.probes_sent.to_be_bytes(),
+            Message::Text(_) | Message::Binary(_) => true,
+            Message::Ping(_) | Message::Close(_) => false,
         }
     }
 

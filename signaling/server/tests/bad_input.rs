@@ -249,6 +249,9 @@ async fn a_silent_connection_times_out_and_its_room_is_told() {
     let srv = server(|s| {
         s.limits.ping_interval = Duration::from_millis(200);
         s.limits.ping_timeout = Duration::from_millis(600);
+        // With resume on, the room would first see it reconnecting (tested
+        // in resume.rs).
+        s.limits.resume_grace = Duration::ZERO;
     })
     .await;
     let mut peers = room(srv.local_addr(), "quiet", 2).await;

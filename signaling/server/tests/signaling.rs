@@ -3,6 +3,7 @@
 mod common;
 
 use common::{Client, room, server};
+use std::time::Duration;
 use switchboard_protocol::{
     ChatHistoryPage, LeaveReason, PeerLeft, PeerUpdated, ReadNotice, RelayedCandidate, RelayedDescription,
     RelayedEndOfCandidates, ServerMessage, TypingNotice,
@@ -88,8 +89,8 @@ async fn chat_history_typing_receipts_media_and_leave() {
 }
 
 #[tokio::test]
-async fn a_dropped_socket_is_announced_as_disconnected() {
-    let srv = server(|_| {}).await;
+async fn a_dropped_socket_is_announced_as_disconnected_when_resume_is_off() {
+    let srv = server(|s| s.limits.resume_grace = Duration::ZERO).await;
     let mut peers = room(srv.local_addr(), "drop", 2).await;
     let (b, wb) = peers.pop().expect("b");
     let (mut a, _) = peers.pop().expect("a");
