@@ -1,8 +1,21 @@
 //! What a person sees in the browser client when things go wrong: a denied
-//! camera and microphone, a full room, and a signaling connection that drops
-//! and comes back.
+//! camera and microphone, a full room, a signaling connection that drops and
+//! resumes, a server that restarts, and an ICE restart.
 
-use switchboard_e2e::{Browser, Driver, base_url, serial, server_with, settings};
+use fantoccini::Locator;
+use switchboard_e2e::{Browser, Driver, base_url, rust_peer, serial, server_with, settings, wait_for_rust_media};
+use switchboard_peer::MediaSource;
+
+/// Sends a chat message through the page's form.
+async fn chat(browser: &Browser, text: &str) {
+    browser.type_into("#chat-input", text).await;
+    browser.client.find(Locator::Css("#chat-form button")).await.expect("send button").click().await.expect("send");
+}
+
+/// How many chat lines from the room carry exactly `text`.
+async fn lines_with(browser: &Browser, text: &str) -> usize {
+    browser.texts("#messages li[data-seq] .text").await.iter().filter(|t| *t == text).count()
+}
 
 async fn frames_from(browser: &Browser, remote: &str) -> f64 {
     let snapshot = browser.snapshot().await;
@@ -103,7 +116,7 @@ async fn a_dropped_signaling_connection_shows_a_banner_and_the_call_comes_back()
         browser.wait_until("the reconnected banner", "document.querySelector('#banner').dataset.kind === 'up'").await;
     }
     let new_bob = bob.peer_id().await;
-    assert_ne!(new_bob, bob_id, "a rejoin is a new participant (session resume comes later)");
+    assert_ne!(new_bob, bob_id, "the restarted server knows no session: a fresh join, a new participant");
     ada.wait_for_stats(&new_bob, "video from Bob again", |p| p["stats"]["video"]["framesDecoded"].as_f64() > Some(0.0))
         .await;
     ada.wait_until("the banner goes", "document.querySelector('#banner').hidden").await;
@@ -111,4 +124,102 @@ async fn a_dropped_signaling_connection_shows_a_banner_and_the_call_comes_back()
     ada.close().await;
     bob.close().await;
     second.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_dropped_connection_resumes_the_same_session_and_nothing_is_lost_or_doubled() {
+    let _serial = serial().await;
+    let server = server_with(settings()).await;
+    let base = base_url(&server);
+    let driver = Driver::start().await;
+    let ada = driver.browser("Ada").await;
+    let bob = driver.browser("Bob").await;
+    ada.join(&base, "resume", "Ada").await;
+    bob.join(&base, "resume", "Bob").await;
+    let (ada_id, bob_id) = (ada.peer_id().await, bob.peer_id().await);
+    ada.wait_for_stats(&bob_id, "video from Bob", |p| p["stats"]["video"]["framesDecoded"].as_f64() > Some(0.0)).await;
+
+    // Ada's connection drops and stays away 3 s. Bob sees her reconnecting,
+    // not gone, and chats; Ada chats too while she is away.
+    ada.eval("window.switchboard.signaling.simulateDrop(3000)", vec![]).await;
+    bob.wait_until("Ada shown reconnecting", "document.querySelector('#people').textContent.includes('reconnecting')")
+        .await;
+    chat(&bob, "while you were away").await;
+    chat(&ada, "sent while away").await;
+
+    // She is back under the same id, with both messages exactly once.
+    ada.wait_until("the reconnected banner", "document.querySelector('#banner').dataset.kind === 'up'").await;
+    assert_eq!(ada.peer_id().await, ada_id, "a resume keeps the participant id");
+    ada.wait_until("Bob's message", "[...document.querySelectorAll('#messages li[data-seq] .text')].some((e) => e.textContent === 'while you were away')").await;
+    bob.wait_until("Ada's message", "[...document.querySelectorAll('#messages li[data-seq] .text')].some((e) => e.textContent === 'sent while away')").await;
+    ada.wait_until("Ada's echo", "document.querySelectorAll('#messages .pending').length === 0").await;
+    for browser in [&ada, &bob] {
+        assert_eq!(lines_with(browser, "while you were away").await, 1, "{}", browser.label);
+        assert_eq!(lines_with(browser, "sent while away").await, 1, "{}", browser.label);
+    }
+    bob.wait_until("Ada shown back", "!document.querySelector('#people').textContent.includes('reconnecting')").await;
+    let bob_lines = bob.texts("#messages li").await.join("\n");
+    assert!(bob_lines.contains("Ada is back."), "{bob_lines}");
+    assert!(!bob_lines.contains("Ada left") && !bob_lines.contains("Ada lost"), "Bob saw Ada leave:\n{bob_lines}");
+    // The call never stopped.
+    let frames = frames_from(&ada, &bob_id).await;
+    ada.wait_until(
+        "Bob's video still decoding",
+        &format!(
+            "window.switchboard.snapshot().then((s) => s.peers['{bob_id}']?.stats.video.framesDecoded > {frames})"
+        ),
+    )
+    .await;
+    ada.close().await;
+    bob.close().await;
+}
+
+#[tokio::test]
+async fn an_ice_restart_from_the_browser_is_answered_and_the_call_goes_on() {
+    let _serial = serial().await;
+    let server = server_with(settings()).await;
+    let base = base_url(&server);
+    let mut rusty = rust_peer(&server, "restart", "Rusty", MediaSource::Default).await;
+    let driver = Driver::start().await;
+    let ada = driver.browser("Ada").await;
+    ada.join(&base, "restart", "Ada").await;
+    let rusty_id = rusty.id().to_string();
+    ada.wait_for_stats(&rusty_id, "video from Rusty", |p| p["stats"]["video"]["framesDecoded"].as_f64() > Some(0.0))
+        .await;
+    // The restart is the impolite side's job; here the page restarts on
+    // demand, as it does by itself when ICE stays disconnected.
+    let ufrag =
+        "return window.switchboard.links.get(arguments[0]).pc.localDescription.sdp.match(/a=ice-ufrag:(\\S+)/)[1]";
+    let before = ada.eval(ufrag, vec![rusty_id.clone().into()]).await;
+    ada.eval("window.switchboard.links.get(arguments[0]).restartIce()", vec![rusty_id.clone().into()]).await;
+    ada.wait_until(
+        "new ICE credentials, connected",
+        &format!(
+            "(() => {{ const pc = window.switchboard.links.get('{rusty_id}').pc; \
+             return pc.signalingState === 'stable' && pc.iceConnectionState === 'connected' \
+             && !pc.localDescription.sdp.includes('a=ice-ufrag:' + {before}); }})()"
+        ),
+    )
+    .await;
+    let frames = frames_from(&ada, &rusty_id).await;
+    ada.wait_until(
+        "video after the restart",
+        &format!("window.switchboard.snapshot().then((s) => s.peers['{rusty_id}']?.stats.video.framesDecoded > {frames} + 20)"),
+    )
+    .await;
+    let ada_id = ada.peer_id().await;
+    let before = rusty
+        .media_stats()
+        .await
+        .expect("stats")
+        .iter()
+        .filter(|t| t.remote.as_str() == ada_id)
+        .map(|t| t.packets)
+        .sum::<u64>();
+    wait_for_rust_media(&mut rusty, "the browser's media after the restart", |s| {
+        s.iter().filter(|t| t.remote.as_str() == ada_id).map(|t| t.packets).sum::<u64>() > before + 50
+    })
+    .await;
+    ada.close().await;
+    rusty.leave().await;
 }

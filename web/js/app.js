@@ -35,6 +35,9 @@ class Session {
     this.stream = new MediaStream();
     this.signaling = null;
     this.joined = false;
+    // The session's resume token: a dropped connection takes the seat back.
+    this.resumeToken = null;
+    this.away = new Set();
     this.problems = [];
     this.bannerTimer = null;
     this.tiles = new Tiles($("#tiles"), $("#people"));
@@ -102,6 +105,8 @@ class Session {
       peers[id] = {
         name: info.name,
         state: link.state,
+        reconnecting: Boolean(info.reconnecting),
+        iceRestarts: link.iceRestarts,
         stats: this.mode === "sfu" ? (link.perPublisher.get(id) ?? null) : link.stats,
         channels: Object.fromEntries([...link.channels].map(([label, c]) => [label, c.readyState])),
         data: link.dataLog,
@@ -124,9 +129,11 @@ class Session {
     return this.signaling?.send(message) ?? false;
   }
 
+  /** Joins, or resumes the session when it has one. */
   sendJoin() {
     const { room, name, token } = this;
-    this.signal(client.join({ id: "join", room, name, token, media: mediaState(this.stream) }));
+    const resume = this.resumeToken ? { token: this.resumeToken, received: this.signaling.received } : undefined;
+    this.signaling.sendNow(client.join({ id: "join", room, name, token, media: mediaState(this.stream), resume }));
   }
 
   receive(m) {
@@ -141,6 +148,7 @@ class Session {
       case "peer_updated":
         this.peers.set(m.peer.id, m.peer);
         this.tiles.media(m.peer.id, m.peer.media);
+        this.reconnecting(m.peer);
         return this.chat.read(m.peer.id, m.peer.read_seq ?? 0);
       case "offer":
       case "answer":
@@ -173,13 +181,8 @@ class Session {
   }
 
   welcome(w) {
-    // A rejoin after a dropped connection gets a new id: the others dropped
-    // their links to the old one, so start every link afresh as the newcomer.
-    this.closeLinks();
-    for (const id of [...this.tiles.tiles.keys()]) if (id !== LOCAL) this.tiles.remove(id);
     this.joined = true;
-    this.me = w.you.id;
-    this.mode = w.mode ?? "mesh";
+    this.resumeToken = w.resume_token;
     this.iceServers = w.ice_servers;
     this.scheduleIceRefresh(w.ice_servers_ttl_s);
     this.signaling.configure({
@@ -187,19 +190,50 @@ class Session {
       messagesPerSecond: w.limits.messages_per_second,
       burst: w.limits.message_burst,
     });
-    this.peers = new Map();
-    this.chat.joined(w);
-    for (const peer of w.peers) this.addPeer(peer, true);
+    if (w.resumed) {
+      // Same id, same links: the events missed meanwhile follow in order.
+      for (const link of this.links.values()) link.setIceServers(w.ice_servers);
+      this.chat.joined(w);
+    } else {
+      // A fresh session has a new id: the others dropped (or will drop)
+      // their links to the old one, so start every link afresh as the
+      // newcomer.
+      this.closeLinks();
+      for (const id of [...this.tiles.tiles.keys()]) if (id !== LOCAL) this.tiles.remove(id);
+      this.me = w.you.id;
+      this.mode = w.mode ?? "mesh";
+      this.peers = new Map();
+      this.away = new Set();
+      this.chat.joined(w);
+      for (const peer of w.peers) this.addPeer(peer, true);
+    }
+    this.signaling.ready(!w.resumed);
     if (this.downSince) {
       this.downSince = null;
-      this.banner("Reconnected.", "up");
+      this.banner(w.resumed ? "Reconnected." : "Reconnected (joined again).", "up");
       clearTimeout(this.bannerTimer);
       this.bannerTimer = setTimeout(hideBanner, RECONNECTED_BANNER_MS);
     }
     this.maybeMarkRead();
   }
 
+  /** Shows a participant whose connection dropped as reconnecting, and back. */
+  reconnecting(peer) {
+    const was = this.away.has(peer.id);
+    if (Boolean(peer.reconnecting) === was) return;
+    if (peer.reconnecting) this.away.add(peer.id);
+    else this.away.delete(peer.id);
+    this.tiles.reconnecting(peer.id, Boolean(peer.reconnecting));
+    this.chat.system(peer.reconnecting ? `${peer.name} is reconnecting…` : `${peer.name} is back.`);
+  }
+
   error(m) {
+    if (m.code === "resume_failed") {
+      // The server no longer has the session (it restarted, or the grace
+      // ran out): join as a new participant.
+      this.resumeToken = null;
+      return this.sendJoin();
+    }
     const text = ERROR_TEXT[m.code] ?? m.message;
     if (!this.joined && REFUSALS.has(m.code)) {
       this.leave(`${text} (${m.message})`);
@@ -216,8 +250,8 @@ class Session {
   }
 
   down({ retryInMs, reason }) {
-    // The next welcome is a new session; until then a refusal means the
-    // room is gone for us (for example it filled up meanwhile).
+    // Until the next welcome a refusal means the room is gone for us (for
+    // example it filled up meanwhile).
     this.joined = false;
     this.downSince ??= Date.now();
     const seconds = Math.max(1, Math.round(retryInMs / 1000));
@@ -325,6 +359,7 @@ class Session {
 
   removePeer(id, reason) {
     const name = this.nameOf(id);
+    this.away.delete(id);
     const isSfu = this.peers.get(id)?.role === "sfu";
     this.links.get(id)?.close();
     this.links.delete(id);

@@ -66,17 +66,41 @@ export class ChatPanel {
     this.onUnread(0);
   }
 
-  /** A (re)join: adopt the welcome's history, receipts and limits. */
+  /**
+   * A (re)join: adopt the welcome's history, receipts and limits. After a
+   * resumed welcome the panel keeps its state (the missed messages follow);
+   * messages still waiting for their echo are sent again with the same
+   * client id, which the server stores once. After a fresh join, those the
+   * old session got stored are found in the history instead.
+   */
   joined(welcome) {
+    const oldMe = this.me;
     this.me = welcome.you.id;
     this.typingTtlMs = welcome.limits.typing_ttl_ms;
     this.input.maxLength = welcome.limits.max_chat_chars;
     this.historyPage = welcome.limits.chat_history_page;
+    if (welcome.resumed) {
+      for (const [client_id, { text }] of this.pending) this.send(client.chat({ client_id, text }));
+      return;
+    }
     this.readSeqs = new Map(welcome.peers.map((p) => [p.id, p.read_seq ?? 0]));
-    this.myReadSeq = Math.max(this.myReadSeq, welcome.you.read_seq ?? 0);
-    for (const line of this.pending.values()) line.classList.add("failed");
-    this.pending.clear();
-    for (const message of welcome.chat) this.add(message);
+    this.myReadSeq = welcome.you.read_seq ?? 0;
+    // The room's log as the server has it now (after a server restart it
+    // starts again at seq 1): the list shows that, then what still waits.
+    this.bySeq.clear();
+    this.list.replaceChildren();
+    for (const message of welcome.chat) {
+      const stored = message.from === oldMe ? this.pending.get(message.client_id) : undefined;
+      if (stored) {
+        stored.line.remove();
+        this.pending.delete(message.client_id);
+      }
+      this.add(message);
+    }
+    for (const [client_id, { line, text }] of this.pending) {
+      this.list.append(line);
+      this.send(client.chat({ client_id, text }));
+    }
     this.older.hidden = !(welcome.chat.length > 0 && welcome.chat[0].seq > 1);
     this.clearTyping();
     this.refreshReceipts();
@@ -88,7 +112,7 @@ export class ChatPanel {
     const ack = message.from === this.me ? this.pending.get(message.client_id) : undefined;
     if (ack) {
       this.pending.delete(message.client_id);
-      ack.remove();
+      ack.line.remove();
     }
     if (this.bySeq.has(message.seq)) return;
     const line = this.line(message.name, message.text, message.from === this.me ? "mine" : "theirs");
@@ -185,13 +209,15 @@ export class ChatPanel {
     if (!text) return;
     this.counter += 1;
     const client_id = `c${Date.now().toString(36)}-${this.counter}`;
+    // While the connection is down the message waits, shown as pending,
+    // and goes out when the session is back.
     if (!this.send(client.chat({ client_id, text }))) {
-      this.system("Not connected: the message was not sent.");
+      this.system("Too many messages are waiting to be sent: this one was not.");
       return;
     }
     this.input.value = "";
     const line = this.line("You", text, "mine pending");
-    this.pending.set(client_id, line);
+    this.pending.set(client_id, { line, text });
     this.list.append(line);
     line.scrollIntoView({ block: "end" });
     this.stopTyping();

@@ -11,6 +11,10 @@
 //   `state` (unordered, no retransmits); the answerer accepts them by label;
 // - an offerer offers to receive every kind it does not send, or the
 //   answerer could never send that kind.
+// - when ICE stays disconnected (1 s) or fails, the impolite side restarts
+//   it (restartIce: a new offer with new ICE credentials), and again every
+//   5 s until it is back, since the offer may be lost while signaling is
+//   down too.
 // Every signaling input for a link is applied in arrival order through one
 // promise chain.
 
@@ -26,6 +30,10 @@ export const CHANNELS = {
 export const STATS_INTERVAL_MS = 1000;
 /** Data-channel messages kept per link for the page and its tests. */
 const DATA_LOG = 200;
+/** How long ICE may stay disconnected before the impolite side restarts it. */
+export const ICE_RESTART_AFTER_MS = 1000;
+/** How often a restart is tried again while ICE has not recovered. */
+export const ICE_RESTART_RETRY_MS = 5000;
 
 export class Link extends EventTarget {
   /**
@@ -61,6 +69,9 @@ export class Link extends EventTarget {
     this.trackOwner = new Map();
     this.stats = null;
     this.closed = false;
+    this.restartTimer = null;
+    // ICE restarts this side made, in all (for the page and its tests).
+    this.iceRestarts = 0;
 
     const pc = this.pc;
     for (const track of stream.getTracks()) pc.addTrack(track, stream);
@@ -101,6 +112,7 @@ export class Link extends EventTarget {
       this.changed();
     };
     pc.onconnectionstatechange = () => this.changed();
+    pc.oniceconnectionstatechange = () => this.iceChanged();
     this.statsTimer = setInterval(() => this.sample(), STATS_INTERVAL_MS);
   }
 
@@ -173,12 +185,38 @@ export class Link extends EventTarget {
   close() {
     this.closed = true;
     clearInterval(this.statsTimer);
+    clearTimeout(this.restartTimer);
     for (const track of this.remoteStream.getTracks()) track.stop();
     this.pc.close();
     this.changed();
   }
 
   // ---- internals ----
+
+  iceChanged() {
+    const state = this.pc.iceConnectionState;
+    if (state === "connected" || state === "completed") {
+      clearTimeout(this.restartTimer);
+      this.restartTimer = null;
+    } else if ((state === "disconnected" || state === "failed") && !this.polite && !this.restartTimer) {
+      this.restartTimer = setTimeout(() => this.restartIce(), ICE_RESTART_AFTER_MS);
+    }
+    this.changed();
+  }
+
+  /** Offers with new ICE credentials; tries again until ICE is back. */
+  restartIce() {
+    if (this.closed) return;
+    this.iceRestarts += 1;
+    this.enqueue(async () => {
+      // An offer of ours that was never answered (lost with the network)
+      // would hold the restart back: start over from stable.
+      if (this.pc.signalingState === "have-local-offer") await this.pc.setLocalDescription({ type: "rollback" });
+      this.mayOffer = true;
+      this.pc.restartIce();
+    });
+    this.restartTimer = setTimeout(() => this.restartIce(), ICE_RESTART_RETRY_MS);
+  }
 
   async offer() {
     if (!this.mayOffer || this.closed) return;

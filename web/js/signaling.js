@@ -1,10 +1,15 @@
 // The signaling socket: one WebSocket, kept alive, paced to the server's
-// rate limit, and reopened with backoff when it drops.
+// rate limit, and reopened with backoff when it drops (or goes silent).
 //
-// It knows nothing about rooms: the session (app.js) sends `join` on every
-// "open" event and decides what a message means.
+// It counts the session's events (protocol.js EVENT_TYPES) and acknowledges
+// them in its pings, so that a resume can name what it has received.
+// Messages sent while the socket is down wait in the queue and go out once
+// the session is back (`ready()`), in order.
+//
+// It knows nothing about rooms: the session (app.js) sends `join` (with
+// `sendNow`) on every "open" event and decides what a message means.
 
-import { WS_PATH, parseServer } from "./protocol.js";
+import { EVENT_TYPES, WS_PATH, client, parseServer } from "./protocol.js";
 
 /** First reconnect delay; it doubles per failed attempt. */
 export const BACKOFF_BASE_MS = 500;
@@ -14,8 +19,11 @@ export const BACKOFF_CAP_MS = 15000;
 const DEFAULT_PING_INTERVAL_MS = 15000;
 /** Share of the announced rate limit the client uses, so it never hits it. */
 const RATE_SHARE = 0.9;
-/** Messages waiting for rate tokens; past this the socket is overloaded. */
+/** Messages waiting (for rate tokens, or for the session to be back). */
 const MAX_QUEUED = 1000;
+/** Events between two acknowledgements at most (besides every ping). */
+const ACK_EVERY = 64;
+const EVENTS = new Set(EVENT_TYPES);
 
 /** Delay before reconnect attempt `attempt` (0-based): exponential, capped, with jitter. */
 export function backoffMs(attempt, random = Math.random) {
@@ -49,6 +57,11 @@ export class Signaling extends EventTarget {
     this.bucket = { tokens: 10, capacity: 10, perSecond: 10, last: performance.now() };
     this.queue = [];
     this.drainTimer = null;
+    // Events received in this session, and how many were acknowledged.
+    this.received = 0;
+    this.acked = 0;
+    this.isReady = false;
+    this.lastHeard = performance.now();
   }
 
   /** Opens the socket, and keeps reopening it until `close()`. */
@@ -85,9 +98,32 @@ export class Signaling extends EventTarget {
     return this.socket?.readyState === WebSocket.OPEN;
   }
 
-  /** Sends a message, paced to the rate limit. False when not connected. */
-  send(message) {
+  /**
+   * The session is (back) in: send what waited. `fresh`: a new session,
+   * whose event count starts again.
+   */
+  ready(fresh) {
+    if (fresh) {
+      this.received = 0;
+      this.acked = 0;
+    }
+    this.isReady = true;
+    this.drain();
+  }
+
+  /** Sends at once, ahead of the queue (the join). */
+  sendNow(message) {
     if (!this.connected) return false;
+    this.socket.send(JSON.stringify(message));
+    return true;
+  }
+
+  /**
+   * Sends a message, paced to the rate limit; while the socket is down it
+   * waits for the session to be back. False when the queue is full.
+   */
+  send(message) {
+    if (!this.wanted) return false;
     if (this.queue.length >= MAX_QUEUED) {
       this.dispatchEvent(new CustomEvent("invalid", { detail: "too many messages waiting to be sent" }));
       return false;
@@ -101,19 +137,24 @@ export class Signaling extends EventTarget {
     clearTimeout(this.retryTimer);
     const socket = new WebSocket(this.url);
     this.socket = socket;
+    this.isReady = false;
     socket.onopen = () => {
       this.attempt = 0;
+      this.lastHeard = performance.now();
       this.restartPing();
       this.dispatchEvent(new Event("open"));
     };
     socket.onmessage = (event) => {
+      this.lastHeard = performance.now();
       if (typeof event.data !== "string") return;
       const { message, error } = parseServer(event.data);
       if (error) {
         this.dispatchEvent(new CustomEvent("invalid", { detail: error }));
         return;
       }
+      if (EVENTS.has(message.type)) this.received += 1;
       this.dispatchEvent(new CustomEvent("message", { detail: message }));
+      if (this.received - this.acked >= ACK_EVERY) this.ping();
     };
     socket.onclose = (event) => {
       if (this.socket !== socket) return;
@@ -123,11 +164,15 @@ export class Signaling extends EventTarget {
     };
   }
 
-  /** Stops the timers and closes the socket without reacting to its close. */
+  /**
+   * Stops the timers and closes the socket without reacting to its close.
+   * The queue is kept for the next session, unless this is the end.
+   */
   dropSocket(code = undefined, reason = undefined) {
     clearInterval(this.pingTimer);
     clearTimeout(this.drainTimer);
-    this.queue = [];
+    this.isReady = false;
+    if (!this.wanted) this.queue = [];
     if (this.socket) {
       const socket = this.socket;
       this.socket = null;
@@ -145,11 +190,37 @@ export class Signaling extends EventTarget {
     this.dispatchEvent(new CustomEvent("down", { detail: { retryInMs, reason } }));
   }
 
+  /**
+   * For tests and the console: drops the connection as a network failure
+   * would for the session (the server holds the seat), and stays away at
+   * least `awayMs`.
+   */
+  simulateDrop(awayMs = 0) {
+    if (!this.socket) return;
+    this.dropSocket();
+    this.scheduleRetry("The connection to the server was lost.", awayMs);
+  }
+
   restartPing() {
     clearInterval(this.pingTimer);
     this.pingTimer = setInterval(() => {
-      if (this.connected) this.socket.send('{"type":"ping"}');
+      // Nothing heard (not even a pong) for a ping interval and a half:
+      // the connection is dead even if the socket does not know it yet.
+      const silentMs = performance.now() - this.lastHeard;
+      if (silentMs > this.pingIntervalMs + Math.max(this.pingIntervalMs / 2, 1000)) {
+        this.dropSocket();
+        this.scheduleRetry("The connection to the server went silent.");
+        return;
+      }
+      this.ping();
     }, this.pingIntervalMs);
+  }
+
+  /** A keepalive that acknowledges every event received so far. */
+  ping() {
+    if (!this.connected) return;
+    this.acked = this.received;
+    this.socket.send(JSON.stringify(client.ping({ ack: this.received })));
   }
 
   /** Sends what the token bucket allows now; waits for the rest. */
@@ -159,7 +230,8 @@ export class Signaling extends EventTarget {
     const now = performance.now();
     b.tokens = Math.min(b.capacity, b.tokens + ((now - b.last) / 1000) * b.perSecond);
     b.last = now;
-    while (this.queue.length > 0 && b.tokens >= 1 && this.connected) {
+    if (!this.isReady || !this.connected) return;
+    while (this.queue.length > 0 && b.tokens >= 1) {
       b.tokens -= 1;
       this.socket.send(this.queue.shift());
     }

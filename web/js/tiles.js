@@ -66,6 +66,15 @@ export class Tiles {
     this.presence();
   }
 
+  /** A participant whose signaling dropped: the server holds its seat. */
+  reconnecting(id, away) {
+    const tile = this.tiles.get(id);
+    if (!tile) return;
+    if (away) tile.dataset.reconnecting = "true";
+    else delete tile.dataset.reconnecting;
+    this.presence();
+  }
+
   /** A line of `state` channel text under the name. */
   status(id, text) {
     const status = this.tiles.get(id)?.querySelector(".status");
@@ -129,7 +138,8 @@ export class Tiles {
       const item = document.createElement("li");
       item.dataset.peer = tile.dataset.peer;
       const state = [tile.querySelector(".mic").textContent, tile.querySelector(".cam").textContent];
-      if (tile.dataset.connection && tile.dataset.connection !== "connected") {
+      if (tile.dataset.reconnecting) state.push("reconnecting…");
+      else if (tile.dataset.connection && tile.dataset.connection !== "connected") {
         state.push(CONNECTION_WORDS[tile.dataset.connection] ?? tile.dataset.connection);
       }
       item.textContent = `${tile.querySelector(".name").textContent} · ${state.filter(Boolean).join(" · ")}`;
