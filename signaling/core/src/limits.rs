@@ -28,6 +28,12 @@ pub struct Limits {
     /// Most open WebSocket connections; beyond it the HTTP upgrade is
     /// answered with 503 and a `Retry-After`.
     pub max_connections: usize,
+    /// New WebSocket connections admitted per second (0: no limit); beyond
+    /// it (and the burst) the upgrade is answered with 503 and
+    /// `Retry-After: 1`, so that a reconnect storm is spread out.
+    pub admissions_per_second: u32,
+    /// New connections admitted at once after a quiet period.
+    pub admission_burst: u32,
     /// Messages queued for one connection. A client that lets its queue fill
     /// is disconnected as a `slow_consumer`; nobody else waits for it.
     pub outbound_queue: usize,
@@ -66,6 +72,8 @@ impl Default for Limits {
             max_peers_per_room: 32,
             max_rooms: 10_000,
             max_connections: 10_000,
+            admissions_per_second: 500,
+            admission_burst: 500,
             outbound_queue: 1024,
             join_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(15),

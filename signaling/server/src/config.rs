@@ -202,6 +202,12 @@ pub struct LimitArgs {
     /// turns resume off [default: 20000].
     #[arg(long, env = "SWITCHBOARD_RESUME_GRACE_MS")]
     pub resume_grace_ms: Option<u64>,
+    /// New WebSocket connections admitted per second; 0: no limit [default: 500].
+    #[arg(long, env = "SWITCHBOARD_ADMISSIONS_PER_SECOND")]
+    pub admissions_per_second: Option<u32>,
+    /// New connections admitted at once after a quiet period [default: 500].
+    #[arg(long, env = "SWITCHBOARD_ADMISSION_BURST")]
+    pub admission_burst: Option<u32>,
     /// Unacknowledged events kept per participant for a resume [default: 1024].
     #[arg(long, env = "SWITCHBOARD_REPLAY_BUFFER")]
     pub replay_buffer: Option<usize>,
@@ -362,6 +368,8 @@ impl LimitArgs {
             chat_history_page: self.chat_history_page.or(file.chat_history_page),
             typing_ttl_ms: self.typing_ttl_ms.or(file.typing_ttl_ms),
             resume_grace_ms: self.resume_grace_ms.or(file.resume_grace_ms),
+            admissions_per_second: self.admissions_per_second.or(file.admissions_per_second),
+            admission_burst: self.admission_burst.or(file.admission_burst),
             replay_buffer: self.replay_buffer.or(file.replay_buffer),
         }
     }
@@ -385,6 +393,8 @@ impl LimitArgs {
             chat_history_page: self.chat_history_page.unwrap_or(d.chat_history_page),
             typing_ttl: self.typing_ttl_ms.map_or(d.typing_ttl, ms),
             resume_grace: self.resume_grace_ms.map_or(d.resume_grace, ms),
+            admissions_per_second: self.admissions_per_second.unwrap_or(d.admissions_per_second),
+            admission_burst: self.admission_burst.unwrap_or(d.admission_burst),
             replay_buffer: self.replay_buffer.unwrap_or(d.replay_buffer),
         }
     }

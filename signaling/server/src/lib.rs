@@ -12,6 +12,7 @@
 //! [`start`] binds and runs everything; [`Server::shutdown`] sends every
 //! client a going-away notice and finishes within the configured grace.
 
+pub mod admission;
 pub mod clock;
 pub mod config;
 pub mod connection;
@@ -88,6 +89,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         limits: settings.limits.clone(),
         telemetry,
         conn_slots: Arc::new(Semaphore::new(settings.limits.max_connections)),
+        admission: admission::Admission::new(
+            settings.limits.admissions_per_second,
+            settings.limits.admission_burst,
+            std::time::Instant::now(),
+        ),
         next_conn: AtomicU64::new(1),
         allowed_origins: settings.allowed_origins.iter().map(|o| routes::normalize_origin(o)).collect(),
         shutting_down: AtomicBool::new(false),

@@ -55,12 +55,16 @@ async fn upgrade(State(state): State<Arc<AppState>>, headers: HeaderMap, ws: Web
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
     if state.shutting_down.load(Ordering::Relaxed) {
-        return unavailable("shutting down\n");
+        return unavailable("shutting down\n", RETRY_AFTER_S);
     }
     let Ok(slot) = state.conn_slots.clone().try_acquire_owned() else {
         state.telemetry.rejected_connections.increment(1);
-        return unavailable("too many connections\n");
+        return unavailable("too many connections\n", RETRY_AFTER_S);
     };
+    if !state.admission.try_admit(std::time::Instant::now()) {
+        state.telemetry.rejected_connections.increment(1);
+        return unavailable("too many new connections: retry later\n", crate::admission::RETRY_AFTER_S);
+    }
     let id = ConnId(state.next_conn.fetch_add(1, Ordering::Relaxed));
     let hard = state.limits.hard_max_message_bytes();
     ws.max_message_size(hard)
@@ -70,8 +74,8 @@ async fn upgrade(State(state): State<Arc<AppState>>, headers: HeaderMap, ws: Web
         .on_upgrade(move |socket| connection::run(socket, id, state, slot))
 }
 
-fn unavailable(body: &'static str) -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, RETRY_AFTER_S)], body).into_response()
+fn unavailable(body: &'static str, retry_after_s: &'static str) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, retry_after_s)], body).into_response()
 }
 
 /// Browsers send `Origin`; other clients do not and are let through (they

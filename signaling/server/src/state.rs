@@ -21,6 +21,8 @@ pub struct AppState {
     /// One permit per allowed connection; all permits back means no
     /// connection is left (used to finish shutdown).
     pub conn_slots: Arc<Semaphore>,
+    /// The rate of new connections.
+    pub admission: crate::admission::Admission,
     /// Next connection id.
     pub next_conn: AtomicU64,
     /// Allowed browser origins, lower-cased, without trailing slash.
