@@ -202,7 +202,12 @@ impl HubTask {
                         self.telemetry.error(e.code);
                     }
                     if let ServerMessage::Welcome(w) = &msg {
-                        info!(room = %w.room, peer = %w.you.id, "joined");
+                        if w.resumed {
+                            self.telemetry.resumes.increment(1);
+                            info!(room = %w.room, peer = %w.you.id, "resumed");
+                        } else {
+                            info!(room = %w.room, peer = %w.you.id, "joined");
+                        }
                     }
                     let text = Utf8Bytes::from(msg.to_json());
                     for &conn in to.as_slice() {
@@ -242,6 +247,7 @@ impl HubTask {
         }
         self.telemetry.rooms.set(self.hub.rooms() as f64);
         self.telemetry.peers.set(self.hub.peers() as f64);
+        self.telemetry.peers_reconnecting.set(self.hub.away() as f64);
     }
 
     fn deliver(&mut self, conn: ConnId, frame: Outbound) {

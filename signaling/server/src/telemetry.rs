@@ -55,7 +55,12 @@ pub struct Telemetry {
     pub rooms: Gauge,
     /// Participants in rooms.
     pub peers: Gauge,
-    /// Upgrades refused at the connection limit.
+    /// Participants whose connection dropped and whose seat is held for a
+    /// resume (counted in `peers` too).
+    pub peers_reconnecting: Gauge,
+    /// Sessions resumed after a dropped connection.
+    pub resumes: Counter,
+    /// Upgrades refused at the connection limit or the admission rate.
     pub rejected_connections: Counter,
     /// STUN Binding requests answered.
     pub stun_answered: Counter,
@@ -93,6 +98,8 @@ impl Telemetry {
             connections: metrics::gauge!("switchboard_connections"),
             rooms: metrics::gauge!("switchboard_rooms"),
             peers: metrics::gauge!("switchboard_peers"),
+            peers_reconnecting: metrics::gauge!("switchboard_peers_reconnecting"),
+            resumes: metrics::counter!("switchboard_resumes_total"),
             rejected_connections: metrics::counter!("switchboard_rejected_connections_total"),
             stun_answered: metrics::counter!("switchboard_stun_requests_total", "result" => "answered"),
             stun_ignored: metrics::counter!("switchboard_stun_requests_total", "result" => "ignored"),
