@@ -4,8 +4,11 @@
 //! every step.
 //!
 //! Input format: frames separated by 0xFF. A frame's first byte picks the
-//! connection (low 2 bits) and whether time advances first (bit 2, by the
-//! next byte in 100 ms steps); the rest is the frame's text (lossy UTF-8).
+//! connection (low 2 bits), whether time advances first (bit 2, by the next
+//! byte in 100 ms steps), whether the connection drops instead (bit 3), and
+//! whether probes of it are answered (bit 4); the rest is the frame's text
+//! (lossy UTF-8). A slot reopened after a drop gets a new connection id, as
+//! in the server, where ids are never reused.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -25,6 +28,8 @@ fuzz_target!(|data: &[u8]| {
     let mut hub = Hub::new(HubConfig { limits, ..HubConfig::default() }, entropy);
     let mut now = Now { mono: Instant::now(), unix_ms: 1_795_000_000_000 };
     let mut open = [false; CONNS as usize];
+    let mut generation = [0u64; CONNS as usize];
+    let id = |slot: u64, generation: &[u64; CONNS as usize]| ConnId(slot + CONNS * generation[slot as usize]);
     for frame in data.split(|b| *b == 0xFF) {
         let Some((&head, rest)) = frame.split_first() else { continue };
         let conn = u64::from(head & 3);
@@ -35,17 +40,21 @@ fuzz_target!(|data: &[u8]| {
             now.unix_ms += 100 * u64::from(steps);
             hub.timeout(now);
         }
+        let answers_probes = head & 16 != 0;
         if head & 8 != 0 {
-            hub.disconnect(ConnId(conn), LeaveReason::Disconnected);
-            open[conn as usize] = false;
+            if open[conn as usize] {
+                hub.disconnect(id(conn, &generation), LeaveReason::Disconnected, now);
+                open[conn as usize] = false;
+                generation[conn as usize] += 1;
+            }
         } else {
             if !open[conn as usize] {
-                hub.open(ConnId(conn), now);
+                hub.open(id(conn, &generation), now);
                 open[conn as usize] = true;
             }
             let text = String::from_utf8_lossy(rest);
             if let Ok(msg) = parse_client(&text) {
-                hub.message(ConnId(conn), msg, now);
+                hub.message(id(conn, &generation), msg, now);
             }
         }
         while let Some(out) = hub.poll_output() {
@@ -59,11 +68,25 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(back, msg);
                 }
                 Output::SfuWanted { .. } => {}
-                Output::Close { conn, .. } => {
-                    if let Some(slot) = open.get_mut(conn.0 as usize) {
-                        *slot = false;
+                Output::Probe { conn } => {
+                    if answers_probes {
+                        hub.alive(conn, now);
+                    } else {
+                        let slot = (conn.0 % CONNS) as usize;
+                        if open[slot] && id(slot as u64, &generation) == conn {
+                            open[slot] = false;
+                            generation[slot] += 1;
+                        }
+                        hub.disconnect(conn, LeaveReason::Disconnected, now);
                     }
-                    hub.disconnect(conn, LeaveReason::Disconnected);
+                }
+                Output::Close { conn, .. } => {
+                    let slot = (conn.0 % CONNS) as usize;
+                    if open[slot] && id(slot as u64, &generation) == conn {
+                        open[slot] = false;
+                        generation[slot] += 1;
+                    }
+                    hub.disconnect(conn, LeaveReason::Disconnected, now);
                 }
             }
         }
