@@ -163,7 +163,9 @@ impl Peer {
         Ok(Self { welcome, connected_after, welcome_after, events, commands, task })
     }
 
-    /// This peer's id.
+    /// This peer's id in its first session. A resumed session keeps it; a
+    /// fresh one (after a server restart) has a new id, reported by
+    /// [`PeerEvent::Rejoined`].
     pub fn id(&self) -> &PeerId {
         &self.welcome.you.id
     }
