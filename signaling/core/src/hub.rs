@@ -309,10 +309,13 @@ impl Hub {
         };
         match (msg, joined) {
             (ClientMessage::Ping(Ping { id, ack }), joined) => {
-                if let (Some(ack), Some((room, peer))) = (ack, joined)
+                if let Some((room, peer)) = joined
                     && let Some(member) = self.rooms.get_mut(&room).and_then(|r| r.get_mut(&peer))
                 {
-                    member.events.ack(ack);
+                    if let Some(ack) = ack {
+                        member.events.ack(ack);
+                    }
+                    confirm_token(member, &mut self.tokens);
                 }
                 self.send(conn, ServerMessage::Pong(Pong { id }));
             }
@@ -588,10 +591,21 @@ impl Hub {
         let Some(member) = room.get_mut(peer) else { return };
         let old_conn = std::mem::replace(&mut member.conn, pending.conn);
         let old_token = std::mem::replace(&mut member.resume_token, token.clone());
+        // The token the client is known to hold keeps working until it shows
+        // it has the new one. If the current one was never confirmed (this
+        // resume itself used the previous one), the client never saw it.
+        let stale = if member.previous_token.is_some() {
+            Some(old_token)
+        } else {
+            member.previous_token = Some(old_token);
+            None
+        };
         member.online = true;
         member.info = info.clone();
         self.away.remove(&old_conn);
-        self.tokens.remove(&old_token);
+        if let Some(stale) = stale {
+            self.tokens.remove(&stale);
+        }
         self.tokens.insert(token, (room_name.clone(), peer.clone()));
         self.conns.insert(pending.conn, ConnState::Joined { room: room_name.clone(), peer: peer.clone() });
         self.send(pending.conn, ServerMessage::Welcome(Box::new(welcome)));
@@ -611,6 +625,9 @@ impl Hub {
             debug_assert!(false, "joined connection without a room");
             return;
         };
+        if let Some(member) = room.get_mut(me) {
+            confirm_token(member, &mut self.tokens);
+        }
         match msg {
             ClientMessage::Offer(DescriptionRelay { id, to, description }) => {
                 if description.kind != SdpType::Offer {
@@ -818,6 +835,9 @@ impl Hub {
     /// token, its held seat, and a resume waiting on it.
     fn forget(&mut self, member: crate::room::Member) {
         self.tokens.remove(&member.resume_token);
+        if let Some(previous) = &member.previous_token {
+            self.tokens.remove(previous);
+        }
         if !member.online {
             self.away.remove(&member.conn);
         }
@@ -912,8 +932,9 @@ impl Hub {
         if members != self.peers {
             return Err(format!("peer count {} but {members} members", self.peers));
         }
-        if self.tokens.len() != members {
-            return Err(format!("{} tokens but {members} members", self.tokens.len()));
+        let previous = self.rooms.values().flat_map(Room::members).filter(|m| m.previous_token.is_some()).count();
+        if self.tokens.len() != members + previous {
+            return Err(format!("{} tokens for {members} members ({previous} previous)", self.tokens.len()));
         }
         if self.away.len() != members - online {
             return Err(format!("{} seats held but {} members away", self.away.len(), members - online));
@@ -923,6 +944,14 @@ impl Hub {
             return Err(format!("{joined} joined connections but {online} members online"));
         }
         Ok(())
+    }
+}
+
+/// The member spoke on its (resumed) connection, so it has read the welcome
+/// with its new token: the previous one stops working.
+fn confirm_token(member: &mut crate::room::Member, tokens: &mut HashMap<String, (RoomName, PeerId)>) {
+    if let Some(previous) = member.previous_token.take() {
+        tokens.remove(&previous);
     }
 }
 

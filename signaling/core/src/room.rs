@@ -32,6 +32,10 @@ pub struct Member {
     pub chat_ids: ChatDedup,
     /// The token that resumes it (a new one in every welcome).
     pub resume_token: String,
+    /// The token before the last resume, still honoured until the client
+    /// speaks on its new connection: a drop can land after the server sent
+    /// the resumed welcome and before the client read its new token.
+    pub previous_token: Option<String>,
     /// A resume waiting on a check of its current connection.
     pub pending: Option<PendingResume>,
     /// What the others see.
@@ -105,6 +109,7 @@ impl Room {
             events: EventLog::new(replay),
             chat_ids: ChatDedup::default(),
             resume_token,
+            previous_token: None,
             pending: None,
             info,
             join_order,

@@ -94,13 +94,56 @@ fn a_dropped_participant_is_reconnecting_then_resumes_with_every_missed_event_in
     }
     assert!(s.take(c).iter().all(|m| !matches!(m, ServerMessage::PeerLeft(_))), "nobody saw it leave");
 
-    // Live again: events flow to the new connection, and the old token is dead.
+    // Live again: events flow to the new connection. Once it speaks, the
+    // old token is dead.
     s.send(b, r#"{"type":"chat","client_id":"g3","text":"three"}"#);
     assert_eq!(chat_texts(&s.take(a2)), ["three"]);
+    s.send(a2, r#"{"type":"ping"}"#);
+    s.take(a2);
     let thief = s.open(12);
     s.send(thief, &resume_json("demo", &wa.resume_token, received));
     assert_eq!(error_code(&s.take(thief)), Some(ErrorCode::ResumeFailed), "a stale token is refused");
     assert!(s.probed.is_empty(), "a stale token does not even disturb the live session");
+}
+
+#[test]
+fn a_drop_before_the_resumed_welcome_arrives_resumes_again_with_the_old_token() {
+    let mut s = sim();
+    let (a, wa) = s.join(1, "demo", "Ada");
+    let (b, _) = s.join(2, "demo", "Grace");
+    let received = events(&s.take(a));
+    s.disconnect(a, LeaveReason::Disconnected);
+    s.send(b, r#"{"type":"chat","client_id":"g1","text":"one"}"#);
+    // The resume completes, but the connection drops before the client
+    // reads the welcome (and its new token).
+    let a2 = s.open(11);
+    s.send(a2, &resume_json("demo", &wa.resume_token, received));
+    assert!(welcome(&s.take(a2)).resumed);
+    s.disconnect(a2, LeaveReason::Disconnected);
+    s.send(b, r#"{"type":"chat","client_id":"g2","text":"two"}"#);
+    // It comes back with the token it has, and misses nothing.
+    let a3 = s.open(12);
+    s.send(a3, &resume_json("demo", &wa.resume_token, received));
+    let msgs = s.take(a3);
+    let w = welcome(&msgs).clone();
+    assert!(w.resumed && w.you.id == wa.you.id);
+    assert_eq!(chat_texts(&msgs), ["one", "two"]);
+    // And again: the token it holds still works, however many welcomes it
+    // missed.
+    s.disconnect(a3, LeaveReason::Disconnected);
+    let a3 = s.open(14);
+    s.send(a3, &resume_json("demo", &wa.resume_token, received));
+    let msgs = s.take(a3);
+    assert!(welcome(&msgs).resumed);
+    assert_eq!(chat_texts(&msgs), ["one", "two"]);
+    // Once the client speaks on its new connection, it has the new token:
+    // the old one is refused.
+    s.send(a3, r#"{"type":"ping"}"#);
+    s.take(a3);
+    let old = s.open(13);
+    s.send(old, &resume_json("demo", &wa.resume_token, received));
+    assert_eq!(error_code(&s.take(old)), Some(ErrorCode::ResumeFailed));
+    assert!(s.hub.check_invariants().is_ok());
 }
 
 #[test]
@@ -291,6 +334,8 @@ enum Op {
     Chat(usize),
     Drop(usize),
     Resume(usize),
+    /// A resume whose welcome (and everything after it) is lost to a drop.
+    ResumeLost(usize),
     Ack(usize),
     Advance(u64),
 }
@@ -300,6 +345,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..4usize).prop_map(Op::Chat),
         2 => (0..4usize).prop_map(Op::Drop),
         2 => (0..4usize).prop_map(Op::Resume),
+        1 => (0..4usize).prop_map(Op::ResumeLost),
         1 => (0..4usize).prop_map(Op::Ack),
         1 => (0..30_000u64).prop_map(Op::Advance),
     ]
@@ -344,6 +390,13 @@ proptest! {
                         }
                         _ => { gone.insert(i, ()); s.take(conn); }
                     }
+                }
+                Op::ResumeLost(i) => if clients[i].conn.is_none() && !gone.contains_key(&i) {
+                    let conn = s.open(next_conn);
+                    next_conn += 1;
+                    s.send(conn, &resume_json("r", &clients[i].token, clients[i].received));
+                    s.take(conn);
+                    s.disconnect(conn, LeaveReason::Disconnected);
                 }
                 Op::Ack(i) => if let Some(conn) = clients[i].conn {
                     s.send(conn, &format!(r#"{{"type":"ping","ack":{}}}"#, clients[i].received));
