@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{join, join_with, server, wait_for, wait_for_media};
+use common::{join, join_with, require_loopback_namespace, server, wait_for, wait_for_media};
 use std::collections::BTreeSet;
 use switchboard_peer::SignalState;
 use switchboard_peer::{Channel, MediaSource, Peer, PeerEvent};
@@ -92,4 +92,34 @@ async fn a_call_outlives_the_signaling_server() {
     };
     let before = video(&b.media_stats().await.expect("stats"));
     wait_for_media(&mut b, "video with the server gone", |s| video(s) > before + 30).await;
+}
+
+#[tokio::test]
+async fn a_going_away_notice_sends_the_peers_to_the_address_it_gives() {
+    let next = server().await;
+    let next_url = format!("ws://{}/v1/ws", next.local_addr());
+    require_loopback_namespace();
+    let settings = switchboard_server::config::Settings {
+        bind: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        stun: None,
+        public_url: Some(next_url),
+        ..switchboard_server::config::Settings::default()
+    };
+    let first = switchboard_server::start(settings).await.expect("server starts");
+    let mut a = join(&first, "move", "a").await;
+    let mut b = join(&first, "move", "b").await;
+    let ib = b.id().clone();
+    chat_open_to(&mut a, &BTreeSet::from([ib])).await;
+    // The first server goes away and names the next one: both peers go
+    // there on their own (a fresh join: the next server has no session).
+    first.shutdown().await.expect("shutdown");
+    let rejoined = |e: &PeerEvent| matches!(e, PeerEvent::Rejoined { .. });
+    let PeerEvent::Rejoined { id: new_a } = wait_for(&mut a, "a to join the next server", rejoined).await else {
+        unreachable!()
+    };
+    wait_for(&mut b, "b to join the next server", rejoined).await;
+    // They are in the same room there, and talk through it.
+    a.chat("on the next server").await.expect("chat");
+    let chat = wait_for(&mut b, "chat through the next server", |e| matches!(e, PeerEvent::Chat(_))).await;
+    assert!(matches!(&chat, PeerEvent::Chat(c) if c.from == new_a && c.text == "on the next server"), "{chat:?}");
 }
