@@ -1,7 +1,7 @@
 //! Fuzzes what a client controls: arbitrary frames, parsed exactly as the
 //! server parses them, fed into the hub from several connections, with the
-//! clock moving. Nothing may panic and the hub's invariants must hold after
-//! every step.
+//! clock moving. Nothing may panic, the hub's invariants must hold after
+//! every step, and every relayed SDP must unescape to valid text.
 //!
 //! Input format: frames separated by 0xFF. A frame's first byte picks the
 //! connection (low 2 bits), whether time advances first (bit 2, by the next
@@ -66,6 +66,13 @@ fuzz_target!(|data: &[u8]| {
                     let back: switchboard_protocol::ServerMessage =
                         serde_json_roundtrip(&json).expect("server message parses back");
                     assert_eq!(back, msg);
+                    // Every SDP the hub relays must be text a peer can
+                    // read: a lone surrogate escape once passed through
+                    // and panicked the peers that unescaped it.
+                    if let switchboard_protocol::ServerMessage::Offer(r) | switchboard_protocol::ServerMessage::Answer(r) = &msg {
+                        let text: Result<String, _> = serde_json::from_str(r.description.sdp.json());
+                        assert!(text.is_ok(), "relayed SDP is not valid text");
+                    }
                 }
                 Output::SfuWanted { .. } => {}
                 Output::Probe { conn } => {

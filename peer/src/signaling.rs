@@ -185,6 +185,10 @@ enum Ended {
     Dropped(String),
     /// The server is going away.
     GoingAway(switchboard_protocol::GoingAway),
+    /// The server ended the session for good (`replaced`: the same
+    /// identity joined elsewhere). Reconnecting would take the seat back
+    /// from the newer session, which would do the same: a fight forever.
+    Final(String),
 }
 
 /// Why a (re)join failed.
@@ -391,6 +395,11 @@ async fn supervise(
         let mut floor = Duration::ZERO;
         let reason = match ended {
             Ended::Stopped => break,
+            Ended::Final(reason) => {
+                tracing::info!(%reason, "signaling ended by the server for good");
+                let _ = state.send(SignalState::Closed { reason });
+                return;
+            }
             Ended::Dropped(reason) => reason,
             Ended::GoingAway(notice) => {
                 if let Some(url) = notice.reconnect_url {
@@ -504,6 +513,16 @@ async fn run(
                 };
                 if let ServerMessage::GoingAway(notice) = msg {
                     break Ended::GoingAway(notice);
+                }
+                let replaced = match &msg {
+                    ServerMessage::Error(e) if e.fatal && e.code == ErrorCode::Replaced => {
+                        Some(format!("replaced: {}", e.message))
+                    }
+                    _ => None,
+                };
+                if let Some(reason) = replaced {
+                    let _ = events.send(msg).await;
+                    break Ended::Final(reason);
                 }
                 session.received(&msg);
                 if events.send(msg).await.is_err() {

@@ -123,3 +123,50 @@ async fn a_going_away_notice_sends_the_peers_to_the_address_it_gives() {
     let chat = wait_for(&mut b, "chat through the next server", |e| matches!(e, PeerEvent::Chat(_))).await;
     assert!(matches!(&chat, PeerEvent::Chat(c) if c.from == new_a && c.text == "on the next server"), "{chat:?}");
 }
+
+#[tokio::test]
+async fn a_replaced_peer_stops_instead_of_taking_its_seat_back() {
+    require_loopback_namespace();
+    let secret = "0123456789abcdef0123456789abcdef";
+    let settings = switchboard_server::config::Settings {
+        bind: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        stun: None,
+        auth_secret: Some(secret.into()),
+        ..switchboard_server::config::Settings::default()
+    };
+    let srv = switchboard_server::start(settings).await.expect("server starts");
+    let claims =
+        switchboard_core::Claims { room: "seat".into(), sub: "ada".into(), exp: 4_102_444_800, ..Default::default() };
+    let options = switchboard_peer::PeerOptions {
+        media: MediaSource::None,
+        record: None,
+        reconnect: Some(switchboard_peer::ReconnectPolicy::default()),
+        url: format!("ws://{}/v1/ws", srv.local_addr()),
+        room: "seat".into(),
+        name: "Ada".into(),
+        token: Some(switchboard_core::mint_token(secret.as_bytes(), &claims)),
+        rtc: switchboard_peer::RtcOptions { loopback_only: true, relay_only: false },
+    };
+    let grace = switchboard_core::Claims { sub: "grace".into(), ..claims.clone() };
+    let grace = switchboard_peer::PeerOptions {
+        name: "Grace".into(),
+        token: Some(switchboard_core::mint_token(secret.as_bytes(), &grace)),
+        ..options.clone()
+    };
+    let mut first = Peer::join(options.clone()).await.expect("first joins");
+    let second = Peer::join(options).await.expect("second joins");
+    // `replaced` is final: the first session closes for good and does not
+    // come back to replace the second (which would then do the same).
+    let error = wait_for(&mut first, "the replaced error", |e| matches!(e, PeerEvent::Error { .. })).await;
+    assert!(matches!(&error, PeerEvent::Error { message, .. } if message.contains("replaced")), "{error:?}");
+    let closed = wait_for(&mut first, "the replaced session to close for good", |e| {
+        matches!(e, PeerEvent::SignalingClosed | PeerEvent::Rejoined { .. } | PeerEvent::Signaling(_))
+    })
+    .await;
+    assert!(matches!(closed, PeerEvent::SignalingClosed), "it must stop, not reconnect: {closed:?}");
+    // The second session still holds the seat and talks through it.
+    let mut third = Peer::join(grace).await.expect("grace joins");
+    second.chat("still mine").await.expect("chat");
+    let chat = wait_for(&mut third, "chat from the second session", |e| matches!(e, PeerEvent::Chat(_))).await;
+    assert!(matches!(&chat, PeerEvent::Chat(c) if c.from == *second.id()), "{chat:?}");
+}

@@ -71,11 +71,26 @@ impl TokenVerifier {
         if claims.exp.saturating_add(CLOCK_SKEW_LEEWAY_S) < now_unix_s {
             return Err((ErrorCode::TokenExpired, "token has expired".into()));
         }
-        if claims.sub.is_empty() || claims.sub.len() > 128 {
-            return Err((ErrorCode::Unauthorized, "token subject must be 1-128 bytes".into()));
-        }
+        check_claims(&claims).map_err(|why| (ErrorCode::Unauthorized, why))?;
         Ok(claims)
     }
+}
+
+/// Longest identity (`sub`), in bytes.
+pub const MAX_IDENTITY_BYTES: usize = 128;
+
+/// The rules every token's claims follow, whoever minted it: a room name
+/// the protocol accepts, and an identity that is a label others can read
+/// (see [`switchboard_protocol::text::check_label`]). `switchboard token`
+/// refuses to mint what the server would refuse.
+pub fn check_claims(claims: &Claims) -> Result<(), String> {
+    if RoomName::new(claims.room.clone()).is_err() {
+        return Err("token room must be 1-64 characters of A-Z a-z 0-9 _ - .".into());
+    }
+    if claims.sub.is_empty() || claims.sub.len() > MAX_IDENTITY_BYTES || claims.sub.trim() != claims.sub {
+        return Err(format!("token subject must be 1-{MAX_IDENTITY_BYTES} bytes without surrounding spaces"));
+    }
+    switchboard_protocol::text::check_label(&claims.sub).map_err(|why| format!("token subject {why}"))
 }
 
 /// Signs `claims` with `secret` (HS256): for operators' tooling and tests.
@@ -114,5 +129,16 @@ mod tests {
         let forged = mint_token(b"another secret another secret!!!", &claims("demo", 2000));
         assert_eq!(v.verify(&forged, &room, 1000).unwrap_err().0, ErrorCode::Unauthorized);
         assert_eq!(v.verify("garbage", &room, 1000).unwrap_err().0, ErrorCode::Unauthorized);
+    }
+
+    #[test]
+    fn refuses_identities_others_cannot_read() {
+        let v = TokenVerifier::new(SECRET);
+        let room = RoomName::new("demo").unwrap();
+        for sub in ["", " ada", "ad\u{202E}a", "\u{200B}", "nul\0", "esc\u{1b}"] {
+            let t = mint_token(SECRET, &Claims { sub: sub.into(), ..claims("demo", 2000) });
+            assert_eq!(v.verify(&t, &room, 1000).unwrap_err().0, ErrorCode::Unauthorized, "{sub:?}");
+        }
+        assert!(check_claims(&Claims { room: "has space".into(), ..claims("x", 1) }).is_err());
     }
 }

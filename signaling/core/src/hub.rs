@@ -368,7 +368,7 @@ impl Hub {
                         self.fatal(conn, ErrorCode::JoinTimeout, "no join within the join timeout");
                     }
                 }
-                Timer::TypingExpiry(conn) => self.expire_typing(conn, now.mono),
+                Timer::TypingExpiry(room, peer) => self.expire_typing(&room, &peer, now.mono),
                 Timer::ResumeDeadline(conn) => {
                     if let Some((room, peer)) = self.away.remove(&conn) {
                         self.remove_member(&room, &peer, LeaveReason::Timeout);
@@ -540,7 +540,7 @@ impl Hub {
             let message = format!("the events after {} are no longer kept: join afresh", resume.received);
             return self.error(conn, id, ErrorCode::ResumeFailed, message);
         }
-        let pending = PendingResume { conn, id, received: resume.received };
+        let pending = PendingResume { conn, id, received: resume.received, token: resume.token.clone() };
         if member.online {
             // Either the client noticed a drop before the server did (a
             // half-open connection), or someone else holds the token: only
@@ -590,22 +590,21 @@ impl Hub {
         };
         let Some(member) = room.get_mut(peer) else { return };
         let old_conn = std::mem::replace(&mut member.conn, pending.conn);
+        // The token the client is known to hold is the one it just resumed
+        // with: that one keeps working until it shows it has the new one.
+        // Every other token of the session (the current one it may never
+        // have read, an older previous one) dies now.
         let old_token = std::mem::replace(&mut member.resume_token, token.clone());
-        // The token the client is known to hold keeps working until it shows
-        // it has the new one. If the current one was never confirmed (this
-        // resume itself used the previous one), the client never saw it.
-        let stale = if member.previous_token.is_some() {
-            Some(old_token)
-        } else {
-            member.previous_token = Some(old_token);
-            None
-        };
+        let old_previous = member.previous_token.replace(pending.token.clone());
+        let stale: Vec<String> =
+            [Some(old_token), old_previous].into_iter().flatten().filter(|t| *t != pending.token).collect();
         member.online = true;
         member.info = info.clone();
         self.away.remove(&old_conn);
-        if let Some(stale) = stale {
+        for stale in stale {
             self.tokens.remove(&stale);
         }
+        self.tokens.insert(pending.token, (room_name.clone(), peer.clone()));
         self.tokens.insert(token, (room_name.clone(), peer.clone()));
         self.conns.insert(pending.conn, ConnState::Joined { room: room_name.clone(), peer: peer.clone() });
         self.send(pending.conn, ServerMessage::Welcome(Box::new(welcome)));
@@ -683,8 +682,8 @@ impl Hub {
             }
             ClientMessage::Chat(ChatSend { id, client_id, text }) => {
                 let max = self.config.limits.max_chat_chars;
-                if text.trim().is_empty() {
-                    return self.error(conn, id, ErrorCode::InvalidMessage, "chat text must not be empty");
+                if let Err(why) = switchboard_protocol::text::check_chat(&text) {
+                    return self.error(conn, id, ErrorCode::InvalidMessage, why);
                 }
                 if text.chars().count() > max {
                     return self.error(
@@ -726,7 +725,7 @@ impl Hub {
                     member.typing_until = Some(now.mono + ttl);
                     if !member.typing_timer_armed {
                         member.typing_timer_armed = true;
-                        self.timers.arm(now.mono + ttl, Timer::TypingExpiry(conn));
+                        self.timers.arm(now.mono + ttl, Timer::TypingExpiry(room_name.clone(), me.clone()));
                     }
                 } else {
                     member.typing_until = None;
@@ -794,12 +793,13 @@ impl Hub {
         }
     }
 
-    fn expire_typing(&mut self, conn: ConnId, now: Instant) {
-        let Some(ConnState::Joined { room: room_name, peer }) = self.conns.get(&conn) else { return };
+    fn expire_typing(&mut self, room_name: &RoomName, peer: &PeerId, now: Instant) {
         let Some(room) = self.rooms.get_mut(room_name) else { return };
         let Some(member) = room.get_mut(peer) else { return };
         match member.typing_until {
-            Some(until) if until > now => self.timers.arm(until, Timer::TypingExpiry(conn)),
+            Some(until) if until > now => {
+                self.timers.arm(until, Timer::TypingExpiry(room_name.clone(), peer.clone()));
+            }
             Some(_) => {
                 member.typing_until = None;
                 member.typing_timer_armed = false;

@@ -25,7 +25,7 @@ mod room;
 mod timers;
 mod turn;
 
-pub use auth::{Claims, TokenVerifier, mint_token};
+pub use auth::{Claims, MAX_IDENTITY_BYTES, TokenVerifier, check_claims, mint_token};
 pub use chat::ChatLog;
 pub use events::{CHAT_DEDUP, ChatDedup, EventLog, Overflow};
 pub use hub::{CloseReason, ConnId, Entropy, Hub, HubConfig, Output, Recipients};

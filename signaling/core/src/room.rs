@@ -17,6 +17,9 @@ pub struct PendingResume {
     pub id: Option<RequestId>,
     /// Events it has received.
     pub received: u64,
+    /// The resume token it presented: the one the client is known to hold,
+    /// so the one that must keep working until it reads the next welcome.
+    pub token: String,
 }
 
 /// A participant of a room.

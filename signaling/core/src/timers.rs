@@ -5,14 +5,17 @@ use crate::hub::ConnId;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
+use switchboard_protocol::{PeerId, RoomName};
 
 /// What a deadline is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Timer {
     /// The connection must have joined by now.
     JoinDeadline(ConnId),
-    /// The participant's typing indicator may have expired.
-    TypingExpiry(ConnId),
+    /// The participant's typing indicator may have expired. Keyed by the
+    /// seat, not the connection: a resume changes the connection and the
+    /// indicator must still expire.
+    TypingExpiry(RoomName, PeerId),
     /// The seat held since this connection dropped is given up unless the
     /// participant has resumed.
     ResumeDeadline(ConnId),

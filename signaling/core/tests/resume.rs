@@ -147,6 +147,68 @@ fn a_drop_before_the_resumed_welcome_arrives_resumes_again_with_the_old_token() 
 }
 
 #[test]
+fn two_resumes_in_a_row_keep_the_token_the_client_just_used() {
+    let mut s = sim();
+    let (a, wa) = s.join(1, "demo", "Ada");
+    let (b, _) = s.join(2, "demo", "Grace");
+    let received = events(&s.take(a));
+    s.disconnect(a, LeaveReason::Disconnected);
+    s.send(b, r#"{"type":"chat","client_id":"g1","text":"one"}"#);
+    // First resume: the client reads the welcome (token 1) and drops before
+    // it says anything on the new connection.
+    let a2 = s.open(11);
+    s.send(a2, &resume_json("demo", &wa.resume_token, received));
+    let msgs = s.take(a2);
+    let t1 = welcome(&msgs).resume_token.clone();
+    let received = received + events(&msgs);
+    s.disconnect(a2, LeaveReason::Disconnected);
+    // Second resume with token 1: the client drops again before reading
+    // the welcome with token 2, so token 1 is still the one it holds.
+    let a3 = s.open(12);
+    s.send(a3, &resume_json("demo", &t1, received));
+    assert!(welcome(&s.take(a3)).resumed);
+    s.disconnect(a3, LeaveReason::Disconnected);
+    s.send(b, r#"{"type":"chat","client_id":"g2","text":"two"}"#);
+    let a4 = s.open(13);
+    s.send(a4, &resume_json("demo", &t1, received));
+    let msgs = s.take(a4);
+    assert!(welcome(&msgs).resumed, "the token the client resumed with last must still work: {msgs:?}");
+    assert_eq!(chat_texts(&msgs), ["two"]);
+    assert!(s.hub.check_invariants().is_ok());
+    // The first token, which the client gave up, is dead.
+    s.disconnect(a4, LeaveReason::Disconnected);
+    let old = s.open(14);
+    s.send(old, &resume_json("demo", &wa.resume_token, received));
+    assert_eq!(error_code(&s.take(old)), Some(ErrorCode::ResumeFailed), "a token the client gave up");
+}
+
+#[test]
+fn a_typing_indicator_started_after_a_resume_still_expires() {
+    let mut s = sim();
+    let (a, wa) = s.join(1, "demo", "Ada");
+    let (b, _) = s.join(2, "demo", "Grace");
+    let received = events(&s.take(a));
+    s.send(a, r#"{"type":"typing","active":true}"#);
+    s.disconnect(a, LeaveReason::Disconnected);
+    let a2 = s.open(11);
+    s.send(a2, &resume_json("demo", &wa.resume_token, received));
+    assert!(welcome(&s.take(a2)).resumed);
+    s.take(b);
+    s.send(a2, r#"{"type":"typing","active":true}"#);
+    let typing = |msgs: &[ServerMessage]| {
+        msgs.iter()
+            .filter_map(|m| match m {
+                ServerMessage::Typing(t) => Some(t.active),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(typing(&s.take(b)), [true]);
+    s.advance(Limits::default().typing_ttl + Duration::from_millis(1));
+    assert_eq!(typing(&s.take(b)), [false], "the indicator clears by itself after the ttl");
+}
+
+#[test]
 fn after_the_grace_the_participant_leaves_with_timeout_and_the_token_dies() {
     let mut s = sim();
     let (a, wa) = s.join(1, "demo", "Ada");

@@ -104,13 +104,18 @@ impl<'de, T: Tagged> Visitor<'de> for TaggedVisitor<T> {
         };
         if first == "type" {
             let tag = map.next_value::<Cow<'de, str>>()?;
-            return T::payload(tag_index::<T, A::Error>(&tag)?, MapAccessDeserializer::new(map));
+            return T::payload(tag_index::<T, A::Error>(&tag)?, MapAccessDeserializer::new(NoSecondTag(map)));
         }
-        // Slow path: buffer the whole object, then find the tag.
+        // Slow path: buffer the whole object, then find the tag. A repeated
+        // key is refused here as the typed structs refuse theirs, so that no
+        // key order decides which of two `type`s counts.
         let mut object = serde_json::Map::new();
         let value: serde_json::Value = map.next_value()?;
         object.insert(first.into_owned(), value);
         while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
+            if object.contains_key(&key) {
+                return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
+            }
             object.insert(key, value);
         }
         let tag = match object.remove("type") {
@@ -120,6 +125,31 @@ impl<'de, T: Tagged> Visitor<'de> for TaggedVisitor<T> {
         };
         let index = tag_index::<T, A::Error>(&tag)?;
         T::payload(index, serde_json::Value::Object(object).into_deserializer()).map_err(de::Error::custom)
+    }
+}
+
+/// The rest of an object whose `type` was read first: a second `type` key
+/// is an error (the payload structs would otherwise ignore it, and
+/// `{"type":"ping","type":"leave"}` would be a ping while the same keys in
+/// another order were a leave).
+struct NoSecondTag<A>(A);
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for NoSecondTag<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
+        let Some(key) = self.0.next_key::<Cow<'de, str>>()? else { return Ok(None) };
+        if key == "type" {
+            return Err(de::Error::duplicate_field("type"));
+        }
+        match key {
+            Cow::Borrowed(key) => seed.deserialize(de::value::BorrowedStrDeserializer::new(key)).map(Some),
+            Cow::Owned(key) => seed.deserialize(key.into_deserializer()).map(Some),
+        }
+    }
+
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
+        self.0.next_value_seed(seed)
     }
 }
 
@@ -137,5 +167,19 @@ mod tests {
         assert!(matches!(a, ClientMessage::Offer(_)));
         let s = r#"{"from":"pA","description":{"type":"answer","sdp":"v=0"},"type":"answer"}"#;
         assert!(matches!(ServerMessage::from_json(s), Some(ServerMessage::Answer(_))));
+    }
+
+    #[test]
+    fn a_repeated_type_is_refused_whatever_the_key_order() {
+        for json in [
+            r#"{"id":"b","type":"ping","type":"leave"}"#,
+            r#"{"type":"ping","id":"b","type":"leave"}"#,
+            r#"{"type":"leave","type":"ping"}"#,
+            r#"{"id":1,"id":2,"type":"ping"}"#,
+        ] {
+            let err = parse_client(json).expect_err(json);
+            assert_eq!(err.code, crate::ErrorCode::InvalidMessage, "{json}: {}", err.message);
+            assert!(err.message.contains("duplicate field"), "{json}: {}", err.message);
+        }
     }
 }

@@ -89,21 +89,22 @@ string_newtype!(
 
 string_newtype!(
     /// A sender-chosen id for a chat message: the server echoes it back as the
-    /// acknowledgement, so a client can match it. (Resends are not yet
-    /// de-duplicated: that comes with session resume.)
+    /// acknowledgement, so a client can match it, and stores a resend of a
+    /// recent id only once.
     ClientMsgId,
     |v| check_token_chars(v, "client_id must be 1-64 characters of A-Z a-z 0-9 _ - .")
 );
 
 string_newtype!(
-    /// A display name: 1 to 64 characters, no control characters, no leading or
-    /// trailing white space.
+    /// A display name: 1 to 64 characters, no leading or trailing white
+    /// space, and a label as [`crate::text::check_label`] defines it (no
+    /// control characters or bidi overrides, something visible).
     DisplayName,
     |v| {
-        const WHAT: &str =
-            "name must be 1-64 characters without control characters or surrounding spaces";
+        const WHAT: &str = "name must be 1-64 characters, visible, without control characters, \
+             bidirectional overrides or surrounding spaces";
         let chars = v.chars().count();
-        if chars == 0 || chars > MAX_NAME_CHARS || v.trim() != v || v.chars().any(char::is_control) {
+        if chars == 0 || chars > MAX_NAME_CHARS || v.trim() != v || crate::text::check_label(v).is_err() {
             return Err(IdError(WHAT));
         }
         Ok(())
@@ -140,6 +141,8 @@ mod tests {
         assert!(DisplayName::new("Zoë 🎉").is_ok());
         assert!(DisplayName::new(" padded").is_err());
         assert!(DisplayName::new("bell\u{7}").is_err());
+        assert!(DisplayName::new("evil\u{202E}gnp.exe").is_err());
+        assert!(DisplayName::new("\u{200B}").is_err());
         assert!(DisplayName::new("é".repeat(64)).is_ok());
         assert!(DisplayName::new("é".repeat(65)).is_err());
     }

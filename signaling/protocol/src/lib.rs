@@ -18,6 +18,7 @@ mod ids;
 mod parse;
 mod server;
 mod shared;
+pub mod text;
 mod webrtc;
 
 pub use client::{

@@ -21,10 +21,12 @@ impl Sdp {
         Self(RawValue::from_string(literal).unwrap_or_else(|_| unreachable!("a string literal is valid JSON")))
     }
 
-    /// The SDP text, unescaped.
+    /// The SDP text, unescaped. Never fails: every `Sdp` was checked to
+    /// hold a JSON string that unescapes to valid Unicode when it was made
+    /// (see the `Deserialize` impl), so the empty fallback is unreachable;
+    /// it is there so that a bug here fails a negotiation, not a process.
     pub fn text(&self) -> String {
-        // Checked to be a JSON string when it was created.
-        serde_json::from_str(self.0.get()).unwrap_or_else(|_| unreachable!("Sdp holds a JSON string"))
+        serde_json::from_str(self.0.get()).unwrap_or_default()
     }
 
     /// The JSON string literal, quotes and escapes included.
@@ -38,6 +40,14 @@ impl<'de> Deserialize<'de> for Sdp {
         let raw = Box::<RawValue>::deserialize(deserializer)?;
         if !raw.get().starts_with('"') {
             return Err(serde::de::Error::custom("sdp must be a string"));
+        }
+        // A raw value is not unescaped, so a `\u` escape may name a lone
+        // UTF-16 surrogate (`"v=0\ud800"`), which is valid JSON but no
+        // Unicode text: every peer would fail to read it. Only literals
+        // with such an escape are unescaped to check (SDP has none as a
+        // rule), so the relay still never unescapes ordinary SDP.
+        if raw.get().contains("\\u") && serde_json::from_str::<String>(raw.get()).is_err() {
+            return Err(serde::de::Error::custom("sdp must be valid Unicode text (a lone surrogate escape is not)"));
         }
         Ok(Self(raw))
     }
@@ -127,6 +137,18 @@ mod tests {
         assert_eq!(serde_json::to_string(&d).expect("serializes"), json);
         assert_eq!(d.sdp, Sdp::new("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"));
         assert!(!format!("{d:?}").contains("127.0.0.1"), "Debug must not show SDP");
+    }
+
+    #[test]
+    fn sdp_with_a_lone_surrogate_is_refused_and_a_pair_is_kept() {
+        for bad in [r#""v=0\ud800""#, r#""v=0\udc00x""#, r#""\ud83dv=0""#] {
+            let json = format!(r#"{{"type":"offer","sdp":{bad}}}"#);
+            let err = serde_json::from_str::<SessionDescription>(&json).unwrap_err();
+            assert!(err.to_string().contains("valid Unicode"), "{bad}: {err}");
+        }
+        let d: SessionDescription =
+            serde_json::from_str(r#"{"type":"offer","sdp":"s=\ud83d\ude00 \\u"}"#).expect("a pair is text");
+        assert_eq!(d.sdp.text(), "s=\u{1F600} \\u");
     }
 
     #[test]

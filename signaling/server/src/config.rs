@@ -33,7 +33,11 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+/// Longest lifetime `switchboard token` mints, in seconds (366 days).
+pub const MAX_TOKEN_TTL_S: u64 = 366 * 24 * 3600;
+
 /// Subcommands.
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default).
@@ -46,8 +50,9 @@ pub enum Command {
         /// The identity (`sub`).
         #[arg(long)]
         identity: String,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 3600)]
+        /// Lifetime in seconds (1 to a year: a longer-lived join token is a
+        /// password nobody rotates).
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=MAX_TOKEN_TTL_S))]
         ttl: u64,
     },
 }

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use std::process::ExitCode;
-use switchboard_core::{Claims, mint_token};
+use switchboard_core::{Claims, check_claims, mint_token};
 use switchboard_server::config::{Cli, Command};
 use tracing::{error, info};
 
@@ -20,8 +20,14 @@ fn main() -> ExitCode {
             eprintln!("switchboard: token needs --auth-secret or SWITCHBOARD_AUTH_SECRET");
             return ExitCode::from(2);
         };
-        let exp = switchboard_server::clock::now().unix_ms / 1000 + ttl;
-        println!("{}", mint_token(secret.as_bytes(), &Claims { room, sub: identity, exp, ..Claims::default() }));
+        let exp = (switchboard_server::clock::now().unix_ms / 1000).saturating_add(ttl);
+        let claims = Claims { room, sub: identity, exp, ..Claims::default() };
+        // Never mint what the server would refuse.
+        if let Err(why) = check_claims(&claims) {
+            eprintln!("switchboard: {why}");
+            return ExitCode::from(2);
+        }
+        println!("{}", mint_token(secret.as_bytes(), &claims));
         return ExitCode::SUCCESS;
     }
     switchboard_server::telemetry::init_logging(&settings);

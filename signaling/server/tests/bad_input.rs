@@ -295,3 +295,17 @@ async fn foreign_origins_are_refused_when_an_allow_list_is_set() {
     let mut native = Client::connect(srv.local_addr()).await;
     native.join("o", "no-origin").await;
 }
+
+#[tokio::test]
+async fn an_sdp_with_a_lone_surrogate_is_refused_not_relayed() {
+    let srv = server(|_| {}).await;
+    let (mut a, mut b, b_id) = pair(srv.local_addr()).await;
+    // Valid JSON, but no Unicode text: every peer that unescapes it fails.
+    a.send(format!(r#"{{"type":"offer","id":"o1","to":"{b_id}","description":{{"type":"offer","sdp":"v=0\ud800"}}}}"#))
+        .await;
+    // As for a lone surrogate anywhere else (chat text, a candidate): the
+    // frame is not JSON text we can read, so its id cannot be read either.
+    let err = a.expect_error(ErrorCode::MalformedJson).await;
+    assert!(err.message.contains("Unicode"), "{}", err.message);
+    room_unaffected(&mut a, &mut b, &b_id).await;
+}

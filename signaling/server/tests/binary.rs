@@ -203,3 +203,25 @@ fn token_subcommand_mints_a_valid_token() {
     assert_eq!(claims.sub, "ada");
     assert!(claims.exp <= now_s + 61);
 }
+
+#[test]
+fn token_subcommand_refuses_what_the_server_would_refuse() {
+    let run = |args: &[&str]| {
+        let mut all = vec!["token", "--auth-secret", SECRET];
+        all.extend_from_slice(args);
+        Command::new(BIN).args(&all).output().expect("run")
+    };
+    for args in [
+        &["--room", "demo", "--identity", "ada", "--ttl", "18446744073709551615"][..],
+        &["--room", "demo", "--identity", "ada", "--ttl", "0"],
+        &["--room", "has space", "--identity", "ada"],
+        &["--room", "demo", "--identity", ""],
+        &["--room", "demo", "--identity", "a\u{202E}b"],
+    ] {
+        let out = run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: no token printed");
+    }
+}
