@@ -8,14 +8,24 @@ use switchboard_protocol::ChatMessage;
 pub struct ChatLog {
     messages: VecDeque<ChatMessage>,
     capacity: usize,
+    /// Bytes the messages may take, and take.
+    byte_capacity: usize,
+    bytes: usize,
     last_seq: u64,
     last_ts: u64,
 }
 
 impl ChatLog {
-    /// An empty log keeping at most `capacity` messages (at least one).
-    pub fn new(capacity: usize) -> Self {
-        Self { messages: VecDeque::new(), capacity: capacity.max(1), last_seq: 0, last_ts: 0 }
+    /// An empty log keeping at most `capacity` messages and `byte_capacity`
+    /// bytes of them (see [`message_bytes`]); the newest message is always
+    /// kept.
+    pub fn new(capacity: usize, byte_capacity: usize) -> Self {
+        Self { messages: VecDeque::new(), capacity: capacity.max(1), byte_capacity, bytes: 0, last_seq: 0, last_ts: 0 }
+    }
+
+    /// Bytes the kept messages take.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Highest sequence number assigned (0: none yet).
@@ -31,9 +41,15 @@ impl ChatLog {
         self.last_ts = self.last_ts.max(now_unix_ms);
         let message = build(self.last_seq, self.last_ts);
         debug_assert_eq!(message.seq, self.last_seq);
-        if self.messages.len() == self.capacity {
-            self.messages.pop_front();
+        let size = message_bytes(&message);
+        while !self.messages.is_empty()
+            && (self.messages.len() >= self.capacity || self.bytes + size > self.byte_capacity)
+        {
+            if let Some(old) = self.messages.pop_front() {
+                self.bytes -= message_bytes(&old);
+            }
         }
+        self.bytes += size;
         self.messages.push_back(message);
         // Just pushed, so the back exists.
         self.messages.back().unwrap_or_else(|| unreachable!())
@@ -48,6 +64,18 @@ impl ChatLog {
         let start = end.saturating_sub(limit);
         (self.messages.range(start..end).cloned().collect(), start > 0)
     }
+}
+
+/// What a stored message is counted as: its strings plus a fixed overhead
+/// for the numbers and the struct (close to its JSON size, and to what it
+/// holds in memory).
+pub fn message_bytes(message: &ChatMessage) -> usize {
+    const OVERHEAD: usize = 64;
+    OVERHEAD
+        + message.text.len()
+        + message.name.as_str().len()
+        + message.from.as_str().len()
+        + message.client_id.as_str().len()
 }
 
 #[cfg(test)]
@@ -69,7 +97,7 @@ mod tests {
 
     #[test]
     fn seqs_are_gap_free_and_timestamps_monotonic() {
-        let mut log = ChatLog::new(3);
+        let mut log = ChatLog::new(3, 1 << 20);
         assert_eq!(push(&mut log, 100), 1);
         assert_eq!(push(&mut log, 50), 2);
         let (page, _) = log.page(None, 10);
@@ -78,7 +106,7 @@ mod tests {
 
     #[test]
     fn pages_newest_first_window_oldest_first_order() {
-        let mut log = ChatLog::new(5);
+        let mut log = ChatLog::new(5, 1 << 20);
         for i in 0..8 {
             push(&mut log, i);
         }
@@ -92,5 +120,31 @@ mod tests {
         let (page, more) = log.page(Some(4), 10);
         assert!(page.is_empty());
         assert!(!more);
+    }
+
+    #[test]
+    fn the_byte_budget_forgets_the_oldest_and_keeps_the_newest() {
+        let mut log = ChatLog::new(500, 4096);
+        let big = |log: &mut ChatLog, ts: u64| {
+            log.append(ts, |seq, ts| ChatMessage {
+                seq,
+                ts,
+                from: PeerId::new("p1").unwrap(),
+                name: DisplayName::new("A").unwrap(),
+                client_id: ClientMsgId::new(format!("c{seq}")).unwrap(),
+                text: "\u{1F600}".repeat(400),
+            });
+        };
+        for i in 0..50 {
+            big(&mut log, i);
+        }
+        assert!(log.bytes() <= 4096, "{}", log.bytes());
+        let (page, more) = log.page(None, 500);
+        assert_eq!(page.len(), 2, "two 1.7 KB messages fit in 4 KB");
+        assert_eq!(page[1].seq, 50);
+        assert!(!more);
+        let mut tiny = ChatLog::new(500, 10);
+        big(&mut tiny, 0);
+        assert_eq!(tiny.page(None, 10).0.len(), 1, "the newest message is always kept");
     }
 }

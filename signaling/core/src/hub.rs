@@ -3,7 +3,7 @@
 
 use crate::Now;
 use crate::auth::TokenVerifier;
-use crate::events::Overflow;
+use crate::events::{Budget, Overflow};
 use crate::limits::Limits;
 use crate::room::{PendingResume, Room};
 use crate::timers::{Timer, Timers};
@@ -207,6 +207,17 @@ impl Hub {
         self.away.len()
     }
 
+    /// Bytes of events kept for resumes, over every member (walks every
+    /// room: for tests and occasional inspection, not per message).
+    pub fn replay_bytes(&self) -> usize {
+        self.rooms.values().flat_map(Room::members).map(|m| m.events.bytes()).sum()
+    }
+
+    /// Bytes of chat history kept, over every room (walks every room).
+    pub fn chat_bytes(&self) -> usize {
+        self.rooms.values().map(|r| r.chat.bytes()).sum()
+    }
+
     /// A new connection: it must join within the join timeout.
     pub fn open(&mut self, conn: ConnId, now: Now) {
         self.latest = Some(now.mono);
@@ -262,6 +273,7 @@ impl Hub {
         let Some(member) = self.rooms.get_mut(room_name).and_then(|r| r.get_mut(peer)) else { return };
         member.online = false;
         member.info.reconnecting = true;
+        member.events.went_away();
         let was_typing = member.typing_until.take().is_some();
         let info = member.info.clone();
         let pending = member.pending.take();
@@ -466,7 +478,10 @@ impl Hub {
         }
         let limits = &self.config.limits;
         let mode = claimed_mode.unwrap_or(self.config.room_mode);
-        let room = self.rooms.entry(room_name.clone()).or_insert_with(|| Room::new(limits.chat_history, mode));
+        let room = self
+            .rooms
+            .entry(room_name.clone())
+            .or_insert_with(|| Room::new(limits.chat_history, limits.chat_history_bytes, mode));
         // The SFU is infrastructure: it never counts against the room's size.
         if role == Role::Participant && room.participants() >= limits.max_peers_per_room {
             let max = limits.max_peers_per_room;
@@ -494,7 +509,10 @@ impl Hub {
             ..welcome_for(room, &room_name, &info, limits)
         };
         // The SFU's seat is never held: it has nothing to resume.
-        let replay = if role == Role::Sfu { 0 } else { limits.replay_buffer };
+        let replay = match role {
+            Role::Sfu => Budget { events: 0, bytes: 0 },
+            Role::Participant => Budget { events: limits.replay_buffer, bytes: limits.replay_buffer_bytes },
+        };
         room.insert(conn, info.clone(), resume_token.clone(), replay);
         if role == Role::Sfu {
             room.sfu_requested = false;
@@ -600,6 +618,8 @@ impl Hub {
             [Some(old_token), old_previous].into_iter().flatten().filter(|t| *t != pending.token).collect();
         member.online = true;
         member.info = info.clone();
+        member.events.came_back();
+        member.held_relays.clear();
         self.away.remove(&old_conn);
         for stale in stale {
             self.tokens.remove(&stale);
@@ -771,16 +791,28 @@ impl Hub {
     }
 
     fn relay(&mut self, conn: ConnId, room: &RoomName, id: Option<RequestId>, to: &PeerId, msg: ServerMessage) {
-        let Some(r) = self.rooms.get(room) else { return };
+        let held = self.config.limits.held_relays_per_sender;
+        let Some(r) = self.rooms.get_mut(room) else { return };
+        let sender = r.members().find(|m| m.conn == conn && m.online).map(|m| (m.info.id.clone(), m.info.role));
+        let Some((sender, sender_role)) = sender else { return };
         let target = r.get(to).map(|m| (m.conn, m.info.role));
         // The addressing rule of SFU rooms: participants negotiate with the
         // SFU only (the SFU with anyone).
-        let sender_role = r.members().find(|m| m.conn == conn).map_or(Role::Participant, |m| m.info.role);
         let forbidden = r.mode == RoomMode::Sfu
             && sender_role == Role::Participant
             && matches!(target, Some((_, Role::Participant)));
         if forbidden {
             return self.error(conn, id, ErrorCode::Forbidden, "in an SFU room, negotiate with the SFU only");
+        }
+        // What one sender may leave waiting for a participant that is away:
+        // past it the sender is told, and the seat is not at risk.
+        if let Some(target) = r.get_mut(to).filter(|m| !m.online && sender != *to) {
+            let waiting = target.held_relays.entry(sender).or_insert(0);
+            if *waiting >= held {
+                let message = format!("peer {to} is reconnecting and {held} of your relays already wait for it");
+                return self.error(conn, id, ErrorCode::RateLimited, message);
+            }
+            *waiting += 1;
         }
         match target.map(|(c, _)| c) {
             // To the member, not its connection: one that is away gets it
@@ -850,6 +882,8 @@ impl Hub {
     /// stream; members that are away only keep it for their resume.
     fn emit(&mut self, room_name: &RoomName, audience: Audience<'_>, msg: ServerMessage) {
         let Some(room) = self.rooms.get_mut(room_name) else { return };
+        // Counted once per event, whoever it reaches: its size on the wire.
+        let bytes = msg.to_json().len();
         let event = Arc::new(msg);
         let mut conns = Vec::new();
         let mut overflowed = Vec::new();
@@ -862,7 +896,7 @@ impl Hub {
             if !wanted {
                 continue;
             }
-            match member.events.record(&event, member.online) {
+            match member.events.record(&event, bytes, member.online) {
                 Ok(()) if member.online => conns.push(member.conn),
                 Ok(()) => {}
                 Err(Overflow) => overflowed.push(member.info.id.clone()),

@@ -27,7 +27,7 @@ mod turn;
 
 pub use auth::{Claims, MAX_IDENTITY_BYTES, TokenVerifier, check_claims, mint_token};
 pub use chat::ChatLog;
-pub use events::{CHAT_DEDUP, ChatDedup, EventLog, Overflow};
+pub use events::{Budget, CHAT_DEDUP, ChatDedup, EventLog, Overflow};
 pub use hub::{CloseReason, ConnId, Entropy, Hub, HubConfig, Output, Recipients};
 pub use limits::Limits;
 pub use rate::{RateLimiter, Verdict};

@@ -37,6 +37,11 @@ pub struct Limits {
     /// Messages queued for one connection. A client that lets its queue fill
     /// is disconnected as a `slow_consumer`; nobody else waits for it.
     pub outbound_queue: usize,
+    /// Bytes of frames queued for one connection, the same rule in the unit
+    /// that runs out: a queue over it makes the client a `slow_consumer`.
+    /// One frame is always accepted into an empty queue, so a welcome with a
+    /// long chat page still goes out.
+    pub outbound_queue_bytes: usize,
     /// A connection that has not joined after this long is closed with
     /// `join_timeout`.
     pub join_timeout: Duration,
@@ -46,6 +51,9 @@ pub struct Limits {
     pub ping_timeout: Duration,
     /// Chat messages a room keeps; the oldest is forgotten beyond it.
     pub chat_history: usize,
+    /// Bytes of chat a room keeps (text, name and ids of each message); the
+    /// oldest messages are forgotten beyond it, the newest is always kept.
+    pub chat_history_bytes: usize,
     /// Most messages in the welcome's chat and in one `chat_history` page.
     pub chat_history_page: usize,
     /// A typing indicator not renewed within this clears by itself.
@@ -59,6 +67,18 @@ pub struct Limits {
     /// them fails); while it is away, one more ends its session as a
     /// `slow_consumer`.
     pub replay_buffer: usize,
+    /// Bytes of unacknowledged events kept per participant (each counted as
+    /// its JSON size; a broadcast is shared, so this overstates memory).
+    /// The same rule as `replay_buffer`: while connected the oldest are
+    /// forgotten, while away one more ends the seat as a `slow_consumer`.
+    pub replay_buffer_bytes: usize,
+    /// Relays (offer, answer, candidate, end of candidates) one sender may
+    /// leave waiting for one participant that is away. Beyond it the sender
+    /// gets `rate_limited` for that relay and the away participant keeps its
+    /// seat: one peer cannot push another out of its room while it
+    /// reconnects. (Presence events for an away participant are coalesced
+    /// instead: only the latest of each kind per peer is kept.)
+    pub held_relays_per_sender: usize,
 }
 
 impl Default for Limits {
@@ -75,14 +95,18 @@ impl Default for Limits {
             admissions_per_second: 500,
             admission_burst: 500,
             outbound_queue: 1024,
+            outbound_queue_bytes: 1024 * 1024,
             join_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(15),
             ping_timeout: Duration::from_secs(45),
             chat_history: 500,
+            chat_history_bytes: 512 * 1024,
             chat_history_page: 50,
             typing_ttl: Duration::from_secs(5),
             resume_grace: Duration::from_secs(20),
             replay_buffer: 1024,
+            replay_buffer_bytes: 1024 * 1024,
+            held_relays_per_sender: 64,
         }
     }
 }

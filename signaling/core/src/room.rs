@@ -1,7 +1,7 @@
 //! One room: its members and its chat log.
 
 use crate::chat::ChatLog;
-use crate::events::{ChatDedup, EventLog};
+use crate::events::{Budget, ChatDedup, EventLog};
 use crate::hub::ConnId;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -49,6 +49,10 @@ pub struct Member {
     pub typing_until: Option<Instant>,
     /// Whether a `TypingExpiry` timer is pending for it (at most one is).
     pub typing_timer_armed: bool,
+    /// While it is away: relays each sender has left waiting for it
+    /// (bounded by `held_relays_per_sender`; at most one entry per member
+    /// of the room). Cleared when it comes back.
+    pub held_relays: HashMap<PeerId, usize>,
 }
 
 /// Members in join order plus the chat log. Created on first join, removed
@@ -66,9 +70,11 @@ pub struct Room {
 }
 
 impl Room {
-    /// An empty room keeping `chat_history` chat messages.
-    pub fn new(chat_history: usize, mode: RoomMode) -> Self {
-        Self { members: HashMap::new(), next_order: 0, chat: ChatLog::new(chat_history), mode, sfu_requested: false }
+    /// An empty room keeping `chat_history` chat messages, at most
+    /// `chat_bytes` of them.
+    pub fn new(chat_history: usize, chat_bytes: usize, mode: RoomMode) -> Self {
+        let chat = ChatLog::new(chat_history, chat_bytes);
+        Self { members: HashMap::new(), next_order: 0, chat, mode, sfu_requested: false }
     }
 
     /// The room's forwarding unit, if it has joined.
@@ -102,8 +108,8 @@ impl Room {
         self.members.get_mut(peer)
     }
 
-    /// Adds a member, last in join order, keeping up to `replay` events.
-    pub fn insert(&mut self, conn: ConnId, info: PeerInfo, resume_token: String, replay: usize) {
+    /// Adds a member, last in join order, keeping up to `replay` of events.
+    pub fn insert(&mut self, conn: ConnId, info: PeerInfo, resume_token: String, replay: Budget) {
         let join_order = self.next_order;
         self.next_order += 1;
         let member = Member {
@@ -118,6 +124,7 @@ impl Room {
             join_order,
             typing_until: None,
             typing_timer_armed: false,
+            held_relays: HashMap::new(),
         };
         self.members.insert(member.info.id.clone(), member);
     }

@@ -82,7 +82,9 @@ fn a_dropped_participant_is_reconnecting_then_resumes_with_every_missed_event_in
     let kinds: Vec<&str> = msgs[1..].iter().map(|m| m.kind().as_str()).collect();
     assert_eq!(
         kinds,
-        ["typing", "typing", "chat", "read", "peer_updated", "candidate", "chat", "peer_joined"],
+        // Grace's typing on, then off by her chat: only the latest typing
+        // state of a peer is kept for a member who is away.
+        ["typing", "chat", "read", "peer_updated", "candidate", "chat", "peer_joined"],
         "every missed event, in order"
     );
     assert_eq!(chat_texts(&msgs), ["one", "two"]);
@@ -206,6 +208,82 @@ fn a_typing_indicator_started_after_a_resume_still_expires() {
     assert_eq!(typing(&s.take(b)), [true]);
     s.advance(Limits::default().typing_ttl + Duration::from_millis(1));
     assert_eq!(typing(&s.take(b)), [false], "the indicator clears by itself after the ttl");
+}
+
+#[test]
+fn a_room_toggling_its_buttons_cannot_push_out_a_member_who_is_reconnecting() {
+    let mut s = sim();
+    let (a, wa) = s.join(1, "demo", "Ada");
+    let (b, _) = s.join(2, "demo", "Grace");
+    let (c, _) = s.join(3, "demo", "Linus");
+    let received = events(&s.take(a));
+    s.disconnect(a, LeaveReason::Disconnected);
+    // Far more presence changes than the replay buffer holds (1024).
+    for i in 0..2000 {
+        let muted = i % 2 == 0;
+        for conn in [b, c] {
+            s.send(conn, &format!(r#"{{"type":"media","mic_muted":{muted},"camera_muted":false}}"#));
+        }
+    }
+    s.send(b, r#"{"type":"chat","client_id":"g1","text":"still there?"}"#);
+    let left = s.take(b).into_iter().any(|m| matches!(m, ServerMessage::PeerLeft(_)));
+    assert!(!left, "nobody left");
+    let a2 = s.open(11);
+    s.send(a2, &resume_json("demo", &wa.resume_token, received));
+    let msgs = s.take(a2);
+    assert!(welcome(&msgs).resumed, "the seat was kept: {:?}", msgs.first());
+    // The latest state of each peer, then the chat: nothing that matters lost.
+    let kinds: Vec<&str> = msgs[1..].iter().map(|m| m.kind().as_str()).collect();
+    assert_eq!(kinds, ["peer_updated", "peer_updated", "chat"]);
+    assert!(msgs.iter().all(|m| !matches!(m, ServerMessage::PeerUpdated(u) if u.peer.media.mic_muted)));
+    assert!(s.hub.check_invariants().is_ok());
+}
+
+#[test]
+fn one_sender_cannot_fill_the_backlog_of_a_member_who_is_reconnecting() {
+    let mut s = sim();
+    let (a, wa) = s.join(1, "demo", "Ada");
+    let (b, _) = s.join(2, "demo", "Grace");
+    let received = events(&s.take(a));
+    s.disconnect(a, LeaveReason::Disconnected);
+    s.take(b);
+    let held = Limits::default().held_relays_per_sender;
+    for i in 0..2000 {
+        s.send(b, &format!(r#"{{"type":"candidate","to":"{}","candidate":{{"candidate":"c{i}"}}}}"#, wa.you.id));
+    }
+    let refused =
+        s.take(b).iter().filter(|m| matches!(m, ServerMessage::Error(e) if e.code == ErrorCode::RateLimited)).count();
+    assert_eq!(refused, 2000 - held, "the sender is told, relay by relay");
+    let a2 = s.open(11);
+    s.send(a2, &resume_json("demo", &wa.resume_token, received));
+    let msgs = s.take(a2);
+    assert!(welcome(&msgs).resumed);
+    assert_eq!(msgs.len() - 1, held, "the relays that were accepted all arrive");
+    // Back online: relays flow without a cap.
+    for i in 0..200 {
+        s.send(b, &format!(r#"{{"type":"candidate","to":"{}","candidate":{{"candidate":"d{i}"}}}}"#, wa.you.id));
+    }
+    assert_eq!(s.take(a2).len(), 200);
+}
+
+#[test]
+fn events_and_chat_kept_for_a_member_that_never_acknowledges_are_bounded_in_bytes() {
+    let mut s = sim();
+    let (a, _) = s.join(1, "demo", "Ada");
+    let (b, _) = s.join(2, "demo", "Grace");
+    // 4000 four-byte characters: the longest chat there is, about 16 KB.
+    let text = "\u{1F600}".repeat(4000);
+    for i in 0..300 {
+        s.send(b, &format!(r#"{{"type":"chat","client_id":"g{i}","text":"{text}"}}"#));
+        s.take(a);
+        s.take(b);
+    }
+    let limits = Limits::default();
+    // Two members that never ack: each keeps at most its budget (plus the
+    // one event that may always go into an empty log).
+    assert!(s.hub.replay_bytes() <= 2 * limits.replay_buffer_bytes, "{} bytes kept for replay", s.hub.replay_bytes());
+    assert!(s.hub.chat_bytes() <= limits.chat_history_bytes, "{} bytes of chat", s.hub.chat_bytes());
+    assert!(s.hub.replay_bytes() > limits.replay_buffer_bytes, "both still keep what fits");
 }
 
 #[test]

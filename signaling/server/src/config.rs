@@ -216,6 +216,18 @@ pub struct LimitArgs {
     /// Unacknowledged events kept per participant for a resume [default: 1024].
     #[arg(long, env = "SWITCHBOARD_REPLAY_BUFFER")]
     pub replay_buffer: Option<usize>,
+    /// Bytes of unacknowledged events kept per participant [default: 1048576].
+    #[arg(long, env = "SWITCHBOARD_REPLAY_BUFFER_BYTES")]
+    pub replay_buffer_bytes: Option<usize>,
+    /// Bytes queued per connection before it is a slow consumer [default: 1048576].
+    #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE_BYTES")]
+    pub outbound_queue_bytes: Option<usize>,
+    /// Bytes of chat kept per room [default: 524288].
+    #[arg(long, env = "SWITCHBOARD_CHAT_HISTORY_BYTES")]
+    pub chat_history_bytes: Option<usize>,
+    /// Relays one sender may leave waiting for one reconnecting participant [default: 64].
+    #[arg(long, env = "SWITCHBOARD_HELD_RELAYS_PER_SENDER")]
+    pub held_relays_per_sender: Option<usize>,
 }
 
 /// The resolved configuration the server runs with.
@@ -376,6 +388,10 @@ impl LimitArgs {
             admissions_per_second: self.admissions_per_second.or(file.admissions_per_second),
             admission_burst: self.admission_burst.or(file.admission_burst),
             replay_buffer: self.replay_buffer.or(file.replay_buffer),
+            replay_buffer_bytes: self.replay_buffer_bytes.or(file.replay_buffer_bytes),
+            outbound_queue_bytes: self.outbound_queue_bytes.or(file.outbound_queue_bytes),
+            chat_history_bytes: self.chat_history_bytes.or(file.chat_history_bytes),
+            held_relays_per_sender: self.held_relays_per_sender.or(file.held_relays_per_sender),
         }
     }
 
@@ -401,6 +417,10 @@ impl LimitArgs {
             admissions_per_second: self.admissions_per_second.unwrap_or(d.admissions_per_second),
             admission_burst: self.admission_burst.unwrap_or(d.admission_burst),
             replay_buffer: self.replay_buffer.unwrap_or(d.replay_buffer),
+            replay_buffer_bytes: self.replay_buffer_bytes.unwrap_or(d.replay_buffer_bytes),
+            outbound_queue_bytes: self.outbound_queue_bytes.unwrap_or(d.outbound_queue_bytes),
+            chat_history_bytes: self.chat_history_bytes.unwrap_or(d.chat_history_bytes),
+            held_relays_per_sender: self.held_relays_per_sender.unwrap_or(d.held_relays_per_sender),
         }
     }
 }
@@ -426,6 +446,12 @@ impl Settings {
         }
         if l.outbound_queue == 0 || l.max_connections == 0 || l.max_peers_per_room == 0 || l.max_rooms == 0 {
             bail!("outbound_queue, max_connections, max_peers_per_room and max_rooms must be positive");
+        }
+        if l.outbound_queue_bytes < l.max_message_bytes || l.chat_history_bytes == 0 {
+            bail!("outbound_queue_bytes must be at least max_message_bytes, and chat_history_bytes positive");
+        }
+        if l.replay_buffer > 0 && (l.replay_buffer_bytes < l.max_message_bytes || l.held_relays_per_sender == 0) {
+            bail!("replay_buffer_bytes must be at least max_message_bytes, and held_relays_per_sender positive");
         }
         if l.ping_timeout <= l.ping_interval {
             bail!("ping_timeout must be longer than ping_interval");

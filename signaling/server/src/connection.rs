@@ -76,7 +76,7 @@ pub async fn run(ws: WebSocket, id: ConnId, state: Arc<AppState>, _slot: OwnedSe
     async move {
         state.telemetry.connections.increment(1.0);
         info!("connection opened");
-        let outbox = Arc::new(Outbox::new(state.limits.outbound_queue));
+        let outbox = Arc::new(Outbox::new(state.limits.outbound_queue, state.limits.outbound_queue_bytes));
         let (kill_tx, kill) = oneshot::channel();
         let handle = ConnHandle { outbox: outbox.clone(), kill: kill_tx };
         if state.hub.send(HubEvent::Open { conn: id, handle }).await.is_ok() {

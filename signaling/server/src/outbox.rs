@@ -34,18 +34,33 @@ pub struct Outbox {
     inner: Mutex<Inner>,
     ready: Notify,
     capacity: usize,
+    byte_capacity: usize,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     items: VecDeque<Outbound>,
+    /// Bytes of the queued frames' text.
+    bytes: usize,
     closed: bool,
 }
 
+/// Bytes an item holds in the queue (a broadcast frame's text is shared
+/// with the other recipients' queues, so this overstates memory; it is the
+/// bound a slow reader can make the server keep for it).
+fn size(item: &Outbound) -> usize {
+    match item {
+        Outbound::Frame { text, .. } => text.len(),
+        Outbound::Close(_) | Outbound::Probe => 0,
+    }
+}
+
 impl Outbox {
-    /// An empty queue for at most `capacity` items.
-    pub fn new(capacity: usize) -> Self {
-        Self { inner: Mutex::new(Inner::default()), ready: Notify::new(), capacity: capacity.max(1) }
+    /// An empty queue for at most `capacity` items and `byte_capacity`
+    /// bytes of them; one item always fits into an empty queue.
+    pub fn new(capacity: usize, byte_capacity: usize) -> Self {
+        let inner = Mutex::new(Inner::default());
+        Self { inner, ready: Notify::new(), capacity: capacity.max(1), byte_capacity }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -61,9 +76,12 @@ impl Outbox {
             if inner.closed {
                 return Err(PushError::Closed);
             }
-            if inner.items.len() >= self.capacity {
+            let bytes = size(&item);
+            let over = inner.items.len() >= self.capacity || inner.bytes + bytes > self.byte_capacity;
+            if over && !inner.items.is_empty() {
                 return Err(PushError::Full);
             }
+            inner.bytes += bytes;
             inner.items.push_back(item);
         }
         self.ready.notify_one();
@@ -74,6 +92,7 @@ impl Outbox {
     pub fn try_pop(&self) -> Option<Outbound> {
         let mut inner = self.lock();
         let item = inner.items.pop_front();
+        inner.bytes -= item.as_ref().map_or(0, size);
         if inner.items.is_empty() && inner.items.capacity() > KEEP_WHEN_EMPTY {
             inner.items = VecDeque::new();
         }
@@ -97,6 +116,7 @@ impl Outbox {
         let mut inner = self.lock();
         inner.closed = true;
         inner.items = VecDeque::new();
+        inner.bytes = 0;
     }
 }
 
@@ -111,7 +131,7 @@ mod tests {
 
     #[test]
     fn bounded_fifo_that_refuses_after_close() {
-        let q = Outbox::new(2);
+        let q = Outbox::new(2, 1 << 20);
         assert_eq!(q.try_push(item()), Ok(()));
         assert_eq!(q.try_push(item()), Ok(()));
         assert_eq!(q.try_push(item()), Err(PushError::Full));
@@ -124,7 +144,7 @@ mod tests {
 
     #[test]
     fn a_drained_queue_holds_no_buffer() {
-        let q = Outbox::new(100);
+        let q = Outbox::new(100, 1 << 20);
         for _ in 0..50 {
             q.try_push(item()).expect("room");
         }
@@ -132,9 +152,27 @@ mod tests {
         assert_eq!(q.lock().items.capacity(), 0);
     }
 
+    #[test]
+    fn the_byte_budget_bounds_what_a_slow_reader_holds() {
+        let frame = |n: usize| Outbound::Frame {
+            text: "x".repeat(n).into(),
+            kind: switchboard_protocol::ServerKind::Chat,
+            received: None,
+        };
+        let q = Outbox::new(1024, 100);
+        assert_eq!(q.try_push(frame(60)), Ok(()));
+        assert_eq!(q.try_push(frame(40)), Ok(()));
+        assert_eq!(q.try_push(frame(1)), Err(PushError::Full), "100 bytes queued");
+        assert!(q.try_pop().is_some());
+        assert_eq!(q.try_push(frame(60)), Ok(()));
+        while q.try_pop().is_some() {}
+        assert_eq!(q.try_push(frame(5000)), Ok(()), "one frame always fits an empty queue");
+        assert_eq!(q.try_push(item()), Err(PushError::Full));
+    }
+
     #[tokio::test]
     async fn pop_waits_for_a_push() {
-        let q = std::sync::Arc::new(Outbox::new(4));
+        let q = std::sync::Arc::new(Outbox::new(4, 1 << 20));
         let q2 = q.clone();
         let waiter = tokio::spawn(async move { q2.pop().await });
         tokio::task::yield_now().await;
