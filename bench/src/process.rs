@@ -49,7 +49,8 @@ impl ServerProc {
             .args(["--bind", &addr.to_string(), "--log", "warn", "--no-stun"])
             .args(["--max-connections", "19000", "--max-rooms", "19000", "--max-peers-per-room", "1000"])
             // Connections are opened as fast as the client can: no admission rate.
-            .args(["--admissions-per-second", "0"])
+            .args(["--admissions-per-second", "0", "--admissions-per-source-per-second", "0"])
+            .args(["--max-http-connections", "4096"])
             .args(["--messages-per-second", "1000000", "--message-burst", "1000000"])
             .args(["--outbound-queue", "65536", "--ping-timeout-ms", "600000", "--ping-interval-ms", "300000"])
             .args(extra)

@@ -34,6 +34,21 @@ pub struct Limits {
     pub admissions_per_second: u32,
     /// New connections admitted at once after a quiet period.
     pub admission_burst: u32,
+    /// New WebSocket connections admitted per second from one source
+    /// address (0: no per-source limit); beyond it (and the burst) that
+    /// source gets 503 with `Retry-After: 1` while others still get in.
+    pub admissions_per_source_per_second: u32,
+    /// New connections one source may open at once after a quiet period.
+    pub admission_per_source_burst: u32,
+    /// Connections still in HTTP (not upgraded: half-sent requests, idle
+    /// keep-alives). One more is closed at once, before it is read.
+    pub max_http_connections: usize,
+    /// Connections in HTTP from one source address (trusted proxies
+    /// exempt); one more is closed at once.
+    pub http_connections_per_source: usize,
+    /// A request whose header has not fully arrived within this is closed
+    /// (slowloris).
+    pub header_read_timeout: Duration,
     /// Messages queued for one connection. A client that lets its queue fill
     /// is disconnected as a `slow_consumer`; nobody else waits for it.
     pub outbound_queue: usize,
@@ -94,6 +109,11 @@ impl Default for Limits {
             max_connections: 10_000,
             admissions_per_second: 500,
             admission_burst: 500,
+            admissions_per_source_per_second: 50,
+            admission_per_source_burst: 100,
+            max_http_connections: 1024,
+            http_connections_per_source: 64,
+            header_read_timeout: Duration::from_secs(10),
             outbound_queue: 1024,
             outbound_queue_bytes: 1024 * 1024,
             join_timeout: Duration::from_secs(10),

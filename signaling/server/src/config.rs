@@ -1,6 +1,7 @@
 //! Configuration: command-line flags, then environment variables, then an
 //! optional TOML file, then the built-in defaults, in that order of priority.
 
+use crate::client_addr::Cidr;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
@@ -31,6 +32,12 @@ pub struct Cli {
     /// Server options (for `serve` and the default).
     #[command(flatten)]
     pub serve: ServeArgs,
+}
+
+/// Loopback: a reverse proxy on the same host. Headers from anyone else
+/// are ignored unless the operator names the proxy.
+pub fn default_trusted_proxies() -> Vec<Cidr> {
+    ["127.0.0.0/8", "::1"].iter().filter_map(|c| c.parse().ok()).collect()
 }
 
 /// Longest lifetime `switchboard token` mints, in seconds (366 days).
@@ -91,6 +98,11 @@ pub struct ServeArgs {
     /// any origin. The server's own origin is always allowed.
     #[arg(long = "allowed-origin", env = "SWITCHBOARD_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` headers name the client
+    /// (addresses or CIDR ranges; repeat or comma-separate) [default:
+    /// loopback, 127.0.0.0/8 and ::1]. `none` trusts nobody.
+    #[arg(long = "trusted-proxy", env = "SWITCHBOARD_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
     /// STUN/TURN URLs handed to clients in the welcome (repeatable).
     #[arg(long = "ice-url", env = "SWITCHBOARD_ICE_URLS", value_delimiter = ',')]
     #[serde(skip)]
@@ -216,6 +228,22 @@ pub struct LimitArgs {
     /// Unacknowledged events kept per participant for a resume [default: 1024].
     #[arg(long, env = "SWITCHBOARD_REPLAY_BUFFER")]
     pub replay_buffer: Option<usize>,
+    /// New WebSocket connections admitted per second from one source; 0: no
+    /// limit [default: 50].
+    #[arg(long, env = "SWITCHBOARD_ADMISSIONS_PER_SOURCE_PER_SECOND")]
+    pub admissions_per_source_per_second: Option<u32>,
+    /// New connections one source may open at once [default: 100].
+    #[arg(long, env = "SWITCHBOARD_ADMISSION_PER_SOURCE_BURST")]
+    pub admission_per_source_burst: Option<u32>,
+    /// Connections still in HTTP (not upgraded) [default: 1024].
+    #[arg(long, env = "SWITCHBOARD_MAX_HTTP_CONNECTIONS")]
+    pub max_http_connections: Option<usize>,
+    /// Connections in HTTP from one source (trusted proxies exempt) [default: 64].
+    #[arg(long, env = "SWITCHBOARD_HTTP_CONNECTIONS_PER_SOURCE")]
+    pub http_connections_per_source: Option<usize>,
+    /// Time for a request's header to arrive, ms [default: 10000].
+    #[arg(long, env = "SWITCHBOARD_HEADER_READ_TIMEOUT_MS")]
+    pub header_read_timeout_ms: Option<u64>,
     /// Bytes of unacknowledged events kept per participant [default: 1048576].
     #[arg(long, env = "SWITCHBOARD_REPLAY_BUFFER_BYTES")]
     pub replay_buffer_bytes: Option<usize>,
@@ -241,6 +269,8 @@ pub struct Settings {
     pub insecure_open_rooms: bool,
     /// Allowed browser origins (empty: any).
     pub allowed_origins: Vec<String>,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<Cidr>,
     /// ICE servers for the welcome.
     pub ice_servers: Vec<IceServer>,
     /// Reconnect URL for the going-away notice.
@@ -292,6 +322,7 @@ impl Default for Settings {
             auth_secret: None,
             insecure_open_rooms: false,
             allowed_origins: Vec::new(),
+            trusted_proxies: default_trusted_proxies(),
             ice_servers: Vec::new(),
             public_url: None,
             turn: None,
@@ -345,6 +376,13 @@ impl ServeArgs {
             auth_secret: self.auth_secret.or(file.auth_secret).filter(|s| !s.is_empty()),
             insecure_open_rooms: self.insecure_open_rooms.or(file.insecure_open_rooms).unwrap_or(false),
             allowed_origins: self.allowed_origins.or(file.allowed_origins).unwrap_or_default(),
+            trusted_proxies: match self.trusted_proxies.or(file.trusted_proxies) {
+                None => d.trusted_proxies.clone(),
+                Some(list) if list.iter().any(|p| p.trim() == "none") => Vec::new(),
+                Some(list) => {
+                    list.iter().map(|p| p.parse::<Cidr>()).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?
+                }
+            },
             ice_servers,
             public_url: self.public_url.or(file.public_url),
             turn,
@@ -389,6 +427,13 @@ impl LimitArgs {
             admission_burst: self.admission_burst.or(file.admission_burst),
             replay_buffer: self.replay_buffer.or(file.replay_buffer),
             replay_buffer_bytes: self.replay_buffer_bytes.or(file.replay_buffer_bytes),
+            admissions_per_source_per_second: self
+                .admissions_per_source_per_second
+                .or(file.admissions_per_source_per_second),
+            admission_per_source_burst: self.admission_per_source_burst.or(file.admission_per_source_burst),
+            max_http_connections: self.max_http_connections.or(file.max_http_connections),
+            http_connections_per_source: self.http_connections_per_source.or(file.http_connections_per_source),
+            header_read_timeout_ms: self.header_read_timeout_ms.or(file.header_read_timeout_ms),
             outbound_queue_bytes: self.outbound_queue_bytes.or(file.outbound_queue_bytes),
             chat_history_bytes: self.chat_history_bytes.or(file.chat_history_bytes),
             held_relays_per_sender: self.held_relays_per_sender.or(file.held_relays_per_sender),
@@ -418,6 +463,13 @@ impl LimitArgs {
             admission_burst: self.admission_burst.unwrap_or(d.admission_burst),
             replay_buffer: self.replay_buffer.unwrap_or(d.replay_buffer),
             replay_buffer_bytes: self.replay_buffer_bytes.unwrap_or(d.replay_buffer_bytes),
+            admissions_per_source_per_second: self
+                .admissions_per_source_per_second
+                .unwrap_or(d.admissions_per_source_per_second),
+            admission_per_source_burst: self.admission_per_source_burst.unwrap_or(d.admission_per_source_burst),
+            max_http_connections: self.max_http_connections.unwrap_or(d.max_http_connections),
+            http_connections_per_source: self.http_connections_per_source.unwrap_or(d.http_connections_per_source),
+            header_read_timeout: self.header_read_timeout_ms.map_or(d.header_read_timeout, ms),
             outbound_queue_bytes: self.outbound_queue_bytes.unwrap_or(d.outbound_queue_bytes),
             chat_history_bytes: self.chat_history_bytes.unwrap_or(d.chat_history_bytes),
             held_relays_per_sender: self.held_relays_per_sender.unwrap_or(d.held_relays_per_sender),
@@ -446,6 +498,9 @@ impl Settings {
         }
         if l.outbound_queue == 0 || l.max_connections == 0 || l.max_peers_per_room == 0 || l.max_rooms == 0 {
             bail!("outbound_queue, max_connections, max_peers_per_room and max_rooms must be positive");
+        }
+        if l.max_http_connections == 0 || l.http_connections_per_source == 0 || l.header_read_timeout.is_zero() {
+            bail!("max_http_connections, http_connections_per_source and header_read_timeout must be positive");
         }
         if l.outbound_queue_bytes < l.max_message_bytes || l.chat_history_bytes == 0 {
             bail!("outbound_queue_bytes must be at least max_message_bytes, and chat_history_bytes positive");

@@ -13,10 +13,12 @@
 //! client a going-away notice and finishes within the configured grace.
 
 pub mod admission;
+pub mod client_addr;
 pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod hub_task;
+pub mod listener;
 pub mod outbox;
 pub mod routes;
 pub mod sfu_host;
@@ -53,7 +55,7 @@ pub struct Server {
     state: Arc<AppState>,
     settings: Settings,
     stop_accepting: watch::Sender<bool>,
-    http: JoinHandle<std::io::Result<()>>,
+    http: JoinHandle<()>,
     hub: JoinHandle<()>,
 }
 
@@ -92,8 +94,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         admission: admission::Admission::new(
             settings.limits.admissions_per_second,
             settings.limits.admission_burst,
+            settings.limits.admissions_per_source_per_second,
+            settings.limits.admission_per_source_burst,
             std::time::Instant::now(),
         ),
+        trusted_proxies: client_addr::TrustedProxies::new(settings.trusted_proxies.clone()),
         next_conn: AtomicU64::new(1),
         allowed_origins: settings.allowed_origins.iter().map(|o| routes::normalize_origin(o)).collect(),
         shutting_down: AtomicBool::new(false),
@@ -101,24 +106,19 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         verifier: verifier(),
         ice_servers,
     });
-    let (stop_accepting, mut stop_rx) = watch::channel(false);
+    let (stop_accepting, stop_rx) = watch::channel(false);
     if let Some(socket) = stun_socket {
         tokio::spawn(stun::run(socket, state.telemetry.clone(), stop_rx.clone()));
     }
     let app = routes::router(state.clone());
-    // Signaling is small messages that must go out at once: no Nagle delay.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(%err, "cannot set TCP_NODELAY");
-        }
-    });
-    let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let http = tokio::spawn(listener::serve(
+        listener,
+        app,
+        settings.limits.clone(),
+        state.trusted_proxies.clone(),
+        state.telemetry.clone(),
+        stop_rx,
+    ));
     // Keep the Prometheus histograms from growing between scrapes.
     let upkeep = state.clone();
     tokio::spawn(async move {

@@ -1,14 +1,16 @@
 //! HTTP routes: the WebSocket endpoint, health, readiness, metrics, and the
 //! browser client.
 
+use crate::admission::Refused;
 use crate::connection;
 use crate::state::AppState;
 use axum::Router;
-use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use switchboard_core::ConnId;
@@ -49,7 +51,12 @@ async fn metrics() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::prometheus().render())
 }
 
-async fn upgrade(State(state): State<Arc<AppState>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
     if !origin_allowed(&state.allowed_origins, &headers) {
         debug!("origin refused");
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
@@ -61,9 +68,14 @@ async fn upgrade(State(state): State<Arc<AppState>>, headers: HeaderMap, ws: Web
         state.telemetry.rejected_connections.increment(1);
         return unavailable("too many connections\n", RETRY_AFTER_S);
     };
-    if !state.admission.try_admit(std::time::Instant::now()) {
+    let source = state.trusted_proxies.client_ip(peer.ip(), &headers);
+    if let Err(refused) = state.admission.try_admit(source, std::time::Instant::now()) {
         state.telemetry.rejected_connections.increment(1);
-        return unavailable("too many new connections: retry later\n", crate::admission::RETRY_AFTER_S);
+        let body = match refused {
+            Refused::Global => "too many new connections: retry later\n",
+            Refused::Source => "too many new connections from your address: retry later\n",
+        };
+        return unavailable(body, crate::admission::RETRY_AFTER_S);
     }
     let id = ConnId(state.next_conn.fetch_add(1, Ordering::Relaxed));
     let hard = state.limits.hard_max_message_bytes();

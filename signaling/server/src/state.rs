@@ -23,6 +23,8 @@ pub struct AppState {
     pub conn_slots: Arc<Semaphore>,
     /// The rate of new connections.
     pub admission: crate::admission::Admission,
+    /// Proxies whose forwarding headers name the client.
+    pub trusted_proxies: crate::client_addr::TrustedProxies,
     /// Next connection id.
     pub next_conn: AtomicU64,
     /// Allowed browser origins, lower-cased, without trailing slash.

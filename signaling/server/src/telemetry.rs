@@ -40,6 +40,10 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
+/// The caps a TCP connection can be refused at before HTTP (a fixed label
+/// set: the metric's cardinality cannot grow).
+pub const HTTP_CAPS: [&str; 2] = ["http_connections", "http_connections_per_source"];
+
 /// Every metric the server records.
 #[derive(Debug)]
 pub struct Telemetry {
@@ -71,6 +75,9 @@ pub struct Telemetry {
     pub turn_http_issued: Counter,
     /// TURN credential requests over HTTP refused (bad or missing token).
     pub turn_http_refused: Counter,
+    /// TCP connections closed before HTTP because a connection cap was
+    /// reached: the global one, or one source's.
+    http_refused: [Counter; 2],
 }
 
 impl Telemetry {
@@ -105,6 +112,7 @@ impl Telemetry {
             stun_ignored: metrics::counter!("switchboard_stun_requests_total", "result" => "ignored"),
             turn_http_issued: metrics::counter!("switchboard_turn_credentials_http_total", "result" => "issued"),
             turn_http_refused: metrics::counter!("switchboard_turn_credentials_http_total", "result" => "refused"),
+            http_refused: HTTP_CAPS.map(|cap| metrics::counter!("switchboard_http_refused_total", "cap" => cap)),
         }
     }
 
@@ -122,6 +130,14 @@ impl Telemetry {
     pub fn error(&self, code: ErrorCode) {
         if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
             self.errors[i].increment(1);
+        }
+    }
+
+    /// Counts a TCP connection closed at a connection cap (one of
+    /// [`HTTP_CAPS`]).
+    pub fn refused_http(&self, cap: &str) {
+        if let Some(i) = HTTP_CAPS.iter().position(|c| *c == cap) {
+            self.http_refused[i].increment(1);
         }
     }
 

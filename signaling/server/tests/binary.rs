@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Client, WAIT};
+use common::{Client, WAIT, http_get};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -23,8 +23,18 @@ struct Proc {
 
 impl Proc {
     fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(args)
+        Self::spawn(Command::new(BIN).args(args))
+    }
+
+    /// Starts the binary with at most `fds` open files (a small server, as
+    /// some operators run it).
+    fn start_with_fd_limit(fds: u32, args: &[&str]) -> Self {
+        let script = format!(r#"ulimit -n {fds} && exec "$0" "$@""#);
+        Self::spawn(Command::new("sh").arg("-c").arg(script).arg(BIN).args(args))
+    }
+
+    fn spawn(command: &mut Command) -> Self {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -224,4 +234,68 @@ fn token_subcommand_refuses_what_the_server_would_refuse() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert!(out.stdout.is_empty(), "{args:?}: no token printed");
     }
+}
+
+/// Opens a TCP connection from `source` (another loopback address: the
+/// attacker is not the client it tries to lock out) and sends the start of
+/// a request that never ends.
+async fn half_request(source: std::net::IpAddr, to: SocketAddr) -> Option<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.bind(SocketAddr::new(source, 0)).ok()?;
+    let mut stream = tokio::time::timeout(WAIT, socket.connect(to)).await.ok()?.ok()?;
+    // The server may already have closed it (over a cap): that is fine.
+    let _ = stream.write_all(b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n").await;
+    Some(stream)
+}
+
+#[tokio::test]
+async fn half_sent_requests_cannot_lock_out_a_client_or_the_health_check() {
+    // 1024 file descriptors, as on the server the slowloris took down.
+    let mut proc = Proc::start_with_fd_limit(
+        1024,
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--header-read-timeout-ms",
+            "3000",
+            "--trusted-proxy",
+            "none",
+        ],
+    );
+    let addr = proc.addr();
+    let attacker = std::net::IpAddr::from([127, 0, 0, 2]);
+    let mut held = Vec::new();
+    for _ in 0..2000 {
+        if let Some(stream) = half_request(attacker, addr).await {
+            held.push(stream);
+        }
+    }
+    assert!(held.len() > 1000, "the attack opened {} connections", held.len());
+    // While they are held, someone else joins a room and the health check
+    // answers.
+    let (status, _) = tokio::time::timeout(WAIT, http_get(addr, "/healthz")).await.expect("healthz in time");
+    assert_eq!(status, 200);
+    let mut client = tokio::time::timeout(WAIT, Client::connect(addr)).await.expect("connect in time");
+    let welcome = client.join("open", "Ada").await;
+    assert_eq!(welcome.room.as_str(), "open");
+    // Every half request is closed by the server: over the per-source cap at
+    // once, the rest when the header timeout passes.
+    let closed_all = async {
+        use tokio::io::AsyncReadExt;
+        for stream in &mut held {
+            let mut buf = [0u8; 512];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {} // a 408 or 400 before the close is fine
+                }
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, closed_all).await.expect("every half request closed within the header timeout");
+    let (status, _) = http_get(addr, "/healthz").await;
+    assert_eq!(status, 200);
 }

@@ -175,3 +175,28 @@ pub async fn http_get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
 }
+
+/// A WebSocket upgrade request from `source` (a loopback address) with
+/// extra headers, answered or not: the HTTP status (101 when upgraded).
+/// The connection is dropped right after, as an abusive client's would be.
+pub async fn upgrade_status(source: std::net::IpAddr, addr: SocketAddr, headers: &[(&str, &str)]) -> u16 {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(SocketAddr::new(source, 0)).expect("bind source");
+    let mut stream = tokio::time::timeout(WAIT, socket.connect(addr)).await.expect("connect in time").expect("tcp");
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let request = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write request");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n") {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut byte)).await.expect("status in time").expect("read");
+        if n == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
