@@ -223,3 +223,45 @@ async fn an_ice_restart_from_the_browser_is_answered_and_the_call_goes_on() {
     ada.close().await;
     rusty.leave().await;
 }
+
+#[tokio::test]
+async fn a_server_that_accepts_then_closes_gets_a_growing_backoff_not_a_reconnect_loop() {
+    let _serial = serial().await;
+    let server = server_with(settings()).await;
+    let driver = Driver::start().await;
+    let page = driver.browser("backoff").await;
+    page.client.goto(&base_url(&server)).await.expect("page");
+    // A broken endpoint (a proxy with no backend, a server refusing at the
+    // door): every WebSocket is accepted, then closed at once.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let broken = listener.local_addr().expect("addr");
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    let door = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await {
+                let _ = ws.close(None).await;
+            }
+        }
+    });
+    // The page's own signaling module, pointed at it: the waits it chooses
+    // must grow (0.5 s, 1 s, 2 s, 4 s ceilings), since no welcome ever came.
+    page.eval(
+        &format!(
+            "return import('/js/signaling.js').then((m) => {{ const s = new m.Signaling('ws://{broken}/v1/ws'); \
+             window.waits = []; s.addEventListener('down', (e) => window.waits.push(e.detail.retryInMs)); \
+             s.open(); return true; }})"
+        ),
+        vec![],
+    )
+    .await;
+    page.wait_until("four reconnect waits", "window.waits.length >= 4").await;
+    let waits = page.eval("return window.waits", vec![]).await;
+    let waits: Vec<f64> = serde_json::from_value(waits).expect("numbers");
+    assert!(waits[3] >= 2000.0, "the fourth wait is at least half of a 4 s ceiling: {waits:?}");
+    assert!(waits.windows(2).take(3).all(|w| w[1] >= w[0]), "growing: {waits:?}");
+    assert!(accepted.load(std::sync::atomic::Ordering::Relaxed) <= 5, "no reconnect loop");
+    door.abort();
+    page.close().await;
+}

@@ -103,6 +103,7 @@ export class Signaling extends EventTarget {
    * whose event count starts again.
    */
   ready(fresh) {
+    this.attempt = 0;
     if (fresh) {
       this.received = 0;
       this.acked = 0;
@@ -139,7 +140,9 @@ export class Signaling extends EventTarget {
     this.socket = socket;
     this.isReady = false;
     socket.onopen = () => {
-      this.attempt = 0;
+      // The backoff is not reset here: a server (or proxy) that accepts and
+      // then closes would get a reconnect every half second from every tab.
+      // Only a welcome (`ready`) shows the session is back.
       this.lastHeard = performance.now();
       this.restartPing();
       this.dispatchEvent(new Event("open"));

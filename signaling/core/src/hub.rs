@@ -145,6 +145,9 @@ pub struct Hub {
     away: HashMap<ConnId, (RoomName, PeerId)>,
     /// The latest time an input brought, for deadlines armed deep inside.
     latest: Option<Instant>,
+    /// Set by [`Hub::shutdown`]: a connection that opens afterwards (its
+    /// upgrade was in flight) is told so and closed at once.
+    going_away: Option<GoingAway>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -169,6 +172,7 @@ impl Hub {
             tokens: HashMap::new(),
             away: HashMap::new(),
             latest: None,
+            going_away: None,
         }
     }
 
@@ -221,6 +225,12 @@ impl Hub {
     /// A new connection: it must join within the join timeout.
     pub fn open(&mut self, conn: ConnId, now: Now) {
         self.latest = Some(now.mono);
+        if let Some(notice) = &self.going_away {
+            let msg = ServerMessage::GoingAway(notice.clone());
+            self.out.push_back(Output::Send { to: Recipients::One(conn), msg });
+            self.out.push_back(Output::Close { conn, reason: CloseReason::GoingAway });
+            return;
+        }
         self.conns.insert(conn, ConnState::Lobby);
         self.timers.arm(now.mono + self.config.limits.join_timeout, Timer::JoinDeadline(conn));
     }
@@ -393,6 +403,7 @@ impl Hub {
     /// The server is going away: every connection is told so and closed, and
     /// the hub forgets everything.
     pub fn shutdown(&mut self, notice: &GoingAway) {
+        self.going_away = Some(notice.clone());
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         self.conns.clear();
         self.rooms.clear();

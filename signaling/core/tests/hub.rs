@@ -375,6 +375,26 @@ fn shutdown_tells_everyone_and_closes() {
     assert_eq!(s.hub.rooms(), 0);
 }
 
+#[test]
+fn a_connection_that_opens_during_shutdown_is_told_and_closed() {
+    let mut s = sim();
+    s.join(1, "demo", "Ada");
+    s.hub.shutdown(&switchboard_protocol::GoingAway {
+        reason: "bye".into(),
+        reconnect_url: None,
+        retry_after_ms: 1000,
+    });
+    while s.hub.poll_output().is_some() {}
+    // Its upgrade was in flight when shutdown began: it must not join a hub
+    // that has forgotten everything, and must hear where to go.
+    let late = s.open(2);
+    assert!(matches!(s.take(late).as_slice(), [ServerMessage::GoingAway(_)]));
+    assert_eq!(s.closed.get(&late), Some(&CloseReason::GoingAway));
+    s.send(late, r#"{"type":"join","room":"demo","name":"Late"}"#);
+    assert!(s.take(late).is_empty(), "a closed connection joins nothing");
+    assert_eq!(s.hub.rooms(), 0);
+}
+
 fn turn_sim() -> Sim {
     let turn = switchboard_core::TurnConfig::new(
         vec!["turn-secret-0123456789".into()],
