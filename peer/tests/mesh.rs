@@ -103,6 +103,7 @@ async fn a_going_away_notice_sends_the_peers_to_the_address_it_gives() {
         bind: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         stun: None,
         public_url: Some(next_url),
+        insecure_open_rooms: true,
         ..switchboard_server::config::Settings::default()
     };
     let first = switchboard_server::start(settings).await.expect("server starts");

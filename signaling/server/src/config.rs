@@ -40,6 +40,9 @@ pub fn default_trusted_proxies() -> Vec<Cidr> {
     ["127.0.0.0/8", "::1"].iter().filter_map(|c| c.parse().ok()).collect()
 }
 
+/// Shortest metrics token accepted.
+pub const MIN_METRICS_TOKEN_BYTES: usize = 16;
+
 /// Longest lifetime `switchboard token` mints, in seconds (366 days).
 pub const MAX_TOKEN_TTL_S: u64 = 366 * 24 * 3600;
 
@@ -94,8 +97,9 @@ pub struct ServeArgs {
     /// Allow open rooms (no auth secret) on a non-loopback address.
     #[arg(long, env = "SWITCHBOARD_INSECURE_OPEN_ROOMS", num_args = 0..=1, default_missing_value = "true")]
     pub insecure_open_rooms: Option<bool>,
-    /// Browser origins allowed to connect (repeat or comma-separate). Empty:
-    /// any origin. The server's own origin is always allowed.
+    /// Browser origins allowed to connect besides the server's own (repeat
+    /// or comma-separate); `*` allows any page. By default only the server's
+    /// own origin: the one of --public-url, and the bind address.
     #[arg(long = "allowed-origin", env = "SWITCHBOARD_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
     /// Proxies whose `X-Forwarded-For` / `Forwarded` headers name the client
@@ -113,6 +117,11 @@ pub struct ServeArgs {
     /// URL clients should reconnect to after a going-away notice.
     #[arg(long, env = "SWITCHBOARD_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Bearer token that lets a scraper read /metrics from anywhere (at
+    /// least 16 bytes). Without one, /metrics answers only direct loopback
+    /// requests (not ones that came through a proxy).
+    #[arg(long, env = "SWITCHBOARD_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// coturn `static-auth-secret` for TURN credentials (at least 16 bytes).
     /// Give two (current first) while rotating: new credentials use the
     /// first, and coturn is given both.
@@ -275,6 +284,8 @@ pub struct Settings {
     pub ice_servers: Vec<IceServer>,
     /// Reconnect URL for the going-away notice.
     pub public_url: Option<String>,
+    /// Bearer token for /metrics from anywhere.
+    pub metrics_token: Option<String>,
     /// TURN credentials (none: no TURN server is handed out).
     pub turn: Option<TurnConfig>,
     /// The embedded STUN server (none: off).
@@ -325,6 +336,7 @@ impl Default for Settings {
             trusted_proxies: default_trusted_proxies(),
             ice_servers: Vec::new(),
             public_url: None,
+            metrics_token: None,
             turn: None,
             stun: Some(StunSettings::default()),
             room_mode: RoomMode::Mesh,
@@ -373,7 +385,9 @@ impl ServeArgs {
         };
         let settings = Settings {
             bind: self.bind.or(file.bind).unwrap_or(d.bind),
-            auth_secret: self.auth_secret.or(file.auth_secret).filter(|s| !s.is_empty()),
+            // Kept even when empty: an empty secret is refused by `check`,
+            // never taken to mean open rooms.
+            auth_secret: self.auth_secret.or(file.auth_secret),
             insecure_open_rooms: self.insecure_open_rooms.or(file.insecure_open_rooms).unwrap_or(false),
             allowed_origins: self.allowed_origins.or(file.allowed_origins).unwrap_or_default(),
             trusted_proxies: match self.trusted_proxies.or(file.trusted_proxies) {
@@ -385,6 +399,7 @@ impl ServeArgs {
             },
             ice_servers,
             public_url: self.public_url.or(file.public_url),
+            metrics_token: self.metrics_token.or(file.metrics_token),
             turn,
             stun,
             room_mode: self.room_mode.or(file.room_mode).unwrap_or(RoomMode::Mesh),
@@ -480,17 +495,39 @@ impl LimitArgs {
 impl Settings {
     /// Refuses configurations that are unsafe or cannot work.
     pub fn check(&self) -> anyhow::Result<()> {
-        if let Some(secret) = &self.auth_secret
-            && secret.len() < MIN_SECRET_BYTES
-        {
-            bail!("the auth secret must be at least {MIN_SECRET_BYTES} bytes");
+        if let Some(secret) = &self.auth_secret {
+            if secret.trim().is_empty() {
+                bail!(
+                    "the auth secret is empty or blank: set a real one (at least {MIN_SECRET_BYTES} bytes), \
+                     or unset it for open rooms on loopback"
+                );
+            }
+            if secret.len() < MIN_SECRET_BYTES {
+                bail!("the auth secret must be at least {MIN_SECRET_BYTES} bytes");
+            }
         }
-        if !self.bind.ip().is_loopback() && self.auth_secret.is_none() && !self.insecure_open_rooms {
-            bail!(
-                "refusing to serve open rooms on {}: set an auth secret (--auth-secret / SWITCHBOARD_AUTH_SECRET) \
-                 or accept the risk with --insecure-open-rooms",
-                self.bind.ip()
-            );
+        if self.auth_secret.is_none() && !self.insecure_open_rooms {
+            if !self.bind.ip().is_loopback() {
+                bail!(
+                    "refusing to serve open rooms on {}: set an auth secret (--auth-secret / SWITCHBOARD_AUTH_SECRET) \
+                     or accept the risk with --insecure-open-rooms",
+                    self.bind.ip()
+                );
+            }
+            if self.public_url.is_some() {
+                bail!(
+                    "refusing to serve open rooms: --public-url says clients reach this server from elsewhere \
+                     (through a proxy). Set an auth secret, or accept the risk with --insecure-open-rooms"
+                );
+            }
+        }
+        if self.metrics_token.as_ref().is_some_and(|t| t.trim().len() < MIN_METRICS_TOKEN_BYTES) {
+            bail!("the metrics token must be at least {MIN_METRICS_TOKEN_BYTES} bytes");
+        }
+        for origin in &self.allowed_origins {
+            if origin != "*" && crate::origins::normalize(origin).split_once("://").is_none() {
+                bail!("allowed origin {origin:?} must be scheme://host[:port], or * for any");
+            }
         }
         let l = &self.limits;
         if l.max_message_bytes < 1024 {
@@ -530,6 +567,20 @@ mod tests {
         let s = ServeArgs::default().resolve(ServeArgs::default()).expect("valid");
         assert!(s.bind.ip().is_loopback());
         assert!(s.auth_secret.is_none());
+    }
+
+    #[test]
+    fn empty_or_blank_secrets_and_open_rooms_behind_a_public_url_are_refused() {
+        for secret in ["", " ", &" ".repeat(32), "\t\n"] {
+            let err = parse(&["--auth-secret", secret]).resolve(ServeArgs::default()).unwrap_err();
+            assert!(err.to_string().contains("empty or blank"), "{secret:?}: {err}");
+        }
+        let err = parse(&["--public-url", "wss://sig.example/v1/ws"]).resolve(ServeArgs::default()).unwrap_err();
+        assert!(err.to_string().contains("--public-url"), "{err}");
+        let declared = parse(&["--public-url", "wss://sig.example/v1/ws", "--insecure-open-rooms"]);
+        assert!(declared.resolve(ServeArgs::default()).is_ok());
+        assert!(parse(&["--allowed-origin", "app.example"]).resolve(ServeArgs::default()).is_err(), "no scheme");
+        assert!(parse(&["--allowed-origin", "*"]).resolve(ServeArgs::default()).is_ok());
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod config;
 pub mod connection;
 pub mod hub_task;
 pub mod listener;
+pub mod origins;
 pub mod outbox;
 pub mod routes;
 pub mod sfu_host;
@@ -100,7 +101,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         ),
         trusted_proxies: client_addr::TrustedProxies::new(settings.trusted_proxies.clone()),
         next_conn: AtomicU64::new(1),
-        allowed_origins: settings.allowed_origins.iter().map(|o| routes::normalize_origin(o)).collect(),
+        origins: origins::Origins::new(&settings.allowed_origins, settings.public_url.as_deref(), addr),
+        open_rooms_guarded: settings.auth_secret.is_none() && !settings.insecure_open_rooms,
+        proxied_warned: AtomicBool::new(false),
+        metrics_token: settings.metrics_token.clone(),
         shutting_down: AtomicBool::new(false),
         turn: settings.turn.clone(),
         verifier: verifier(),

@@ -4,7 +4,7 @@ use clap::Parser;
 use std::process::ExitCode;
 use switchboard_core::{Claims, check_claims, mint_token};
 use switchboard_server::config::{Cli, Command};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -55,6 +55,13 @@ async fn serve(settings: switchboard_server::config::Settings) -> anyhow::Result
     let open = settings.auth_secret.is_none();
     let server = switchboard_server::start(settings).await?;
     info!(addr = %server.local_addr(), open_rooms = open, "listening");
+    if open {
+        warn!(
+            "OPEN ROOMS: there is no auth secret, so anyone who can reach {} can join any room and read its chat. \
+             Fine on a laptop; anywhere else set --auth-secret",
+            server.local_addr()
+        );
+    }
     shutdown_signal().await;
     info!("shutting down");
     server.shutdown().await

@@ -47,8 +47,31 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
     "ready\n".into_response()
 }
 
-async fn metrics() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::prometheus().render())
+/// `/metrics` names rooms and peers (SFU series) and shows load: it is for
+/// the operator. It answers a direct request from loopback (a local scraper
+/// or agent, not one relayed by a proxy on the same host), or one that
+/// carries the configured metrics token; anyone else gets 404, as if there
+/// were no such page.
+async fn metrics(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let local = peer.ip().is_loopback() && !crate::client_addr::looks_proxied(&headers);
+    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(crate::turn_http::bearer);
+    let authorized = match (&state.metrics_token, token) {
+        (Some(expected), Some(given)) => constant_time_eq(expected.trim().as_bytes(), given.as_bytes()),
+        _ => false,
+    };
+    if !local && !authorized {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::prometheus().render()).into_response()
+}
+
+/// Compares secrets without an early exit that would time the match.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn upgrade(
@@ -57,9 +80,12 @@ async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if !origin_allowed(&state.allowed_origins, &headers) {
+    if !state.origins.allow(&headers) {
         debug!("origin refused");
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+    }
+    if let Some(refusal) = open_rooms_through_a_proxy(&state, &headers) {
+        return refusal;
     }
     if state.shutting_down.load(Ordering::Relaxed) {
         return unavailable("shutting down\n", RETRY_AFTER_S);
@@ -90,48 +116,22 @@ fn unavailable(body: &'static str, retry_after_s: &'static str) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, retry_after_s)], body).into_response()
 }
 
-/// Browsers send `Origin`; other clients do not and are let through (they
-/// can forge it anyway: tokens are the access control, origins only stop
-/// other web pages from using a visitor's browser).
-fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else { return true };
-    if allowed.is_empty() {
-        return true;
+/// Open rooms are safe only where nobody else can reach the server. One
+/// that binds loopback but receives proxied requests is reachable from
+/// wherever the proxy is: unless the operator said open rooms are meant
+/// (`--insecure-open-rooms`), such requests are refused, and the log says
+/// why once.
+pub fn open_rooms_through_a_proxy(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+    if !state.open_rooms_guarded || !crate::client_addr::looks_proxied(headers) {
+        return None;
     }
-    let origin = normalize_origin(origin);
-    if allowed.contains(&origin) {
-        return true;
+    if !state.proxied_warned.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "refusing proxied requests: this server has open rooms (no auth secret) and is reached through a \
+             proxy; set an auth secret, or --insecure-open-rooms if anyone may join any room"
+        );
     }
-    // The server's own pages (the web client) are always allowed.
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    origin.split_once("://").is_some_and(|(_, rest)| !host.is_empty() && rest.eq_ignore_ascii_case(host))
-}
-
-/// Lower-cased, without a trailing slash: the form origins are compared in.
-pub fn normalize_origin(origin: &str) -> String {
-    origin.trim().trim_end_matches('/').to_ascii_lowercase()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, host.parse().expect("host"));
-        if let Some(o) = origin {
-            h.insert(header::ORIGIN, o.parse().expect("origin"));
-        }
-        h
-    }
-
-    #[test]
-    fn origins() {
-        let allowed = vec![normalize_origin("https://app.example/")];
-        assert!(origin_allowed(&allowed, &headers(None, "sig.example")));
-        assert!(origin_allowed(&allowed, &headers(Some("https://APP.example"), "sig.example")));
-        assert!(!origin_allowed(&allowed, &headers(Some("https://evil.example"), "sig.example")));
-        assert!(origin_allowed(&allowed, &headers(Some("http://sig.example:8080"), "sig.example:8080")));
-        assert!(origin_allowed(&[], &headers(Some("https://evil.example"), "sig.example")));
-    }
+    let body = "open rooms are not served through a proxy: the operator must set an auth secret or \
+                --insecure-open-rooms\n";
+    Some((StatusCode::FORBIDDEN, body).into_response())
 }

@@ -27,8 +27,15 @@ pub struct AppState {
     pub trusted_proxies: crate::client_addr::TrustedProxies,
     /// Next connection id.
     pub next_conn: AtomicU64,
-    /// Allowed browser origins, lower-cased, without trailing slash.
-    pub allowed_origins: Vec<String>,
+    /// Browser origins allowed to connect.
+    pub origins: crate::origins::Origins,
+    /// Open rooms that the operator did not declare public: a request that
+    /// came through a proxy is refused (the server cannot be private then).
+    pub open_rooms_guarded: bool,
+    /// Whether that refusal was logged already (once is enough).
+    pub proxied_warned: AtomicBool,
+    /// Bearer token for /metrics from anywhere.
+    pub metrics_token: Option<String>,
     /// Set once shutdown begins: readiness fails and upgrades are refused.
     pub shutting_down: AtomicBool,
     /// TURN credentials for the HTTP endpoint (the hub has its own copy).

@@ -9,6 +9,7 @@
 
 use crate::state::AppState;
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -53,8 +54,15 @@ struct Refusal {
 pub async fn credentials(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(query): Query<CredentialQuery>,
+    query: Result<Query<CredentialQuery>, QueryRejection>,
 ) -> Response {
+    if let Some(refusal) = crate::routes::open_rooms_through_a_proxy(&state, &headers) {
+        return refusal;
+    }
+    let Ok(Query(query)) = query else {
+        let message = "the only parameter is ttl, a number of seconds".into();
+        return refuse(StatusCode::BAD_REQUEST, ErrorCode::InvalidMessage.as_str(), message);
+    };
     let Some(turn) = &state.turn else {
         return refuse(StatusCode::NOT_FOUND, "turn_not_configured", "this server hands out no TURN server".into());
     };
@@ -62,11 +70,7 @@ pub async fn credentials(
     let participant = match &state.verifier {
         None => format!("anon-{:08x}", rand::random::<u32>()),
         Some(verifier) => {
-            let token = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim);
+            let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
             let Some(token) = token else {
                 state.telemetry.turn_http_refused.increment(1);
                 let message = "send a join token as `Authorization: Bearer <token>`".into();
@@ -94,6 +98,13 @@ pub async fn credentials(
     };
     // Credentials must not sit in caches.
     ([(header::CACHE_CONTROL, "no-store")], Json(reply)).into_response()
+}
+
+/// The token of an `Authorization: Bearer <token>` header; the scheme is
+/// case-insensitive (RFC 9110 §11.1).
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 fn refuse(status: StatusCode, error: &'static str, message: String) -> Response {

@@ -297,6 +297,52 @@ async fn foreign_origins_are_refused_when_an_allow_list_is_set() {
 }
 
 #[tokio::test]
+async fn by_default_only_the_servers_own_pages_may_connect() {
+    let srv = server(|_| {}).await;
+    let addr = srv.local_addr();
+    let own = format!("http://{addr}");
+    Client::connect_with(addr, Some(&own)).await.expect("its own page").join("o", "own").await;
+    let localhost = format!("http://localhost:{}", addr.port());
+    Client::connect_with(addr, Some(&localhost)).await.expect("its own page by name").join("o", "named").await;
+    for foreign in ["https://evil.example", "null", &format!("http://rebind.example:{}", addr.port())] {
+        let err = Client::connect_with(addr, Some(foreign)).await.err().expect("refused");
+        assert!(err.to_string().contains("403"), "{foreign}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_dns_rebinding_page_is_refused_even_when_host_agrees() {
+    let srv = server(|_| {}).await;
+    let addr = srv.local_addr();
+    let rebind = format!("rebind.example:{}", addr.port());
+    let origin = format!("http://{rebind}");
+    let status =
+        common::upgrade_status(std::net::IpAddr::from([127, 0, 0, 1]), addr, &[("Origin", &origin), ("Host", &rebind)])
+            .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn open_rooms_are_not_served_through_a_proxy_unless_declared() {
+    let srv = server(|_| {}).await;
+    let addr = srv.local_addr();
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    assert_eq!(common::upgrade_status(loopback, addr, &[]).await, 101, "direct, on loopback: open rooms");
+    for header in ["X-Forwarded-For", "Forwarded", "X-Real-IP"] {
+        let value = if header == "Forwarded" { "for=203.0.113.5" } else { "203.0.113.5" };
+        assert_eq!(common::upgrade_status(loopback, addr, &[(header, value)]).await, 403, "{header}");
+    }
+    let declared = server(|s| s.insecure_open_rooms = true).await;
+    let status = common::upgrade_status(loopback, declared.local_addr(), &[("X-Forwarded-For", "203.0.113.5")]).await;
+    assert_eq!(status, 101, "the operator said open rooms are meant");
+    let secret = "0123456789abcdef0123456789abcdef";
+    let with_tokens = server(|s| s.auth_secret = Some(secret.into())).await;
+    let status =
+        common::upgrade_status(loopback, with_tokens.local_addr(), &[("X-Forwarded-For", "203.0.113.5")]).await;
+    assert_eq!(status, 101, "with an auth secret the join token decides");
+}
+
+#[tokio::test]
 async fn an_sdp_with_a_lone_surrogate_is_refused_not_relayed() {
     let srv = server(|_| {}).await;
     let (mut a, mut b, b_id) = pair(srv.local_addr()).await;

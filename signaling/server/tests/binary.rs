@@ -199,6 +199,29 @@ fn refuses_open_rooms_off_loopback() {
 }
 
 #[test]
+fn an_empty_secret_is_refused_not_taken_for_open_rooms() {
+    for (args, env) in [(&["--auth-secret", ""][..], None), (&[][..], Some("")), (&[][..], Some(&*" ".repeat(40)))] {
+        let mut command = Command::new(BIN);
+        command.args(args).env_remove("SWITCHBOARD_AUTH_SECRET");
+        if let Some(value) = env {
+            command.env("SWITCHBOARD_AUTH_SECRET", value);
+        }
+        let out = command.output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+        assert!(stderr.contains("empty or blank"), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn open_mode_is_announced_loudly_at_start() {
+    let mut proc = Proc::start(&["--bind", "127.0.0.1:0", "--log-format", "json"]);
+    proc.addr();
+    let line = proc.wait_for("OPEN ROOMS");
+    assert!(line.contains("WARN"), "{line}");
+}
+
+#[test]
 fn token_subcommand_mints_a_valid_token() {
     let out = Command::new(BIN)
         .args(["token", "--auth-secret", SECRET, "--room", "demo", "--identity", "ada", "--ttl", "60"])

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Client, WAIT, http_get, room, server};
+use common::{Client, WAIT, http_get, http_get_with, room, server};
 use std::time::Duration;
 use switchboard_protocol::{PeerJoined, ServerMessage};
 
@@ -39,10 +39,31 @@ async fn health_readiness_and_metrics() {
 }
 
 #[tokio::test]
+async fn metrics_are_for_local_scrapers_and_holders_of_the_metrics_token() {
+    let token = "metrics-token-0123456789";
+    let srv = server(|s| s.metrics_token = Some(token.into())).await;
+    let addr = srv.local_addr();
+    assert_eq!(http_get(addr, "/metrics").await.0, 200, "a local scraper");
+    // Through a proxy (the public listener behind nginx): not without the token.
+    let proxied = [("X-Forwarded-For", "203.0.113.5")];
+    assert_eq!(http_get_with(addr, "/metrics", &proxied).await.0, 404);
+    let wrong = [("X-Forwarded-For", "203.0.113.5"), ("Authorization", "Bearer metrics-token-wrong-012345")];
+    assert_eq!(http_get_with(addr, "/metrics", &wrong).await.0, 404);
+    let bearer = format!("bearer {token}");
+    let right = [("X-Forwarded-For", "203.0.113.5"), ("Authorization", bearer.as_str())];
+    let (status, body) = http_get_with(addr, "/metrics", &right).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("switchboard_connections"), "{body}");
+}
+
+#[tokio::test]
 async fn shutdown_sends_going_away_closes_everyone_and_is_bounded() {
     let srv = server(|s| {
         s.shutdown_grace = Duration::from_secs(3);
         s.public_url = Some("wss://other.example/v1/ws".into());
+        // A public URL says the server is reachable from elsewhere: open
+        // rooms must then be declared.
+        s.insecure_open_rooms = true;
     })
     .await;
     let addr = srv.local_addr();

@@ -71,6 +71,44 @@ async fn http_credentials_need_a_valid_token_and_never_outlive_the_cap() {
 }
 
 #[tokio::test]
+async fn any_case_of_bearer_works_and_every_refusal_is_uncached_json() {
+    let srv = server(|s| {
+        s.auth_secret = Some(AUTH.into());
+        s.turn = Some(turn());
+    })
+    .await;
+    let addr = srv.local_addr();
+    let good = token("ada", now_s() + 3600);
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let auth = format!("{scheme} {good}");
+        let (status, body) = http_get_with(addr, TURN_CREDENTIALS_PATH, &[("Authorization", &auth)]).await;
+        assert_eq!(status, 200, "{scheme}: {body}");
+    }
+    let bearer = format!("Bearer {good}");
+    for (query, auth) in [("?ttl=abc", bearer.as_str()), ("?ttl=-1", bearer.as_str()), ("", "Basic YWRhOng=")] {
+        let (status, head, body) = http_get_head(addr, &format!("{TURN_CREDENTIALS_PATH}{query}"), auth).await;
+        assert!(status == 400 || status == 401, "{query}: {status} {body}");
+        let json: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{query}: not JSON ({e}): {body}"));
+        assert!(json["error"].is_string() && json["message"].is_string(), "{body}");
+        assert!(head.to_ascii_lowercase().contains("cache-control: no-store"), "{query}: {head}");
+    }
+}
+
+/// A GET with an Authorization header: status, response head and body.
+async fn http_get_head(addr: std::net::SocketAddr, path: &str, auth: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: {auth}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head.to_owned(), body.to_owned())
+}
+
+#[tokio::test]
 async fn without_turn_the_endpoint_says_so() {
     let srv = server(|_| {}).await;
     let (status, body) = http_get(srv.local_addr(), TURN_CREDENTIALS_PATH).await;

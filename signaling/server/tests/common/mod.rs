@@ -184,8 +184,15 @@ pub async fn upgrade_status(source: std::net::IpAddr, addr: SocketAddr, headers:
     socket.bind(SocketAddr::new(source, 0)).expect("bind source");
     let mut stream = tokio::time::timeout(WAIT, socket.connect(addr)).await.expect("connect in time").expect("tcp");
     let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    // A `Host` among `headers` replaces the real one.
+    let host = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .map_or(addr.to_string(), |(_, v)| String::new() + v);
+    let extra: String =
+        extra.lines().filter(|l| !l.to_ascii_lowercase().starts_with("host:")).map(|l| format!("{l}\r\n")).collect();
     let request = format!(
-        "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET /v1/ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
     );
     stream.write_all(request.as_bytes()).await.expect("write request");
