@@ -65,14 +65,33 @@ impl TokenVerifier {
     /// names: for requests that belong to no room (TURN credentials over
     /// HTTP).
     pub fn verify_any_room(&self, token: &str, now_unix_s: u64) -> Result<Claims, (ErrorCode, String)> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| (ErrorCode::Unauthorized, format!("invalid token: {e}")))?;
-        let claims = data.claims;
+        let claims = self.genuine(token)?;
         if claims.exp.saturating_add(CLOCK_SKEW_LEEWAY_S) < now_unix_s {
             return Err((ErrorCode::TokenExpired, "token has expired".into()));
         }
-        check_claims(&claims).map_err(|why| (ErrorCode::Unauthorized, why))?;
         Ok(claims)
+    }
+
+    /// The claims of a genuine token for `room`, expired or not: for a
+    /// resume. The session was admitted while the token was valid; the
+    /// resume token (secret, rotated, dead after the grace) proves the
+    /// client is that session, and the join token still proves who it is
+    /// and for which room. A join token shorter-lived than a call must not
+    /// end the call at the first network drop after it expires.
+    pub fn verify_for_resume(&self, token: &str, room: &RoomName) -> Result<Claims, (ErrorCode, String)> {
+        let claims = self.genuine(token)?;
+        if claims.room != room.as_str() {
+            return Err((ErrorCode::Unauthorized, "token is for another room".into()));
+        }
+        Ok(claims)
+    }
+
+    /// Signature and claim rules, not expiry.
+    fn genuine(&self, token: &str) -> Result<Claims, (ErrorCode, String)> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| (ErrorCode::Unauthorized, format!("invalid token: {e}")))?;
+        check_claims(&data.claims).map_err(|why| (ErrorCode::Unauthorized, why))?;
+        Ok(data.claims)
     }
 }
 

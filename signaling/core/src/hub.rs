@@ -454,7 +454,11 @@ impl Hub {
                     let Some(token) = token else {
                         return self.error(conn, id, ErrorCode::Unauthorized, "this server requires a join token");
                     };
-                    match verifier.verify(&token, &room_name, now_s) {
+                    let verified = match &resume {
+                        Some(_) => verifier.verify_for_resume(&token, &room_name),
+                        None => verifier.verify(&token, &room_name, now_s),
+                    };
+                    match verified {
                         Ok(claims) => (Some(claims.sub), claims.mode),
                         Err((code, message)) => return self.error(conn, id, code, message),
                     }

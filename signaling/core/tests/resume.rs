@@ -460,6 +460,49 @@ fn a_fresh_join_of_the_same_identity_replaces_a_held_seat() {
     assert!(s.hub.check_invariants().is_ok());
 }
 
+#[test]
+fn a_call_outlives_its_short_lived_join_token_across_a_drop() {
+    let secret = b"0123456789abcdef0123456789abcdef";
+    let mut s = Sim::new(HubConfig { verifier: Some(TokenVerifier::new(secret)), ..HubConfig::default() });
+    let now_s = s.now.unix_ms / 1000;
+    let token = |sub: &str, exp: u64| {
+        mint_token(secret, &Claims { room: "demo".into(), sub: sub.into(), exp, ..Claims::default() })
+    };
+    // A 60 s join token, as a backend that mints short tokens gives.
+    let ada = token("ada", now_s + 60);
+    let a = s.open(1);
+    s.send(a, &format!(r#"{{"type":"join","room":"demo","name":"Ada","token":"{ada}"}}"#));
+    let wa = welcome(&s.take(a)).clone();
+    let received = 0;
+    // Two minutes into the call the connection drops.
+    s.advance(Duration::from_secs(120));
+    s.disconnect(a, LeaveReason::Disconnected);
+    let a2 = s.open(2);
+    let resume = |join_token: &str| {
+        format!(
+            r#"{{"type":"join","room":"demo","name":"Ada","token":"{join_token}","resume":{{"token":"{}","received":{received}}}}}"#,
+            wa.resume_token
+        )
+    };
+    s.send(a2, &resume(&ada));
+    let msgs = s.take(a2);
+    assert!(welcome(&msgs).resumed, "the expired join token still identifies the session: {msgs:?}");
+    // What the resume still checks: the signature, the room and the identity.
+    s.disconnect(a2, LeaveReason::Disconnected);
+    let a3 = s.open(3);
+    let forged = mint_token(
+        b"another-secret-another-secret-xx",
+        &Claims { room: "demo".into(), sub: "ada".into(), exp: now_s + 60, ..Claims::default() },
+    );
+    s.send(a3, &resume(&forged));
+    assert_eq!(error_code(&s.take(a3)), Some(ErrorCode::Unauthorized));
+    s.send(a3, &resume(&token("mallory", now_s + 60)));
+    assert_eq!(error_code(&s.take(a3)), Some(ErrorCode::ResumeFailed), "another identity");
+    // A fresh join with the expired token is still refused.
+    s.send(a3, &format!(r#"{{"type":"join","room":"demo","name":"Ada","token":"{ada}"}}"#));
+    assert_eq!(error_code(&s.take(a3)), Some(ErrorCode::TokenExpired));
+}
+
 /// What one client of the property test knows: its session and the chat
 /// sequence numbers it has seen, across every connection it used.
 struct Client {
