@@ -209,6 +209,12 @@ struct Session {
     received: u64,
     acked: u64,
     unacked: VecDeque<ChatSend>,
+    /// Replayed events still to come after a resumed welcome; unacknowledged
+    /// chat is resent only once they are read (their echoes acknowledge
+    /// what did arrive, and the server remembers only 64 client ids).
+    replay_left: u64,
+    /// Whether this connection still owes the resend.
+    resend_due: bool,
     ping_every: Duration,
     limits: LimitsInfo,
 }
@@ -285,6 +291,8 @@ impl Session {
             self.me = Some(welcome.you.id.clone());
         }
         self.token = Some(welcome.resume_token.clone());
+        self.replay_left = if welcome.resumed { welcome.replayed } else { 0 };
+        self.resend_due = true;
         self.ping_every = Duration::from_millis(welcome.ping_interval_ms.max(100));
         self.limits = welcome.limits.clone();
     }
@@ -295,6 +303,7 @@ impl Session {
             return;
         }
         self.received += 1;
+        self.replay_left = self.replay_left.saturating_sub(1);
         if let ServerMessage::Chat(chat) = msg
             && self.me.as_ref() == Some(&chat.from)
         {
@@ -310,6 +319,17 @@ impl Session {
             }
             self.unacked.push_back(chat.clone());
         }
+    }
+
+    /// The chat to resend on this connection, once: nothing until the
+    /// replay after a resumed welcome has been read, then every message
+    /// whose echo is still missing, in order.
+    fn take_resend(&mut self) -> Option<Vec<ClientMessage>> {
+        if !self.resend_due || self.replay_left > 0 {
+            return None;
+        }
+        self.resend_due = false;
+        Some(self.unacked.iter().cloned().map(ClientMessage::Chat).collect())
     }
 
     fn ping(&mut self) -> ClientMessage {
@@ -351,6 +371,8 @@ impl Signaling {
             received: 0,
             acked: 0,
             unacked: VecDeque::new(),
+            replay_left: 0,
+            resend_due: false,
             ping_every: Duration::from_secs(15),
             limits: LimitsInfo::default(),
         };
@@ -466,14 +488,8 @@ async fn run(
 ) -> Ended {
     let (mut sink, mut stream) = ws.split();
     let mut pacer = Pacer::new(&session.limits);
-    // Resent first, in their order: the server stores each client id once.
-    let resend: Vec<ClientMessage> = session.unacked.iter().cloned().map(ClientMessage::Chat).collect();
-    for msg in resend {
-        let Ok(text) = serde_json::to_string(&msg) else { continue };
-        pacer.wait().await;
-        if let Err(err) = sink.send(Message::text(text)).await {
-            return Ended::Dropped(format!("resending: {err}"));
-        }
+    if let Err(err) = resend(session, &mut sink, &mut pacer).await {
+        return Ended::Dropped(format!("resending: {err}"));
     }
     let silence_limit = session.ping_every + (session.ping_every / 2).max(Duration::from_secs(1));
     let mut ping = tokio::time::interval(session.ping_every);
@@ -528,6 +544,9 @@ async fn run(
                 if events.send(msg).await.is_err() {
                     break Ended::Stopped;
                 }
+                if let Err(err) = resend(session, &mut sink, &mut pacer).await {
+                    break Ended::Dropped(format!("resending: {err}"));
+                }
                 if session.received - session.acked < ACK_EVERY {
                     continue;
                 }
@@ -542,6 +561,19 @@ async fn run(
         let _ = sink.close().await;
     }
     ended
+}
+
+/// Resends unacknowledged chat when it is due (see [`Session::take_resend`]),
+/// in order: the server stores each client id once.
+async fn resend(
+    session: &mut Session,
+    sink: &mut futures_util::stream::SplitSink<Ws, Message>,
+    pacer: &mut Pacer,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    for msg in session.take_resend().unwrap_or_default() {
+        send_paced(sink, pacer, &msg).await?;
+    }
+    Ok(())
 }
 
 async fn send_paced(

@@ -2,12 +2,15 @@
 // participant, and routes every server message to the part of the page it
 // concerns. `window.switchboard` is the session, for the console and tests.
 
-import { ERROR_TEXT, LEAVE_REASONS, client } from "./protocol.js";
+import { ERROR_TEXT, EVENT_TYPES, LEAVE_REASONS, client } from "./protocol.js";
 import { Signaling } from "./signaling.js";
 import { Link } from "./link.js";
 import { ChatPanel } from "./chat.js";
 import { Tiles } from "./tiles.js";
 import { acquireLocalMedia, mediaState, setEnabled } from "./media.js";
+
+/** Message types that count as events of the session. */
+const EVENT_SET = new Set(EVENT_TYPES);
 
 const $ = (selector) => document.querySelector(selector);
 /** How long the "reconnected" banner stays up. */
@@ -137,6 +140,13 @@ class Session {
   }
 
   receive(m) {
+    this.handle(m);
+    // Counted after the event is handled: an echo in a replay acknowledges
+    // its chat before the chat panel decides what to resend.
+    if (EVENT_SET.has(m.type)) this.chat.eventSeen();
+  }
+
+  handle(m) {
     switch (m.type) {
       case "welcome":
         return this.welcome(m);

@@ -28,6 +28,8 @@ export class ChatPanel {
     this.me = null;
     this.bySeq = new Map();
     this.pending = new Map();
+    // Replayed events still to come after a resumed welcome.
+    this.replayLeft = 0;
     this.readSeqs = new Map();
     this.myReadSeq = 0;
     this.typing = new Map();
@@ -80,7 +82,10 @@ export class ChatPanel {
     this.input.maxLength = welcome.limits.max_chat_chars;
     this.historyPage = welcome.limits.chat_history_page;
     if (welcome.resumed) {
-      for (const [client_id, { text }] of this.pending) this.send(client.chat({ client_id, text }));
+      // The replay comes first: its echoes acknowledge what was stored, and
+      // the server remembers only the last 64 client ids per participant.
+      this.replayLeft = welcome.replayed ?? 0;
+      if (this.replayLeft === 0) this.resendPending();
       return;
     }
     this.readSeqs = new Map(welcome.peers.map((p) => [p.id, p.read_seq ?? 0]));
@@ -105,6 +110,18 @@ export class ChatPanel {
     this.clearTyping();
     this.refreshReceipts();
     this.countUnread();
+  }
+
+  /** One more event of the session arrived (after it was handled). */
+  eventSeen() {
+    if (this.replayLeft === 0) return;
+    this.replayLeft -= 1;
+    if (this.replayLeft === 0) this.resendPending();
+  }
+
+  /** Sends again every message whose echo has not come. */
+  resendPending() {
+    for (const [client_id, { text }] of this.pending) this.send(client.chat({ client_id, text }));
   }
 
   /** A chat message from the room, or the echo acknowledging ours. */

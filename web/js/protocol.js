@@ -176,6 +176,7 @@ export const SERVER_SHAPES = {
     resume_token: isString,
     resume_grace_ms: defaulted(isUint),
     resumed: defaulted(isBool),
+    replayed: defaulted(isUint),
   },
   peer_joined: { peer: object(PEER) },
   peer_left: { peer_id: isString, reason: oneOf(Object.keys(LEAVE_REASONS)) },

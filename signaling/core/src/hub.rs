@@ -619,6 +619,7 @@ impl Hub {
             ice_servers_ttl_s,
             resume_token: token.clone(),
             resumed: true,
+            replayed: missed.len() as u64,
             ..welcome_for(room, room_name, &info, limits)
         };
         let Some(member) = room.get_mut(peer) else { return };
@@ -1023,6 +1024,7 @@ fn welcome_for(room: &Room, room_name: &RoomName, you: &PeerInfo, limits: &Limit
         resume_token: String::new(),
         resume_grace_ms: millis(limits.resume_grace),
         resumed: false,
+        replayed: 0,
     }
 }
 

@@ -50,6 +50,11 @@ pub struct Welcome {
     /// and the events it missed follow in order.
     #[serde(default, skip_serializing_if = "crate::shared::is_false")]
     pub resumed: bool,
+    /// After a resumed welcome: how many events follow it as the replay of
+    /// what the client missed. A client that resends unacknowledged chat
+    /// waits for them first, so that it resends only what was never stored.
+    #[serde(default, skip_serializing_if = "crate::shared::is_zero")]
+    pub replayed: u64,
 }
 
 /// The server is going away: reconnect later, possibly elsewhere.

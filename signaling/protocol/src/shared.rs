@@ -79,6 +79,10 @@ pub struct PeerInfo {
 }
 
 /// For `skip_serializing_if`: flags that are usually false stay off the wire.
+pub(crate) fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 pub(crate) fn is_false(flag: &bool) -> bool {
     !*flag
 }
