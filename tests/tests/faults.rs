@@ -242,6 +242,94 @@ async fn a_peer_whose_network_is_cut_for_5_s_resumes_restarts_ice_and_nobody_see
 }
 
 #[tokio::test]
+async fn a_member_cut_off_while_the_room_chats_hard_keeps_its_seat() {
+    let _serial = serial().await;
+    let mut lab = NatLab::new();
+    // As in the 5 s cut test, but for 12 s (past the server's 10 s write
+    // timeout) while A sends 4 KiB chats at 40 a second: the server's
+    // writes to B block, its queue fills, and none of that may cost B its
+    // seat. The replay budget is raised to hold a whole grace of that
+    // traffic (40 x 4.2 KB x ~15 s away is about 2.5 MB; decision 0012).
+    let server_bin = workspace_binary("switchboard");
+    let bind = format!("{PUBLIC_IP}:8080");
+    let _server = lab.spawn(
+        Place::Public,
+        &[
+            &server_bin,
+            "--bind",
+            &bind,
+            "--insecure-open-rooms",
+            "--stun-port",
+            "3480",
+            "--ping-interval-ms",
+            "1000",
+            "--ping-timeout-ms",
+            "3000",
+            "--replay-buffer-bytes",
+            "4194304",
+            "--log",
+            "warn",
+        ],
+    );
+    let probe = format!("http://{bind}/readyz");
+    let ready = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        lab.run(Place::Public, &["curl", "-sf", "--max-time", "1", &probe]).status.success()
+    });
+    assert!(ready, "the signaling server did not get ready");
+    let peer_bin = workspace_binary("switchboard-peer");
+    let url = format!("ws://{bind}/v1/ws");
+    let join = |name: &str| {
+        [&peer_bin, "join", &url, "--room", "busy", "--name", name, "--json", "--no-media"].map(String::from).to_vec()
+    };
+    let (argv_a, argv_b) = (join("A"), join("B"));
+    let mut a = lab.spawn(Place::Public, &argv_a.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut b = lab.spawn(Place::Host, &argv_b.iter().map(String::as_str).collect::<Vec<_>>());
+    watch(&mut a, &mut b, "both in the room", |la, lb| {
+        events(la, "joined").count() > 0 && events(lb, "joined").count() > 0
+    });
+
+    let iptables = |args: &[&str]| {
+        let mut argv = vec!["iptables"];
+        argv.extend_from_slice(args);
+        let out = lab.run(Place::Host, &argv);
+        assert!(out.status.success(), "iptables {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    iptables(&["-I", "INPUT", "-i", "eth0", "-j", "DROP"]);
+    iptables(&["-I", "OUTPUT", "-o", "eth0", "-j", "DROP"]);
+    let cut = Instant::now();
+    const SENT: usize = 480;
+    for i in 0..SENT {
+        let head = format!("busy {i} ");
+        a.say(&format!("/room {head}{}", "x".repeat(4000 - head.len())));
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(cut.elapsed()));
+    iptables(&["-D", "INPUT", "-i", "eth0", "-j", "DROP"]);
+    iptables(&["-D", "OUTPUT", "-o", "eth0", "-j", "DROP"]);
+
+    let busy = |lines: &[String]| {
+        events(lines, "chat").filter(|v| v["text"].as_str().is_some_and(|t| t.starts_with("busy "))).count()
+    };
+    watch(&mut a, &mut b, "B to resume and get every chat", |la, lb| {
+        let gone = events(la, "peer_left").count() > 0;
+        let resumed = events(lb, "signaling_resumed").count() > 0;
+        gone || (resumed && busy(lb) >= SENT)
+    });
+    assert_eq!(
+        events(&a.seen, "peer_left").map(|v| v.to_string()).collect::<Vec<_>>(),
+        Vec::<String>::new(),
+        "A saw B leave"
+    );
+    assert!(events(&a.seen, "peer_reconnecting").any(|v| v["reconnecting"] == true), "A never saw B reconnecting");
+    assert_eq!(events(&b.seen, "rejoined").count(), 0, "B joined afresh instead of resuming");
+    // Every message once, in order.
+    let seqs: Vec<u64> = events(&b.seen, "chat").filter_map(|v| v["seq"].as_u64()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "chat out of order, doubled or with a gap");
+    assert_eq!(busy(&b.seen), SENT);
+}
+
+#[tokio::test]
 async fn a_relay_only_call_reports_coturn_dying_and_recovers_by_ice_restart_when_it_returns() {
     let _serial = serial().await;
     const SECRET: &str = "fault-test-turn-secret-0123456789";

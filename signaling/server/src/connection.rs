@@ -2,23 +2,32 @@
 //! and forwards them to the hub, and writes the frames the hub queues for it.
 //! Checks that need no shared state (size, rate, parse, silence) happen here,
 //! in parallel across connections, so the hub only sees valid messages.
+//!
+//! Reading and writing run side by side (the socket is split): a write
+//! blocked on a dead network must not stop the reader from noticing the
+//! silence, answering a probe, or reading the client's pings and acks. A
+//! write that stays blocked for [`WRITE_TIMEOUT`] is a dropped connection
+//! (the seat is held for a resume), not a slow consumer: from here the two
+//! look the same, and holding the seat is what keeps a call alive through a
+//! network cut in a busy room.
 
 use crate::hub_task::{CloseSpec, ConnHandle, HubEvent, Outbound, PROBE_TIMEOUT};
 use crate::outbox::Outbox;
 use crate::state::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::SinkExt;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard_core::{ConnId, RateLimiter, Verdict};
 use switchboard_protocol::{
     ErrorCode, ErrorMessage, LeaveReason, RequestId, ServerMessage, parse_client, request_id_of,
 };
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span};
 
-/// A single write or flush that takes longer than this means the client has
-/// stopped reading: it is disconnected as a slow consumer.
+/// A single write or flush that takes longer than this means the client is
+/// gone or not reading: the connection ends as dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed to deliver a close frame before the socket is dropped.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -29,32 +38,26 @@ pub const OVERSIZE_LINGER: Duration = Duration::from_secs(1);
 /// Queued frames written before one flush: batching under load, low latency
 /// when idle.
 pub const WRITE_BATCH: usize = 64;
+/// Frames the reader hands the writer directly (error replies, probe
+/// pings), ahead of the hub's queue. A reader that finds it full drops the
+/// reply: its client is not reading anyway, and the rate limit (burst plus
+/// flood strikes) bounds how many replies a client can provoke before it is
+/// closed. Each is a short error (a few hundred bytes).
+pub const DIRECT_QUEUE: usize = 128;
 
-// The close, fatal and read-failure paths are rare and their futures are
-// large (timers, close handshakes); they are boxed where awaited so that
-// every idle connection's task does not carry their space.
+type Sink = SplitSink<WebSocket, Message>;
+type Stream = SplitStream<WebSocket>;
 
-/// One socket write.
-enum Write {
-    /// Buffer a frame.
-    Feed(Message),
-    /// Flush buffered frames.
-    Flush,
-    /// Buffer and flush one frame.
-    Send(Message),
-}
-
-struct Conn {
-    id: ConnId,
-    ws: WebSocket,
-    /// The hub's kill switch; `None` once the hub dropped it unused.
-    kill: Option<oneshot::Receiver<CloseSpec>>,
-    state: Arc<AppState>,
-    /// While a probe is out: when the client must have answered by.
-    probe: Option<tokio::time::Instant>,
-    /// Probes sent, so that a late pong to an earlier one is not taken as
-    /// an answer to the current one.
-    probes_sent: u64,
+/// How the connection ends, and what is still to be written.
+enum End {
+    /// Nothing more to send.
+    Quiet(LeaveReason),
+    /// The hub asked for a close (leave, kick, shutdown).
+    Close(CloseSpec, LeaveReason),
+    /// A fatal error of the connection's own, then a close.
+    Fatal { code: ErrorCode, message: String, close: u16, reason: LeaveReason },
+    /// A frame over the hard limit: fatal, then linger.
+    Oversize,
 }
 
 /// Resolves when the hub kills the connection. A hub that drops the sender
@@ -77,11 +80,11 @@ pub async fn run(ws: WebSocket, id: ConnId, state: Arc<AppState>, _slot: OwnedSe
         state.telemetry.connections.increment(1.0);
         info!("connection opened");
         let outbox = Arc::new(Outbox::new(state.limits.outbound_queue, state.limits.outbound_queue_bytes));
+        let probe = Arc::new(Notify::new());
         let (kill_tx, kill) = oneshot::channel();
-        let handle = ConnHandle { outbox: outbox.clone(), kill: kill_tx };
+        let handle = ConnHandle { outbox: outbox.clone(), probe: probe.clone(), kill: kill_tx };
         if state.hub.send(HubEvent::Open { conn: id, handle }).await.is_ok() {
-            let mut conn = Conn { id, ws, kill: Some(kill), state: state.clone(), probe: None, probes_sent: 0 };
-            let reason = conn.serve(&outbox).await;
+            let reason = serve(ws, id, &state, &outbox, &probe, kill).await;
             outbox.close();
             let _ = state.hub.send(HubEvent::Closed { conn: id, reason }).await;
         }
@@ -91,8 +94,132 @@ pub async fn run(ws: WebSocket, id: ConnId, state: Arc<AppState>, _slot: OwnedSe
     .await;
 }
 
-impl Conn {
-    async fn serve(&mut self, outbox: &Outbox) -> LeaveReason {
+/// Runs the reader and the writer until either ends, then finishes the
+/// connection as the end requires.
+async fn serve(
+    ws: WebSocket,
+    id: ConnId,
+    state: &AppState,
+    outbox: &Outbox,
+    probe: &Notify,
+    kill: oneshot::Receiver<CloseSpec>,
+) -> LeaveReason {
+    let (mut sink, mut stream) = ws.split();
+    let (direct_tx, mut direct_rx) = mpsc::channel(DIRECT_QUEUE);
+    let mut kill = Some(kill);
+    let end = {
+        let mut reader = Reader { id, state, direct: direct_tx, probe_deadline: None, probes_sent: 0 };
+        tokio::select! {
+            end = write(&mut sink, outbox, &mut direct_rx, state) => end,
+            end = reader.read(&mut stream, probe) => end,
+            spec = killed(&mut kill) => End::Close(spec, LeaveReason::SlowConsumer),
+        }
+    };
+    let Ok(mut ws) = sink.reunite(stream) else {
+        // Both halves come from the same socket: reuniting cannot fail.
+        return LeaveReason::Disconnected;
+    };
+    // Replies the reader produced before it stopped (the rate-limit errors
+    // before a flood close) go out before the last word.
+    if !matches!(end, End::Quiet(_)) {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            while let Ok(msg) = direct_rx.try_recv() {
+                if ws.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    match end {
+        End::Quiet(reason) => reason,
+        End::Close(spec, reason) => {
+            close(&mut ws, spec).await;
+            reason
+        }
+        End::Fatal { code, message, close: close_code, reason } => {
+            Box::pin(fatal(&mut ws, state, code, message, close_code)).await;
+            reason
+        }
+        End::Oversize => {
+            let hard = state.limits.hard_max_message_bytes();
+            let message = format!("frame over {hard} bytes: connection closed");
+            Box::pin(fatal(&mut ws, state, ErrorCode::MessageTooLarge, message, 1009)).await;
+            tokio::time::sleep(OVERSIZE_LINGER).await;
+            LeaveReason::Kicked
+        }
+    }
+}
+
+/// Writes what the reader hands over directly (first) and what the hub
+/// queues, a batch per flush, each socket operation bounded by
+/// [`WRITE_TIMEOUT`].
+async fn write(sink: &mut Sink, outbox: &Outbox, direct: &mut mpsc::Receiver<Message>, state: &AppState) -> End {
+    loop {
+        let first = tokio::select! {
+            biased;
+            Some(msg) = direct.recv() => {
+                if let Err(reason) = bounded(sink.send(msg)).await {
+                    return End::Quiet(reason);
+                }
+                continue;
+            }
+            out = outbox.pop() => out,
+        };
+        let mut next = Some(first);
+        for _ in 0..WRITE_BATCH {
+            let Some(out) = next.take().or_else(|| outbox.try_pop()) else { break };
+            match out {
+                Outbound::Frame { text, kind, received } => {
+                    if let Err(reason) = bounded(sink.feed(Message::Text(text))).await {
+                        return End::Quiet(reason);
+                    }
+                    let telemetry = &state.telemetry;
+                    telemetry.message_out(kind, 1);
+                    if let (true, Some(at)) = (kind.is_relay(), received) {
+                        telemetry.relay_latency.record(at.elapsed().as_secs_f64());
+                    }
+                }
+                Outbound::Close(spec) => {
+                    if let Err(reason) = bounded(sink.flush()).await {
+                        return End::Quiet(reason);
+                    }
+                    return End::Close(spec, LeaveReason::Left);
+                }
+            }
+        }
+        if let Err(reason) = bounded(sink.flush()).await {
+            return End::Quiet(reason);
+        }
+    }
+}
+
+/// One socket operation, bounded: a failure or a timeout is a drop.
+async fn bounded<E>(op: impl Future<Output = Result<(), E>>) -> Result<(), LeaveReason> {
+    match tokio::time::timeout(WRITE_TIMEOUT, op).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(LeaveReason::Disconnected),
+        Err(_) => {
+            debug!("write blocked for {WRITE_TIMEOUT:?}: connection dropped");
+            Err(LeaveReason::Disconnected)
+        }
+    }
+}
+
+/// The reading half and what it decides alone.
+struct Reader<'a> {
+    id: ConnId,
+    state: &'a AppState,
+    direct: mpsc::Sender<Message>,
+    /// While a probe is out: when the client must have answered by.
+    probe_deadline: Option<tokio::time::Instant>,
+    /// Probes sent, so that a late pong to an earlier one is not taken as
+    /// an answer to the current one.
+    probes_sent: u64,
+}
+
+impl Reader<'_> {
+    async fn read(&mut self, stream: &mut Stream, probe: &Notify) -> End {
         let ping_timeout = self.state.limits.ping_timeout;
         let mut rate = RateLimiter::new(&self.state.limits, Instant::now());
         // One timer for the whole connection, moved only when it fires:
@@ -102,34 +229,25 @@ impl Conn {
         tokio::pin!(silence);
         loop {
             tokio::select! {
-                biased;
-                spec = killed(&mut self.kill) => {
-                    Box::pin(self.close(spec)).await;
-                    return LeaveReason::SlowConsumer;
-                }
-                out = outbox.pop() => {
-                    if let Some(stop) = self.write_queued(out, outbox).await {
-                        return stop;
-                    }
-                }
-                inbound = self.ws.recv() => {
+                inbound = stream.next() => {
                     let frame = match inbound {
-                        None => return LeaveReason::Disconnected,
-                        Some(Err(err)) => return Box::pin(self.read_failed(err)).await,
+                        None => return End::Quiet(LeaveReason::Disconnected),
+                        Some(Err(err)) => return read_failed(err),
                         Some(Ok(frame)) => frame,
                     };
                     last_heard = tokio::time::Instant::now();
-                    if self.probe.is_some() && self.answers_probe(&frame) {
-                        self.probe = None;
+                    if self.probe_deadline.is_some() && self.answers_probe(&frame) {
+                        self.probe_deadline = None;
                         let _ = self.state.hub.send(HubEvent::Alive { conn: self.id }).await;
                     }
-                    if let Some(stop) = self.inbound(frame, &mut rate).await {
-                        return stop;
+                    if let Some(end) = self.inbound(frame, &mut rate).await {
+                        return end;
                     }
                 }
-                () = probe_expiry(self.probe) => {
+                () = probe.notified() => self.send_probe(),
+                () = probe_expiry(self.probe_deadline) => {
                     debug!("probe unanswered: connection dropped");
-                    return LeaveReason::Disconnected;
+                    return End::Quiet(LeaveReason::Disconnected);
                 }
                 () = &mut silence => {
                     let due = last_heard + ping_timeout;
@@ -138,66 +256,20 @@ impl Conn {
                         continue;
                     }
                     let message = format!("no message for {ping_timeout:?}");
-                    return Box::pin(self.fatal(ErrorCode::PingTimeout, message, 1008, LeaveReason::Timeout)).await;
+                    return End::Fatal { code: ErrorCode::PingTimeout, message, close: 1008, reason: LeaveReason::Timeout };
                 }
             }
         }
     }
 
-    /// Writes `first` and whatever else is queued (up to a batch), then
-    /// flushes once.
-    async fn write_queued(&mut self, first: Outbound, outbox: &Outbox) -> Option<LeaveReason> {
-        let mut next = Some(first);
-        for _ in 0..WRITE_BATCH {
-            let Some(out) = next.take().or_else(|| outbox.try_pop()) else { break };
-            match out {
-                Outbound::Frame { text, kind, received } => {
-                    if let Err(stop) = self.io(Write::Feed(Message::Text(text))).await {
-                        return Some(stop);
-                    }
-                    // Handed to the socket layer; the flush follows at once.
-                    let telemetry = &self.state.telemetry;
-                    telemetry.message_out(kind, 1);
-                    if let (true, Some(at)) = (kind.is_relay(), received) {
-                        telemetry.relay_latency.record(at.elapsed().as_secs_f64());
-                    }
-                }
-                Outbound::Close(spec) => {
-                    Box::pin(self.close(spec)).await;
-                    return Some(LeaveReason::Left);
-                }
-                Outbound::Probe => {
-                    self.probes_sent += 1;
-                    let payload = self.probes_sent.to_be_bytes().to_vec();
-                    if let Err(stop) = self.io(Write::Feed(Message::Ping(payload.into()))).await {
-                        return Some(stop);
-                    }
-                    self.probe = Some(tokio::time::Instant::now() + PROBE_TIMEOUT);
-                }
-            }
-        }
-        self.io(Write::Flush).await.err()
-    }
-
-    /// Runs one socket write, bounded by [`WRITE_TIMEOUT`] and interrupted
-    /// by a kill.
-    async fn io(&mut self, op: Write) -> Result<(), LeaveReason> {
-        let (ws, kill) = (&mut self.ws, &mut self.kill);
-        let write = async move {
-            match op {
-                Write::Feed(msg) => ws.feed(msg).await,
-                Write::Flush => ws.flush().await,
-                Write::Send(msg) => ws.send(msg).await,
-            }
-        };
-        tokio::select! {
-            result = tokio::time::timeout(WRITE_TIMEOUT, write) => match result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(LeaveReason::Disconnected),
-                Err(_) => Err(LeaveReason::SlowConsumer),
-            },
-            _ = killed(kill) => Err(LeaveReason::SlowConsumer),
-        }
+    /// Someone is resuming this session: ping the client, ahead of anything
+    /// queued, and give it [`PROBE_TIMEOUT`] to show it is there. A probe
+    /// that cannot even be handed to the writer counts as unanswered.
+    fn send_probe(&mut self) {
+        self.probes_sent += 1;
+        let payload = self.probes_sent.to_be_bytes().to_vec();
+        let _ = self.direct.try_send(Message::Ping(payload.into()));
+        self.probe_deadline = Some(tokio::time::Instant::now() + PROBE_TIMEOUT);
     }
 
     /// Whether `frame` shows the client is there now: the pong to the
@@ -210,7 +282,7 @@ impl Conn {
         }
     }
 
-    async fn inbound(&mut self, frame: Message, rate: &mut RateLimiter) -> Option<LeaveReason> {
+    async fn inbound(&mut self, frame: Message, rate: &mut RateLimiter) -> Option<End> {
         let received = Instant::now();
         let text = match frame {
             Message::Text(text) => Some(text),
@@ -224,22 +296,25 @@ impl Conn {
             Verdict::Drop => {
                 let id = text.as_ref().and_then(|t| request_id_of(t));
                 let message = format!("over {} messages per second: message dropped", limits.messages_per_second);
-                return self.reply(ErrorMessage::recoverable(id, ErrorCode::RateLimited, message)).await;
+                self.reply(ErrorMessage::recoverable(id, ErrorCode::RateLimited, message));
+                return None;
             }
             Verdict::Flood => {
                 let message = "sustained flooding".to_owned();
-                return Some(Box::pin(self.fatal(ErrorCode::Flood, message, 1008, LeaveReason::Kicked)).await);
+                return Some(End::Fatal { code: ErrorCode::Flood, message, close: 1008, reason: LeaveReason::Kicked });
             }
         }
         let Some(text) = text else {
             let message = "binary frames are not part of the protocol: send JSON text";
-            return self.reply(ErrorMessage::recoverable(None, ErrorCode::BinaryFrame, message)).await;
+            self.reply(ErrorMessage::recoverable(None, ErrorCode::BinaryFrame, message));
+            return None;
         };
         if text.len() > limits.max_message_bytes {
             let id = request_id_of(&text);
             let message =
                 format!("message of {} bytes is over the {}-byte limit", text.len(), limits.max_message_bytes);
-            return self.reply(ErrorMessage::recoverable(id, ErrorCode::MessageTooLarge, message)).await;
+            self.reply(ErrorMessage::recoverable(id, ErrorCode::MessageTooLarge, message));
+            return None;
         }
         match parse_client(&text) {
             Ok(msg) => {
@@ -247,67 +322,64 @@ impl Conn {
                 debug!(kind = kind.as_str(), "message");
                 self.state.telemetry.message_in(kind);
                 if self.state.hub.send(HubEvent::Message { conn: self.id, msg, received }).await.is_err() {
-                    return Some(LeaveReason::Shutdown);
+                    return Some(End::Quiet(LeaveReason::Shutdown));
                 }
                 None
             }
-            Err(err) => self.reply(err.into_error()).await,
+            Err(err) => {
+                self.reply(err.into_error());
+                None
+            }
         }
     }
 
-    /// Sends an error straight to this socket. It may overtake messages
-    /// still queued by the hub; its request id says what it answers.
-    async fn reply(&mut self, error: ErrorMessage) -> Option<LeaveReason> {
+    /// Sends an error straight to this socket, ahead of what the hub
+    /// queued; its request id says what it answers.
+    fn reply(&self, error: ErrorMessage) {
         self.state.telemetry.error(error.code);
         debug!(code = error.code.as_str(), "error reply");
         let text = Utf8Bytes::from(ServerMessage::Error(error).to_json());
-        self.io(Write::Send(Message::Text(text))).await.err()
+        let _ = self.direct.try_send(Message::Text(text));
     }
+}
 
-    /// Sends a fatal error and a close frame, and stops.
-    async fn fatal(&mut self, code: ErrorCode, message: String, close: u16, reason: LeaveReason) -> LeaveReason {
-        info!(code = code.as_str(), "closing connection");
-        self.state.telemetry.error(code);
-        let text =
-            Utf8Bytes::from(ServerMessage::Error(ErrorMessage::fatal(None::<RequestId>, code, message)).to_json());
-        let sent = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.send(Message::Text(text))).await;
-        if matches!(sent, Ok(Ok(()))) {
-            Box::pin(self.close(CloseSpec { code: close, reason: code.as_str() })).await;
+fn read_failed(err: axum::Error) -> End {
+    let inner = err.into_inner();
+    let too_big = matches!(inner.downcast_ref::<tungstenite::Error>(), Some(tungstenite::Error::Capacity(_)));
+    if too_big {
+        return End::Oversize;
+    }
+    debug!(error = %inner, "read failed");
+    End::Quiet(LeaveReason::Disconnected)
+}
+
+/// Sends a fatal error and a close frame.
+async fn fatal(ws: &mut WebSocket, state: &AppState, code: ErrorCode, message: String, close_code: u16) {
+    info!(code = code.as_str(), "closing connection");
+    state.telemetry.error(code);
+    let text = Utf8Bytes::from(ServerMessage::Error(ErrorMessage::fatal(None::<RequestId>, code, message)).to_json());
+    let sent = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(Message::Text(text))).await;
+    if matches!(sent, Ok(Ok(()))) {
+        Box::pin(close(ws, CloseSpec { code: close_code, reason: code.as_str() })).await;
+    }
+}
+
+/// The closing handshake, bounded by [`CLOSE_TIMEOUT`]: send a close
+/// frame, then read (and discard) until the client's close arrives.
+/// Dropping the socket with unread input would make the kernel reset
+/// the connection, and the client would lose the frames before it.
+async fn close(ws: &mut WebSocket, spec: CloseSpec) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        if ws.send(close_message(spec)).await.is_err() {
+            return;
         }
-        reason
-    }
-
-    /// The closing handshake, bounded by [`CLOSE_TIMEOUT`]: send a close
-    /// frame, then read (and discard) until the client's close arrives.
-    /// Dropping the socket with unread input would make the kernel reset
-    /// the connection, and the client would lose the frames before it.
-    async fn close(&mut self, spec: CloseSpec) {
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-            if self.ws.send(close_message(spec)).await.is_err() {
-                return;
+        while let Some(Ok(frame)) = ws.recv().await {
+            if matches!(frame, Message::Close(_)) {
+                break;
             }
-            while let Some(Ok(frame)) = self.ws.recv().await {
-                if matches!(frame, Message::Close(_)) {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
-
-    async fn read_failed(&mut self, err: axum::Error) -> LeaveReason {
-        let inner = err.into_inner();
-        let too_big = matches!(inner.downcast_ref::<tungstenite::Error>(), Some(tungstenite::Error::Capacity(_)));
-        if too_big {
-            let hard = self.state.limits.hard_max_message_bytes();
-            let message = format!("frame over {hard} bytes: connection closed");
-            let stop = Box::pin(self.fatal(ErrorCode::MessageTooLarge, message, 1009, LeaveReason::Kicked)).await;
-            tokio::time::sleep(OVERSIZE_LINGER).await;
-            return stop;
         }
-        debug!(error = %inner, "read failed");
-        LeaveReason::Disconnected
-    }
+    })
+    .await;
 }
 
 /// Resolves when a probe's deadline passes; never while none is out.

@@ -67,10 +67,6 @@ pub enum Outbound {
     },
     /// Send a close frame and end the connection.
     Close(CloseSpec),
-    /// Find out whether the client is still there (someone is resuming its
-    /// session): send a WebSocket ping and report [`HubEvent::Alive`] on any
-    /// answer, or end the connection as dropped after [`PROBE_TIMEOUT`].
-    Probe,
 }
 
 /// How long a probed connection has to answer before it counts as dropped.
@@ -115,6 +111,12 @@ fn closed_as(reason: CloseReason) -> LeaveReason {
 pub struct ConnHandle {
     /// Its bounded outbound queue.
     pub outbox: Arc<Outbox>,
+    /// Find out whether the client is still there (someone is resuming its
+    /// session): the connection sends a WebSocket ping ahead of its queue
+    /// and reports [`HubEvent::Alive`] on any answer, or ends as dropped
+    /// after [`PROBE_TIMEOUT`]. Outside the queue, so that a probe never
+    /// waits behind a busy room's frames.
+    pub probe: Arc<tokio::sync::Notify>,
     /// Closes it at once, skipping the queue (for slow consumers).
     pub kill: oneshot::Sender<CloseSpec>,
 }
@@ -223,15 +225,8 @@ impl HubTask {
                     None => warn!(%room, "an SFU room has no SFU and this server starts none"),
                 },
                 Output::Probe { conn } => {
-                    let Some(handle) = self.conns.get(&conn) else { continue };
-                    if handle.outbox.try_push(Outbound::Probe) == Err(PushError::Full) {
-                        // A full queue is no sign of life: cut it, and let
-                        // the resume have the seat.
-                        if let Some(handle) = self.conns.remove(&conn) {
-                            let _ = handle.kill.send(CloseSpec::SLOW_CONSUMER);
-                        }
-                        self.telemetry.disconnect(LeaveReason::Disconnected);
-                        self.hub.disconnect(conn, LeaveReason::Disconnected, clock::now());
+                    if let Some(handle) = self.conns.get(&conn) {
+                        handle.probe.notify_one();
                     }
                 }
                 Output::Close { conn, reason } => {
@@ -255,14 +250,18 @@ impl HubTask {
         match handle.outbox.try_push(frame) {
             Ok(()) => {}
             Err(PushError::Full) => {
-                // The client is not reading: cut it off rather than let it
-                // hold the room back or grow our memory.
+                // The client is not reading: cut its connection off rather
+                // than let it hold the room back or grow our memory. From
+                // here a dead network looks the same, so the room sees a
+                // drop and the seat is held for a resume; what piles up
+                // meanwhile is bounded by the replay budget, and a client
+                // that overflows that loses the seat as a slow consumer.
                 if let Some(handle) = self.conns.remove(&conn) {
                     let _ = handle.kill.send(CloseSpec::SLOW_CONSUMER);
                 }
-                info!(conn = conn.0, "slow consumer disconnected");
+                info!(conn = conn.0, "queue full: connection cut as a slow consumer");
                 self.telemetry.disconnect(LeaveReason::SlowConsumer);
-                self.hub.disconnect(conn, LeaveReason::SlowConsumer, clock::now());
+                self.hub.disconnect(conn, LeaveReason::Disconnected, clock::now());
             }
             // The connection task has ended; its Closed event is on the way.
             Err(PushError::Closed) => {}

@@ -51,7 +51,7 @@ struct Inner {
 fn size(item: &Outbound) -> usize {
     match item {
         Outbound::Frame { text, .. } => text.len(),
-        Outbound::Close(_) | Outbound::Probe => 0,
+        Outbound::Close(_) => 0,
     }
 }
 
