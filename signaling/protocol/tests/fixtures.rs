@@ -72,3 +72,54 @@ fn protocol_doc_shows_every_message_type() {
         assert!(doc.contains(&format!("`{}`", code.as_str())), "docs/protocol.md does not document {}", code.as_str());
     }
 }
+
+/// Every JSON example in a ```json block of `doc` (one per line, or one
+/// pretty-printed object per block), with the line it starts on.
+fn json_examples(doc: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut block: Option<(usize, Vec<&str>)> = None;
+    for (n, line) in doc.lines().enumerate() {
+        match (&mut block, line.trim_end()) {
+            (None, "```json") => block = Some((n + 2, Vec::new())),
+            (Some((start, lines)), "```") => {
+                let text = lines.join("\n");
+                if serde_json::from_str::<Value>(&text).is_ok() {
+                    out.push((*start, text));
+                } else {
+                    out.extend(lines.iter().enumerate().map(|(i, l)| (*start + i, (*l).to_owned())));
+                }
+                block = None;
+            }
+            (Some((_, lines)), l) => lines.push(l),
+            (None, _) => {}
+        }
+    }
+    out
+}
+
+/// The examples a reader copies are what the wire carries: each client
+/// example parses, and each server example is exactly what the server
+/// writes for that message (no field it always sends is missing, none is
+/// extra).
+#[test]
+fn every_json_example_in_the_readme_and_the_protocol_is_real() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for file in ["README.md", "docs/protocol.md"] {
+        let doc = std::fs::read_to_string(root.join(file)).expect(file);
+        let examples = json_examples(&doc);
+        assert!(examples.len() > 5, "{file}: examples found");
+        for (line, text) in examples {
+            let value: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{file}:{line}: not JSON: {e}"));
+            if value.get("type").is_none() {
+                continue; // a payload shown on its own (a TURN reply, a data-channel message)
+            }
+            if parse_client(&text).is_ok() {
+                continue;
+            }
+            let msg = ServerMessage::from_json(&text)
+                .unwrap_or_else(|| panic!("{file}:{line}: neither a client nor a server message: {text}"));
+            let written: Value = serde_json::from_str(&msg.to_json()).expect("JSON");
+            assert_eq!(written, value, "{file}:{line}: the server writes this {} differently", msg.kind().as_str());
+        }
+    }
+}

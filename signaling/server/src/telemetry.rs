@@ -11,11 +11,44 @@ use switchboard_protocol::{ClientKind, ErrorCode, LeaveReason, ServerKind};
 const LATENCY_BUCKETS: [f64; 14] =
     [0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 
+/// The WebRTC stack's crates (the built-in SFU runs in the process). Their
+/// warnings name candidates and addresses, which our logs never carry, so
+/// they are silenced unless the operator's filter names them.
+pub const WEBRTC_LOG_TARGETS: [&str; 15] = [
+    "webrtc",
+    "webrtc_data",
+    "webrtc_ice",
+    "webrtc_mdns",
+    "webrtc_media",
+    "webrtc_sctp",
+    "webrtc_srtp",
+    "webrtc_util",
+    "dtls",
+    "interceptor",
+    "rtcp",
+    "rtp",
+    "sdp",
+    "stun",
+    "turn",
+];
+
+/// The filter actually installed: the operator's, plus `=off` for every
+/// WebRTC crate it does not mention.
+pub fn log_filter(configured: &str) -> String {
+    let mentioned =
+        |target: &str| configured.split(',').any(|d| d.split(['=', '[']).next().is_some_and(|t| t.trim() == target));
+    let mut filter = configured.to_owned();
+    for target in WEBRTC_LOG_TARGETS.iter().filter(|t| !mentioned(t)) {
+        filter.push_str(&format!(",{target}=off"));
+    }
+    filter
+}
+
 /// Installs the global log subscriber (once per process; later calls do
 /// nothing).
 pub fn init_logging(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(log_filter(&settings.log))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter("info")));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match settings.log_format {
         LogFormat::Human => builder.try_init(),
@@ -152,5 +185,35 @@ impl Telemetry {
 impl Default for Telemetry {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_webrtc_crates_are_silent_unless_named() {
+        let f = log_filter("info");
+        assert!(f.contains(",webrtc_ice=off") && f.contains(",turn=off"), "{f}");
+        let f = log_filter("info,webrtc_ice=debug");
+        assert!(f.contains("webrtc_ice=debug") && !f.contains("webrtc_ice=off") && f.contains(",webrtc=off"), "{f}");
+        assert!(tracing_subscriber::EnvFilter::try_new(log_filter("warn,switchboard_server=debug")).is_ok());
+    }
+
+    /// The README's metrics table is the operator's reference: every series
+    /// the server registers must be in it.
+    #[test]
+    fn every_series_is_documented_in_the_readme() {
+        let telemetry = Telemetry::new();
+        telemetry.relay_latency.record(0.001);
+        let readme = include_str!("../../../README.md");
+        let rendered = prometheus().render();
+        let families: Vec<&str> =
+            rendered.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+        assert!(families.len() > 10, "{rendered}");
+        for family in families {
+            assert!(readme.contains(&format!("`{family}")), "README's metrics table lacks {family}");
+        }
     }
 }

@@ -23,14 +23,14 @@ struct Proc {
 
 impl Proc {
     fn start(args: &[&str]) -> Self {
-        Self::spawn(Command::new(BIN).args(args))
+        Self::spawn(Command::new(BIN).args(args).env_remove("SWITCHBOARD_AUTH_SECRET"))
     }
 
     /// Starts the binary with at most `fds` open files (a small server, as
     /// some operators run it).
     fn start_with_fd_limit(fds: u32, args: &[&str]) -> Self {
         let script = format!(r#"ulimit -n {fds} && exec "$0" "$@""#);
-        Self::spawn(Command::new("sh").arg("-c").arg(script).arg(BIN).args(args))
+        Self::spawn(Command::new("sh").arg("-c").arg(script).arg(BIN).args(args).env_remove("SWITCHBOARD_AUTH_SECRET"))
     }
 
     fn spawn(command: &mut Command) -> Self {
@@ -38,7 +38,6 @@ impl Proc {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .env_remove("SWITCHBOARD_AUTH_SECRET")
             // Tests run side by side: each server's STUN gets its own port.
             .env("SWITCHBOARD_STUN_PORT", "0")
             .spawn()
@@ -321,4 +320,40 @@ async fn half_sent_requests_cannot_lock_out_a_client_or_the_health_check() {
     tokio::time::timeout(WAIT, closed_all).await.expect("every half request closed within the header timeout");
     let (status, _) = http_get(addr, "/healthz").await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn the_readme_configuration_example_starts_with_its_own_command() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).expect("README");
+    let start = readme.find("```toml\n").expect("a TOML example") + "```toml\n".len();
+    let toml = &readme[start..start + readme[start..].find("```").expect("end of the example")];
+    let command = readme
+        .split('`')
+        .find(|s| s.contains("--config switchboard.toml") && s.contains("cargo run"))
+        .expect("the README's start command");
+    let (env_part, args) = command.split_once("cargo run").expect("cargo run");
+    let args: Vec<&str> = args.split_once(" -- ").expect("-- before the server's flags").1.split_whitespace().collect();
+    let dir = std::env::temp_dir().join(format!("switchboard-readme-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("switchboard.toml");
+    std::fs::write(&config, toml).expect("write the example");
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| if *a == "switchboard.toml" { config.display().to_string() } else { (*a).to_owned() })
+        .collect();
+    let mut cmd = Command::new(BIN);
+    cmd.args(&args);
+    // Every variable the command sets, with a value of the length it asks for.
+    for assignment in env_part.split_whitespace() {
+        let (name, _) = assignment.split_once('=').expect("NAME=value");
+        cmd.env(name, "readme-example-secret-0123456789abcdef");
+    }
+    // Only where it listens differs: a free loopback port, not 0.0.0.0:8080.
+    cmd.env("SWITCHBOARD_BIND", "127.0.0.1:0");
+    let mut proc = Proc::spawn(&mut cmd);
+    let addr = proc.addr();
+    let (status, _) = http_get(addr, "/readyz").await;
+    assert_eq!(status, 200);
+    assert!(proc.terminate().success());
+    let _ = std::fs::remove_dir_all(&dir);
 }
