@@ -13,6 +13,7 @@
 
 pub mod keyframe;
 pub mod member;
+pub mod metrics;
 pub mod room;
 
 pub use room::{SfuOptions, TrackKey, run_room};

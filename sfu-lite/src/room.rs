@@ -8,6 +8,7 @@
 
 use crate::keyframe::{KEYFRAME_INTERVAL, KeyframeThrottle};
 use crate::member::{Member, MemberContext, MemberInput};
+use crate::metrics::TrackMetrics;
 use anyhow::Context;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -126,27 +127,6 @@ struct Publication {
     outlets: watch::Sender<Outlets>,
     forwarder: JoinHandle<()>,
     metrics: TrackMetrics,
-}
-
-/// Per room and track, in `/metrics`.
-#[derive(Clone)]
-struct TrackMetrics {
-    packets: metrics::Counter,
-    bytes: metrics::Counter,
-    subscribers: metrics::Gauge,
-    keyframe_requests: metrics::Counter,
-}
-
-impl TrackMetrics {
-    fn new(room: &str, key: &TrackKey) -> Self {
-        let labels = [("room", room.to_string()), ("track", key.track_id())];
-        Self {
-            packets: metrics::counter!("switchboard_sfu_forwarded_packets_total", &labels),
-            bytes: metrics::counter!("switchboard_sfu_forwarded_bytes_total", &labels),
-            subscribers: metrics::gauge!("switchboard_sfu_subscribers", &labels),
-            keyframe_requests: metrics::counter!("switchboard_sfu_keyframe_requests_total", &labels),
-        }
-    }
 }
 
 /// Joins `options.room` as its SFU and forwards media until the last
@@ -287,7 +267,6 @@ impl Room {
         for key in &gone {
             if let Some(publication) = self.publications.remove(key) {
                 publication.forwarder.abort();
-                publication.metrics.subscribers.set(0.0);
             }
             self.throttle.forget(key);
         }
@@ -320,7 +299,7 @@ impl Room {
         let Some(publisher) = self.members.get(&from).map(Member::connection) else { return };
         let kind = if track.kind() == RTPCodecType::Video { "video" } else { "audio" };
         let key = TrackKey { publisher: from.clone(), kind };
-        let metrics = TrackMetrics::new(&self.name, &key);
+        let metrics = TrackMetrics::new(&self.name, key.track_id());
         let (outlets, watcher) = watch::channel(Arc::new(Vec::new()));
         let forwarder = tokio::spawn(forward(track.clone(), watcher, metrics.clone()));
         let publication = Publication {
@@ -394,7 +373,7 @@ impl Room {
             return;
         }
         let Some(publication) = self.publications.get(key) else { return };
-        publication.metrics.keyframe_requests.increment(1);
+        publication.metrics.keyframe_requested();
         let (pc, ssrc) = (publication.publisher.clone(), publication.ssrc);
         tokio::spawn(async move {
             if let Some(pc) = pc.upgrade() {
@@ -422,7 +401,7 @@ fn publish_outlets(publication: &Publication) {
         .filter(|(id, _)| !publication.paused.contains(*id))
         .map(|(_, outlet)| outlet.clone())
         .collect();
-    publication.metrics.subscribers.set(list.len() as f64);
+    publication.metrics.set_subscribers(list.len());
     publication.outlets.send_replace(Arc::new(list));
 }
 
@@ -436,7 +415,6 @@ async fn forward(track: Arc<TrackRemote>, outlets: watch::Receiver<Outlets>, met
             // packet; the keyframe requested on subscribe covers the gap.
             let _ = outlet.write_rtp(&packet).await;
         }
-        metrics.packets.increment(current.len() as u64);
-        metrics.bytes.increment((packet.payload.len() * current.len()) as u64);
+        metrics.forwarded(current.len() as u64, (packet.payload.len() * current.len()) as u64);
     }
 }

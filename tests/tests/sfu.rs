@@ -147,7 +147,7 @@ async fn screenshot_of_sfu_call(browser: &Browser) {
 
 /// The SFU's subscriber count for one track, from the server's metrics.
 fn subscribers(room: &str, track: &str) -> f64 {
-    let text = switchboard_server::telemetry::prometheus().render();
+    let text = switchboard_server::telemetry::render();
     let needle = format!("switchboard_sfu_subscribers{{room=\"{room}\",track=\"{track}\"}} ");
     text.lines().find_map(|l| l.strip_prefix(&needle)).and_then(|v| v.trim().parse().ok()).unwrap_or(-1.0)
 }
@@ -195,12 +195,19 @@ async fn a_paused_track_stops_and_a_vanished_subscriber_is_cleaned_up() {
         assert!(tokio::time::Instant::now() < deadline, "the SFU still forwards to Cyd");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let metrics = switchboard_server::telemetry::prometheus().render();
+    let metrics = switchboard_server::telemetry::render();
     let forwarded = format!("switchboard_sfu_forwarded_packets_total{{room=\"pause\",track=\"{track}\"}}");
     assert!(metrics.contains(&forwarded), "per-track metrics in /metrics");
-    let _ = server;
     ada.leave().await;
     bob.leave().await;
+    // The room's series go with its tracks: /metrics does not grow with
+    // every room the SFU ever served.
+    let deadline = tokio::time::Instant::now() + switchboard_e2e::WAIT;
+    while switchboard_server::telemetry::render().contains("room=\"pause\"") {
+        assert!(tokio::time::Instant::now() < deadline, "the ended room's series are still in /metrics");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = server;
 }
 
 #[tokio::test]

@@ -66,7 +66,7 @@ async fn metrics(
     if !local && !authorized {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::prometheus().render()).into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::render()).into_response()
 }
 
 /// Compares secrets without an early exit that would time the match.

@@ -56,6 +56,14 @@ pub fn init_logging(settings: &Settings) {
     };
 }
 
+/// Everything `/metrics` shows: the server's series, then the built-in
+/// SFU's live tracks (which come and go with the tracks).
+pub fn render() -> String {
+    let mut text = prometheus().render();
+    text.push_str(&switchboard_sfu::metrics::render());
+    text
+}
+
 /// The process-wide Prometheus recorder: `metrics` has one global recorder,
 /// so servers started in one process (tests) share it.
 pub fn prometheus() -> &'static PrometheusHandle {
