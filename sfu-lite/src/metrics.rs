@@ -76,12 +76,15 @@ impl TrackMetrics {
     }
 }
 
+/// A metric family: name, type, and how to read it from a track.
+type Family = (&'static str, &'static str, fn(&TrackStats) -> u64);
+
 /// The live tracks' series, in the Prometheus text format (nothing when no
 /// track is forwarded).
 pub fn render() -> String {
     let live = live();
     let mut out = String::new();
-    let families: [(&str, &str, fn(&TrackStats) -> u64); 4] = [
+    let families: [Family; 4] = [
         ("switchboard_sfu_forwarded_packets_total", "counter", |s| s.packets.load(Ordering::Relaxed)),
         ("switchboard_sfu_forwarded_bytes_total", "counter", |s| s.bytes.load(Ordering::Relaxed)),
         ("switchboard_sfu_subscribers", "gauge", |s| s.subscribers.load(Ordering::Relaxed)),
