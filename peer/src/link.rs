@@ -8,11 +8,15 @@
 //! other impolite (it ignores the colliding offer). On join the newcomer
 //! offers and the others wait, so a first negotiation never collides.
 //!
-//! The same roles decide who restarts ICE: when the ICE connection stays
-//! disconnected or fails, the impolite side sends an offer with new ICE
-//! credentials, and again every [`ICE_RESTART_RETRY`] until it recovers (the
-//! offer may be lost while signaling is down too). The polite side answers
-//! it like any offer.
+//! The side that made the first offer restarts ICE: when the ICE connection
+//! stays disconnected or fails, it sends an offer with new ICE credentials,
+//! and again every [`ICE_RESTART_RETRY`] until it recovers (the offer may be
+//! lost while signaling is down too). The other side answers it like any
+//! offer. Not the impolite side: the first offerer is ICE-controlling, and
+//! webrtc-rs keeps its ICE role across restarts while a browser gives the
+//! controlling role to whoever offers the restart. If the first answerer
+//! (controlled in webrtc-rs) offered a restart to a browser, both ends would
+//! be controlled and ICE would never reconnect.
 
 use crate::event::PeerEvent;
 use crate::media::{Jitter, LocalMedia, Recorder, SeqTracker, TrackCounters};
@@ -45,7 +49,7 @@ use webrtc::track::track_local::TrackLocalWriter;
 
 /// Signaling inputs queued for one link.
 pub const LINK_QUEUE: usize = 256;
-/// How long ICE may stay disconnected before the impolite side restarts it
+/// How long ICE may stay disconnected before the first offerer restarts it
 /// (a short outage recovers by itself).
 pub const ICE_RESTART_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 /// How often a restart is tried again while ICE has not recovered.
@@ -181,6 +185,7 @@ impl Link {
             polite,
             remote_set: false,
             pending: Vec::new(),
+            restarter: offerer,
             restart_due: None,
             restarts: 0,
         };
@@ -456,7 +461,10 @@ struct Negotiator {
     remote_set: bool,
     /// Candidates that arrived before the description they belong to.
     pending: Vec<RTCIceCandidateInit>,
-    /// When to restart ICE (impolite side, while ICE is down).
+    /// This side made the first offer, so it restarts ICE (see the module
+    /// docs for why it must be that side).
+    restarter: bool,
+    /// When to restart ICE (the restarter, while ICE is down).
     restart_due: Option<tokio::time::Instant>,
     /// Restarts sent since ICE went down.
     restarts: u32,
@@ -531,7 +539,7 @@ impl Negotiator {
             LinkInput::EndOfCandidates => {}
             LinkInput::IceState(state) => match state {
                 RTCIceConnectionState::Disconnected | RTCIceConnectionState::Failed
-                    if !self.polite && self.restart_due.is_none() =>
+                    if self.restarter && self.restart_due.is_none() =>
                 {
                     self.restart_due = Some(tokio::time::Instant::now() + ICE_RESTART_AFTER);
                 }

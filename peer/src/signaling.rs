@@ -497,7 +497,10 @@ async fn run(
     let mut last_heard = tokio::time::Instant::now();
     let ended = loop {
         let out = tokio::select! {
-            msg = rx.recv() => match msg {
+            // Nothing new goes out before the resend of what the old
+            // connection may have swallowed: the room stores chat in the
+            // order it arrives.
+            msg = rx.recv(), if !session.resend_due => match msg {
                 Some(msg) => {
                     session.sending(&msg);
                     let leaving = matches!(msg, ClientMessage::Leave(_));

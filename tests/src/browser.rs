@@ -17,7 +17,7 @@ pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// Flags every session needs on these machines (see
 /// ../shared/docs/testing-real-peers.md): headless without a GPU or sandbox,
 /// no background traffic, and loopback ICE candidates.
-const FLAGS: [&str; 12] = [
+pub(crate) const FLAGS: [&str; 12] = [
     "--headless=new",
     "--no-sandbox",
     "--disable-gpu",
@@ -33,7 +33,7 @@ const FLAGS: [&str; 12] = [
 ];
 
 /// Grants camera and microphone without a prompt.
-const FAKE_UI: &str = "--use-fake-ui-for-media-stream";
+pub(crate) const FAKE_UI: &str = "--use-fake-ui-for-media-stream";
 
 /// Longest wait for chromedriver to listen.
 const DRIVER_START: Duration = Duration::from_secs(10);
@@ -88,22 +88,31 @@ impl Driver {
         static SESSIONS: AtomicU32 = AtomicU32::new(0);
         let n = SESSIONS.fetch_add(1, Ordering::Relaxed);
         let profile = std::env::temp_dir().join(format!("switchboard-e2e-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&profile);
-        let mut args: Vec<String> = FLAGS.iter().map(|f| (*f).to_string()).collect();
-        if grant_media {
-            args.push(FAKE_UI.into());
-        }
-        args.push(format!("--user-data-dir={}", profile.display()));
-        let mut caps = Capabilities::new();
-        caps.insert("browserName".into(), json!("chrome"));
-        caps.insert("goog:chromeOptions".into(), json!({ "binary": CHROMIUM, "args": args }));
-        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&self.url)
-            .await
-            .expect("a chromium session starts");
-        Browser { client, profile, label: label.into() }
+        let flags = FLAGS.iter().copied().chain(grant_media.then_some(FAKE_UI));
+        session(&self.url, label, flags, profile).await
     }
+}
+
+/// Starts a browser with `flags` and a fresh profile in `profile` through
+/// the chromedriver at `url`.
+pub(crate) async fn session<'a>(
+    url: &str,
+    label: &str,
+    flags: impl Iterator<Item = &'a str>,
+    profile: PathBuf,
+) -> Browser {
+    let _ = std::fs::remove_dir_all(&profile);
+    let mut args: Vec<String> = flags.map(String::from).collect();
+    args.push(format!("--user-data-dir={}", profile.display()));
+    let mut caps = Capabilities::new();
+    caps.insert("browserName".into(), json!("chrome"));
+    caps.insert("goog:chromeOptions".into(), json!({ "binary": CHROMIUM, "args": args }));
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(url)
+        .await
+        .expect("a chromium session starts");
+    Browser { client, profile, label: label.into() }
 }
 
 impl Drop for Driver {

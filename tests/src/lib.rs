@@ -9,6 +9,7 @@
 
 pub mod browser;
 pub mod coturn;
+pub mod lab_browser;
 pub mod netlab;
 pub mod pixels;
 

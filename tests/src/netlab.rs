@@ -132,6 +132,30 @@ impl NatLab {
             .unwrap_or_else(|e| panic!("running {argv:?} in {place:?}: {e}"))
     }
 
+    /// Cuts [`Place::Host`] off the network (`true`) or reconnects it: every
+    /// frame to or from its port on the public bridge is dropped there. The
+    /// host notices nothing but silence (its interface stays up and its
+    /// sends succeed), as when a link further away fails.
+    pub fn cut_host(&self, cut: bool) {
+        let public = self.ns(Place::Public);
+        let nft = |script: &str| {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &public, "nft", script])
+                .output()
+                .unwrap_or_else(|e| panic!("nft {script}: {e}"));
+            assert!(out.status.success(), "nft {script}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        if cut {
+            nft("add table bridge cut");
+            nft("add chain bridge cut in { type filter hook prerouting priority 0; }");
+            nft("add chain bridge cut out { type filter hook postrouting priority 0; }");
+            nft("add rule bridge cut in iifname p9 drop");
+            nft("add rule bridge cut out oifname p9 drop");
+        } else {
+            nft("delete table bridge cut");
+        }
+    }
+
     fn build(&self) {
         for place in Place::ALL {
             sh(&["ip", "netns", "add", &self.ns(place)]);

@@ -44,7 +44,13 @@ class Session {
     this.problems = [];
     this.bannerTimer = null;
     this.tiles = new Tiles($("#tiles"), $("#people"));
-    this.chat = new ChatPanel({ root: $("#chat"), send: (m) => this.signal(m), nameOf: (id) => this.nameOf(id) });
+    this.chat = new ChatPanel({
+      root: $("#chat"),
+      send: (m) => this.signal(m),
+      resend: (messages) => this.signaling?.sendFirst(messages) ?? false,
+      unqueue: (unwanted) => this.signaling?.unqueue(unwanted),
+      nameOf: (id) => this.nameOf(id),
+    });
     this.chat.onUnread = (count) => showUnread(count);
   }
 

@@ -16,7 +16,7 @@ export class ChatPanel {
    * @param {(message: object) => boolean} o.send signaling
    * @param {(id: string) => string} o.nameOf display name of a participant
    */
-  constructor({ root, send, nameOf }) {
+  constructor({ root, send, resend, unqueue, nameOf }) {
     this.root = root;
     this.list = root.querySelector("#messages");
     this.typingLine = root.querySelector("#typing");
@@ -24,6 +24,10 @@ export class ChatPanel {
     this.input = root.querySelector("#chat-input");
     this.older = root.querySelector("#older");
     this.send = send;
+    // Queue ahead of everything waiting, and drop waiting messages: the
+    // resend of unechoed chat keeps the order in which they were typed.
+    this.resend = resend;
+    this.unqueue = unqueue;
     this.nameOf = nameOf;
     this.me = null;
     this.bySeq = new Map();
@@ -81,6 +85,9 @@ export class ChatPanel {
     this.typingTtlMs = welcome.limits.typing_ttl_ms;
     this.input.maxLength = welcome.limits.max_chat_chars;
     this.historyPage = welcome.limits.chat_history_page;
+    // Chat still waiting in the signaling queue is among the pending
+    // messages: it is resent with them, in the order it was typed.
+    this.unqueue((m) => m.type === "chat" && this.pending.has(m.client_id));
     if (welcome.resumed) {
       // The replay comes first: its echoes acknowledge what was stored, and
       // the server remembers only the last 64 client ids per participant.
@@ -102,10 +109,8 @@ export class ChatPanel {
       }
       this.add(message);
     }
-    for (const [client_id, { line, text }] of this.pending) {
-      this.list.append(line);
-      this.send(client.chat({ client_id, text }));
-    }
+    for (const { line } of this.pending.values()) this.list.append(line);
+    this.resendPending();
     this.older.hidden = !(welcome.chat.length > 0 && welcome.chat[0].seq > 1);
     this.clearTyping();
     this.refreshReceipts();
@@ -119,9 +124,10 @@ export class ChatPanel {
     if (this.replayLeft === 0) this.resendPending();
   }
 
-  /** Sends again every message whose echo has not come. */
+  /** Sends again every message whose echo has not come, ahead of anything newer. */
   resendPending() {
-    for (const [client_id, { text }] of this.pending) this.send(client.chat({ client_id, text }));
+    if (this.pending.size === 0) return;
+    this.resend([...this.pending].map(([client_id, { text }]) => client.chat({ client_id, text })));
   }
 
   /** A chat message from the room, or the echo acknowledging ours. */

@@ -11,10 +11,10 @@
 //   `state` (unordered, no retransmits); the answerer accepts them by label;
 // - an offerer offers to receive every kind it does not send, or the
 //   answerer could never send that kind.
-// - when ICE stays disconnected (1 s) or fails, the impolite side restarts
-//   it (restartIce: a new offer with new ICE credentials), and again every
-//   5 s until it is back, since the offer may be lost while signaling is
-//   down too.
+// - when ICE stays disconnected (1 s) or fails, the side that made the first
+//   offer (the ICE-controlling side) restarts it (restartIce: a new offer
+//   with new ICE credentials), and again every 5 s until it is back, since
+//   the offer may be lost while signaling is down too.
 // Every signaling input for a link is applied in arrival order through one
 // promise chain.
 
@@ -30,7 +30,7 @@ export const CHANNELS = {
 export const STATS_INTERVAL_MS = 1000;
 /** Data-channel messages kept per link for the page and its tests. */
 const DATA_LOG = 200;
-/** How long ICE may stay disconnected before the impolite side restarts it. */
+/** How long ICE may stay disconnected before the first offerer restarts it. */
 export const ICE_RESTART_AFTER_MS = 1000;
 /** How often a restart is tried again while ICE has not recovered. */
 export const ICE_RESTART_RETRY_MS = 5000;
@@ -58,6 +58,11 @@ export class Link extends EventTarget {
     this.ignoreOffer = false;
     // The answerer's first offer comes from the other side.
     this.mayOffer = offerer;
+    // The first offerer is ICE-controlling and is the one that restarts ICE:
+    // webrtc-rs keeps its ICE role across restarts while browsers give it to
+    // whoever offers the restart, so a restart from the first answerer would
+    // leave both ends in one role and ICE would never reconnect.
+    this.restarter = offerer;
     this.pending = [];
     this.chain = Promise.resolve();
     this.channels = new Map();
@@ -198,7 +203,7 @@ export class Link extends EventTarget {
     if (state === "connected" || state === "completed") {
       clearTimeout(this.restartTimer);
       this.restartTimer = null;
-    } else if ((state === "disconnected" || state === "failed") && !this.polite && !this.restartTimer) {
+    } else if ((state === "disconnected" || state === "failed") && this.restarter && !this.restartTimer) {
       this.restartTimer = setTimeout(() => this.restartIce(), ICE_RESTART_AFTER_MS);
     }
     this.changed();

@@ -112,6 +112,24 @@ export class Signaling extends EventTarget {
     this.drain();
   }
 
+  /**
+   * Queues messages ahead of everything waiting: the resend of what a
+   * dropped connection may have swallowed must reach the room before what
+   * was typed after it.
+   */
+  sendFirst(messages) {
+    if (!this.wanted) return false;
+    this.queue.unshift(...messages.map((m) => JSON.stringify(m)));
+    this.queue.splice(MAX_QUEUED);
+    this.drain();
+    return true;
+  }
+
+  /** Drops waiting messages that `unwanted` picks (they will be resent). */
+  unqueue(unwanted) {
+    this.queue = this.queue.filter((text) => !unwanted(JSON.parse(text)));
+  }
+
   /** Sends at once, ahead of the queue (the join). */
   sendNow(message) {
     if (!this.connected) return false;

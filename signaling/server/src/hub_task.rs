@@ -134,6 +134,7 @@ pub async fn run(
         telemetry,
         received: None,
         sfu_requests,
+        replaying: None,
     };
     loop {
         let deadline = task.hub.poll_timeout();
@@ -168,6 +169,10 @@ struct HubTask {
     received: Option<Instant>,
     /// Where SFU rooms that need an SFU are announced (none: no SFU here).
     sfu_requests: Option<mpsc::UnboundedSender<RoomName>>,
+    /// A resumed welcome was just sent: its replay (the next this many
+    /// sends to that connection, which the hub emits right after it) is
+    /// queued outside the connection's budget.
+    replaying: Option<(ConnId, u64)>,
 }
 
 impl HubTask {
@@ -211,9 +216,26 @@ impl HubTask {
                             info!(room = %w.room, peer = %w.you.id, "joined");
                         }
                     }
+                    let replay = match (&to, self.replaying) {
+                        (switchboard_core::Recipients::One(conn), Some((replaying, left)))
+                            if *conn == replaying && left > 0 =>
+                        {
+                            self.replaying = (left > 1).then_some((replaying, left - 1));
+                            true
+                        }
+                        _ => false,
+                    };
+                    if let (ServerMessage::Welcome(w), switchboard_core::Recipients::One(conn)) = (&msg, &to) {
+                        self.replaying = (w.resumed && w.replayed > 0).then_some((*conn, w.replayed));
+                    }
                     let text = Utf8Bytes::from(msg.to_json());
                     for &conn in to.as_slice() {
-                        self.deliver(conn, Outbound::Frame { text: text.clone(), kind, received: self.received });
+                        let frame = Outbound::Frame { text: text.clone(), kind, received: self.received };
+                        if replay {
+                            self.deliver_replay(conn, frame);
+                        } else {
+                            self.deliver(conn, frame);
+                        }
                     }
                 }
                 Output::SfuWanted { room } => match &self.sfu_requests {
@@ -243,6 +265,13 @@ impl HubTask {
         self.telemetry.rooms.set(self.hub.rooms() as f64);
         self.telemetry.peers.set(self.hub.peers() as f64);
         self.telemetry.peers_reconnecting.set(self.hub.away() as f64);
+    }
+
+    /// Queues a frame of a resume's replay (see [`Outbox::push_replay`]).
+    fn deliver_replay(&mut self, conn: ConnId, frame: Outbound) {
+        if let Some(handle) = self.conns.get(&conn) {
+            let _ = handle.outbox.push_replay(frame);
+        }
     }
 
     fn deliver(&mut self, conn: ConnId, frame: Outbound) {

@@ -39,9 +39,12 @@ pub struct Outbox {
 
 #[derive(Debug, Default)]
 struct Inner {
-    items: VecDeque<Outbound>,
-    /// Bytes of the queued frames' text.
+    /// Items, each marked when it is part of a resume's replay.
+    items: VecDeque<(Outbound, bool)>,
+    /// Bytes of the queued frames' text, replay excluded.
     bytes: usize,
+    /// Queued items that are part of a replay.
+    replay_items: usize,
     closed: bool,
 }
 
@@ -77,12 +80,31 @@ impl Outbox {
                 return Err(PushError::Closed);
             }
             let bytes = size(&item);
-            let over = inner.items.len() >= self.capacity || inner.bytes + bytes > self.byte_capacity;
-            if over && !inner.items.is_empty() {
+            let queued = inner.items.len() - inner.replay_items;
+            let over = queued >= self.capacity || inner.bytes + bytes > self.byte_capacity;
+            if over && queued > 0 {
                 return Err(PushError::Full);
             }
             inner.bytes += bytes;
-            inner.items.push_back(item);
+            inner.items.push_back((item, false));
+        }
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Queues the replay of a resume, whatever the budget: it is already
+    /// bounded by the replay budget (`replay_buffer`, `replay_buffer_bytes`),
+    /// and counting it here would cut the connection that just resumed, again
+    /// and again, whenever more was missed than a queue holds. What comes
+    /// after it is held to the budget as usual.
+    pub fn push_replay(&self, item: Outbound) -> Result<(), PushError> {
+        {
+            let mut inner = self.lock();
+            if inner.closed {
+                return Err(PushError::Closed);
+            }
+            inner.replay_items += 1;
+            inner.items.push_back((item, true));
         }
         self.ready.notify_one();
         Ok(())
@@ -91,8 +113,17 @@ impl Outbox {
     /// Takes the next item, if any.
     pub fn try_pop(&self) -> Option<Outbound> {
         let mut inner = self.lock();
-        let item = inner.items.pop_front();
-        inner.bytes -= item.as_ref().map_or(0, size);
+        let item = match inner.items.pop_front() {
+            Some((item, true)) => {
+                inner.replay_items -= 1;
+                Some(item)
+            }
+            Some((item, false)) => {
+                inner.bytes -= size(&item);
+                Some(item)
+            }
+            None => None,
+        };
         if inner.items.is_empty() && inner.items.capacity() > KEEP_WHEN_EMPTY {
             inner.items = VecDeque::new();
         }
@@ -117,6 +148,7 @@ impl Outbox {
         inner.closed = true;
         inner.items = VecDeque::new();
         inner.bytes = 0;
+        inner.replay_items = 0;
     }
 }
 
@@ -168,6 +200,22 @@ mod tests {
         while q.try_pop().is_some() {}
         assert_eq!(q.try_push(frame(5000)), Ok(()), "one frame always fits an empty queue");
         assert_eq!(q.try_push(item()), Err(PushError::Full));
+    }
+
+    #[test]
+    fn a_replay_is_not_held_to_the_budget_but_what_follows_is() {
+        let q = Outbox::new(2, 1 << 20);
+        for _ in 0..10 {
+            q.push_replay(item()).expect("replay always fits");
+        }
+        assert_eq!(q.try_push(item()), Ok(()));
+        assert_eq!(q.try_push(item()), Ok(()));
+        assert_eq!(q.try_push(item()), Err(PushError::Full), "two live items on top of the replay");
+        let mut n = 0;
+        while q.try_pop().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 12);
     }
 
     #[tokio::test]
