@@ -265,7 +265,10 @@ impl Session {
                     resume = false;
                 }
                 Err(JoinRefusal::Code(
-                    code @ (ErrorCode::Unauthorized | ErrorCode::TokenExpired | ErrorCode::Forbidden),
+                    code @ (ErrorCode::Unauthorized
+                    | ErrorCode::TokenExpired
+                    | ErrorCode::Forbidden
+                    | ErrorCode::Replaced),
                     message,
                 )) => {
                     return Err(JoinError::Fatal(format!("join refused: {message} ({})", code.as_str())));
@@ -495,6 +498,7 @@ async fn run(
     let mut ping = tokio::time::interval(session.ping_every);
     ping.tick().await;
     let mut last_heard = tokio::time::Instant::now();
+    let replay_started = tokio::time::Instant::now();
     let ended = loop {
         let out = tokio::select! {
             // Nothing new goes out before the resend of what the old
@@ -516,11 +520,26 @@ async fn run(
                 if last_heard.elapsed() > silence_limit {
                     break Ended::Dropped(format!("nothing heard from the server for {silence_limit:?}"));
                 }
+                // A replay that never completes (an event this client
+                // cannot read is not counted) must not hold back what it
+                // sends for good: after a ping interval, resend anyway.
+                if session.resend_due && session.replay_left > 0 && replay_started.elapsed() >= session.ping_every {
+                    tracing::warn!(left = session.replay_left, "replay incomplete: resending anyway");
+                    session.replay_left = 0;
+                    if let Err(err) = resend(session, &mut sink, &mut pacer).await {
+                        break Ended::Dropped(format!("resending: {err}"));
+                    }
+                }
                 session.ping()
             }
             frame = stream.next() => {
                 let text = match frame {
                     Some(Ok(Message::Text(text))) => text,
+                    // A close saying `replaced` is final even when the error
+                    // before it was lost.
+                    Some(Ok(Message::Close(Some(frame)))) if frame.reason.as_str() == "replaced" => {
+                        break Ended::Final("replaced: the same identity joined from another connection".into());
+                    }
                     Some(Ok(Message::Close(_))) | None => break Ended::Dropped("the server closed the connection".into()),
                     Some(Ok(_)) => { last_heard = tokio::time::Instant::now(); continue }
                     Some(Err(err)) => break Ended::Dropped(format!("reading: {err}")),

@@ -233,8 +233,10 @@ export class ChatPanel {
     this.counter += 1;
     const client_id = `c${Date.now().toString(36)}-${this.counter}`;
     // While the connection is down the message waits, shown as pending,
-    // and goes out when the session is back.
-    if (!this.send(client.chat({ client_id, text }))) {
+    // and goes out when the session is back. While a resume's replay is
+    // still arriving it waits too: it goes out after the older messages
+    // being resent then, in the order they were typed.
+    if (this.replayLeft === 0 && !this.send(client.chat({ client_id, text }))) {
       this.system("Too many messages are waiting to be sent: this one was not.");
       return;
     }

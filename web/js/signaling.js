@@ -120,7 +120,10 @@ export class Signaling extends EventTarget {
   sendFirst(messages) {
     if (!this.wanted) return false;
     this.queue.unshift(...messages.map((m) => JSON.stringify(m)));
-    this.queue.splice(MAX_QUEUED);
+    const dropped = this.queue.splice(MAX_QUEUED);
+    if (dropped.length > 0) {
+      this.dispatchEvent(new CustomEvent("invalid", { detail: `${dropped.length} waiting messages dropped: too many` }));
+    }
     this.drain();
     return true;
   }

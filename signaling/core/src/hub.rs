@@ -148,6 +148,8 @@ pub struct Hub {
     /// Set by [`Hub::shutdown`]: a connection that opens afterwards (its
     /// upgrade was in flight) is told so and closed at once.
     going_away: Option<GoingAway>,
+    /// Tokens of sessions replaced less than a resume grace ago.
+    replaced: crate::replaced::ReplacedTokens,
 }
 
 impl std::fmt::Debug for Hub {
@@ -173,6 +175,7 @@ impl Hub {
             away: HashMap::new(),
             latest: None,
             going_away: None,
+            replaced: crate::replaced::ReplacedTokens::default(),
         }
     }
 
@@ -408,6 +411,7 @@ impl Hub {
         self.conns.clear();
         self.rooms.clear();
         self.tokens.clear();
+        self.replaced.clear();
         self.away.clear();
         self.peers = 0;
         self.timers = Timers::default();
@@ -482,6 +486,12 @@ impl Hub {
             if let Some(old) = self.rooms.get_mut(&room_name).and_then(|room| room.remove(&old_peer)) {
                 self.peers -= 1;
                 let (old_conn, online) = (old.conn, old.online);
+                // Its client may be away and never read the `replaced`
+                // below: a resume with its tokens is told instead.
+                let until = now.mono + self.config.limits.resume_grace;
+                for token in std::iter::once(&old.resume_token).chain(&old.previous_token) {
+                    self.replaced.record(token.clone(), until);
+                }
                 self.forget(old);
                 let left = ServerMessage::PeerLeft(PeerLeft { peer_id: old_peer, reason: LeaveReason::Replaced });
                 self.emit(&room_name, Audience::All, left);
@@ -561,6 +571,12 @@ impl Hub {
         // learns nothing.
         const UNKNOWN: &str = "unknown or expired resume token: join afresh";
         let Some((room, peer)) = self.tokens.get(&resume.token).cloned() else {
+            if self.replaced.contains(&resume.token, now.mono) {
+                // Final, as for the replaced connection itself: joining
+                // afresh would take the seat back from the newer session.
+                self.conns.remove(&conn);
+                return self.fatal(conn, ErrorCode::Replaced, "the same identity joined from another connection");
+            }
             return self.error(conn, id, ErrorCode::ResumeFailed, UNKNOWN);
         };
         let Some(member) = self.rooms.get_mut(&room).and_then(|r| r.get_mut(&peer)) else {

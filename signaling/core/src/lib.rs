@@ -25,12 +25,14 @@ mod room;
 mod timers;
 mod turn;
 
+mod replaced;
 pub use auth::{Claims, MAX_IDENTITY_BYTES, TokenVerifier, check_claims, mint_token};
 pub use chat::ChatLog;
 pub use events::{Budget, CHAT_DEDUP, ChatDedup, EventLog, Overflow};
 pub use hub::{CloseReason, ConnId, Entropy, Hub, HubConfig, Output, Recipients};
 pub use limits::Limits;
 pub use rate::{RateLimiter, Verdict};
+pub use replaced::MAX_REPLACED_TOKENS;
 pub use turn::{
     CredentialProblem, DEFAULT_TURN_TTL_S, MAX_TURN_SECRETS, MAX_TURN_TTL_S, TurnConfig, TurnCredential, password,
 };

@@ -50,8 +50,10 @@ pub struct Member {
     /// Whether a `TypingExpiry` timer is pending for it (at most one is).
     pub typing_timer_armed: bool,
     /// While it is away: relays each sender has left waiting for it
-    /// (bounded by `held_relays_per_sender`; at most one entry per member
-    /// of the room). Cleared when it comes back.
+    /// (bounded by `held_relays_per_sender` per sender; every entry counts
+    /// at least one kept event, so there are at most `replay_buffer`
+    /// entries, senders who left since included). Cleared when it comes
+    /// back.
     pub held_relays: HashMap<PeerId, usize>,
 }
 

@@ -503,6 +503,54 @@ fn a_call_outlives_its_short_lived_join_token_across_a_drop() {
     assert_eq!(error_code(&s.take(a3)), Some(ErrorCode::TokenExpired));
 }
 
+#[test]
+fn a_session_replaced_while_away_is_told_so_when_it_resumes() {
+    let secret = b"0123456789abcdef0123456789abcdef";
+    let mut s = Sim::new(HubConfig { verifier: Some(TokenVerifier::new(secret)), ..HubConfig::default() });
+    let claims = Claims { room: "demo".into(), sub: "ada".into(), exp: 4_102_444_800, ..Claims::default() };
+    let join_token = mint_token(secret, &claims);
+    let join = format!(r#"{{"type":"join","room":"demo","name":"Ada","token":"{join_token}"}}"#);
+    // The phone joins; its network dies; the laptop joins as the same person.
+    let phone = s.open(1);
+    s.send(phone, &join);
+    let wp = welcome(&s.take(phone)).clone();
+    s.disconnect(phone, LeaveReason::Disconnected);
+    let laptop = s.open(2);
+    s.send(laptop, &join);
+    let wl = welcome(&s.take(laptop)).clone();
+    // The phone comes back and tries to resume: it is told it was replaced
+    // (final), and the laptop keeps the seat.
+    let phone2 = s.open(3);
+    s.send(
+        phone2,
+        &format!(
+            r#"{{"type":"join","room":"demo","name":"Ada","token":"{join_token}","resume":{{"token":"{}","received":1}}}}"#,
+            wp.resume_token
+        ),
+    );
+    let msgs = s.take(phone2);
+    assert!(
+        matches!(msgs.as_slice(), [ServerMessage::Error(e)] if e.code == ErrorCode::Replaced && e.fatal),
+        "{msgs:?}"
+    );
+    assert!(s.closed.contains_key(&phone2));
+    assert!(s.take(laptop).iter().all(|m| !matches!(m, ServerMessage::Error(_))), "the laptop is not disturbed");
+    assert_eq!(s.hub.peers(), 1);
+    assert!(s.hub.check_invariants().is_ok());
+    // After a grace, the token is simply unknown.
+    s.advance(Limits::default().resume_grace);
+    let phone3 = s.open(4);
+    s.send(
+        phone3,
+        &format!(
+            r#"{{"type":"join","room":"demo","name":"Ada","token":"{join_token}","resume":{{"token":"{}","received":1}}}}"#,
+            wp.resume_token
+        ),
+    );
+    assert_eq!(error_code(&s.take(phone3)), Some(ErrorCode::ResumeFailed));
+    let _ = wl;
+}
+
 /// What one client of the property test knows: its session and the chat
 /// sequence numbers it has seen, across every connection it used.
 struct Client {

@@ -18,10 +18,16 @@ use std::time::Instant;
 pub const RETRY_AFTER_S: &str = "1";
 
 /// Sources whose buckets are remembered. Past it, buckets that have
-/// refilled (their source has been quiet) are forgotten; if none has, a new
+/// refilled (their source has been quiet) are forgotten, in one sweep at
+/// most every [`SWEEP_EVERY`]; meanwhile, and if none has refilled, a new
 /// source is admitted on the global bucket alone rather than refused, so
-/// that many addresses cannot lock out the next one.
+/// that many addresses cannot lock out the next one. (IPv6 sources count by
+/// their /64: see [`crate::client_addr::source_key`].)
 pub const MAX_SOURCES: usize = 65_536;
+
+/// Least time between two sweeps of a full source map: a sweep walks every
+/// entry under the lock, so it must not run for every new source.
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +84,7 @@ pub struct Admission {
 struct State {
     global: Bucket,
     sources: HashMap<IpAddr, Bucket>,
+    last_sweep: Option<Instant>,
 }
 
 impl Admission {
@@ -86,7 +93,7 @@ impl Admission {
     /// rate of 0 turns that bucket off.
     pub fn new(per_second: u32, burst: u32, source_per_second: u32, source_burst: u32, now: Instant) -> Self {
         let global = Rate::new(per_second, burst);
-        let state = State { global: Bucket::full(global, now), sources: HashMap::new() };
+        let state = State { global: Bucket::full(global, now), sources: HashMap::new(), last_sweep: None };
         Self { global, per_source: Rate::new(source_per_second, source_burst), state: Mutex::new(state) }
     }
 
@@ -95,7 +102,7 @@ impl Admission {
     pub fn try_admit(&self, source: IpAddr, now: Instant) -> Result<(), Refused> {
         // Nothing can leave the buckets inconsistent while the lock is held.
         let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let State { global, sources } = &mut *state;
+        let State { global, sources, last_sweep } = &mut *state;
         if !self.global.unlimited() {
             global.refill(self.global, now);
             if global.tokens < 1.0 {
@@ -103,7 +110,9 @@ impl Admission {
             }
         }
         if !self.per_source.unlimited() {
-            if sources.len() >= MAX_SOURCES && !sources.contains_key(&source) {
+            let may_sweep = last_sweep.is_none_or(|at| now.saturating_duration_since(at) >= SWEEP_EVERY);
+            if sources.len() >= MAX_SOURCES && !sources.contains_key(&source) && may_sweep {
+                *last_sweep = Some(now);
                 let rate = self.per_source;
                 sources.retain(|_, b| {
                     b.refill(rate, now);

@@ -88,14 +88,18 @@ impl TrustedProxies {
     /// The client's address: `peer` itself unless it is a trusted proxy;
     /// then the nearest address in the forwarding chain that is not a
     /// trusted proxy (the rightmost untrusted entry: entries to its left
-    /// were written by the client and prove nothing).
+    /// were written by the client and prove nothing). The chain is read
+    /// from the right and stops at an entry it cannot read, so an unknown
+    /// entry never lets a client-written one to its left count. Without
+    /// `X-Forwarded-For` or `Forwarded`, `X-Real-IP` (nginx's other usual
+    /// header) is read.
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         if !self.contains(peer) {
             return peer;
         }
-        let chain = forwarded_chain(headers);
         let mut client = peer;
-        for ip in chain.iter().rev() {
+        for entry in forwarded_chain(headers).iter().rev() {
+            let Some(ip) = entry else { break };
             client = *ip;
             if !self.contains(*ip) {
                 break;
@@ -105,37 +109,65 @@ impl TrustedProxies {
     }
 }
 
-/// The forwarded-for chain, leftmost (claimed origin) first.
-fn forwarded_chain(headers: &HeaderMap) -> Vec<IpAddr> {
-    let xff: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    if !xff.is_empty() {
-        return xff;
+/// One entry of a forwarding header: an address, with or without a port,
+/// IPv6 in brackets or not; `None` for what cannot be read (`unknown`, an
+/// obfuscated name).
+fn parse_entry(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim().trim_matches('"');
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
     }
-    headers
-        .get_all("forwarded")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split([',', ';']))
-        .filter_map(|pair| {
-            let (key, value) = pair.trim().split_once('=')?;
-            if !key.trim().eq_ignore_ascii_case("for") {
-                return None;
-            }
-            let value = value.trim().trim_matches('"');
-            // `for="[2001:db8::1]:4711"` or `for=192.0.2.1:80` or a bare address.
-            let host = match value.strip_prefix('[') {
-                Some(v6) => v6.split(']').next()?,
-                None => value.split(':').next().filter(|_| value.matches(':').count() <= 1).unwrap_or(value),
-            };
-            host.parse().ok()
-        })
-        .collect()
+    if let Some(rest) = entry.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    entry.parse::<std::net::SocketAddr>().ok().map(|s| s.ip())
+}
+
+/// The forwarded-for chain, leftmost (claimed origin) first; an entry that
+/// cannot be read is `None`.
+fn forwarded_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    let values = |name: &str| -> Vec<String> {
+        headers.get_all(name).iter().map(|v| v.to_str().map(str::to_owned).unwrap_or_default()).collect()
+    };
+    let xff = values("x-forwarded-for");
+    if !xff.is_empty() {
+        return xff.iter().flat_map(|v| v.split(',')).map(parse_entry).collect();
+    }
+    let forwarded = values("forwarded");
+    if !forwarded.is_empty() {
+        return forwarded
+            .iter()
+            .flat_map(|v| v.split(','))
+            .filter_map(|element| {
+                // `for=` in each element; an element without one is skipped.
+                element.split(';').find_map(|pair| {
+                    let (key, value) = pair.trim().split_once('=')?;
+                    key.trim().eq_ignore_ascii_case("for").then(|| parse_entry(value))
+                })
+            })
+            .collect();
+    }
+    values("x-real-ip").iter().map(|v| parse_entry(v)).collect()
+}
+
+/// The address a per-source limit counts by: an IPv4 address (or an
+/// IPv4-mapped IPv6 one) as itself, an IPv6 address by its /64, since one
+/// host or customer commonly holds a whole /64 and would otherwise be as
+/// many sources as it likes.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
+
+/// Whether `ip` is loopback, also as an IPv4-mapped IPv6 address (a
+/// dual-stack `[::]` bind sees local IPv4 peers as `::ffff:127.0.0.1`).
+pub fn is_loopback(ip: IpAddr) -> bool {
+    canonical(ip).is_loopback()
 }
 
 /// Whether a request carries forwarding headers at all: a sign that the
@@ -180,5 +212,24 @@ mod tests {
         assert_eq!(trusted.client_ip(ip("127.0.0.1"), &f), ip("192.0.2.60"));
         assert_eq!(trusted.client_ip(ip("127.0.0.1"), &HeaderMap::new()), ip("127.0.0.1"));
         assert!(looks_proxied(&h) && !looks_proxied(&HeaderMap::new()));
+        // An entry that cannot be read stops the walk: the client-written
+        // one to its left does not count.
+        let mut u = HeaderMap::new();
+        u.insert("x-forwarded-for", "6.6.6.6, unknown".parse().expect("header"));
+        assert_eq!(trusted.client_ip(ip("127.0.0.1"), &u), ip("127.0.0.1"));
+        let mut p = HeaderMap::new();
+        p.insert("x-forwarded-for", "6.6.6.6, 203.0.113.9:5678, [2001:db8::7]".parse().expect("header"));
+        assert_eq!(trusted.client_ip(ip("127.0.0.1"), &p), ip("2001:db8::7"));
+        let mut r = HeaderMap::new();
+        r.insert("x-real-ip", "198.51.100.4".parse().expect("header"));
+        assert_eq!(trusted.client_ip(ip("127.0.0.1"), &r), ip("198.51.100.4"));
+    }
+
+    #[test]
+    fn ipv6_sources_count_by_their_64() {
+        assert_eq!(source_key(ip("2001:db8:1:2:aaaa::1")), source_key(ip("2001:db8:1:2:bbbb::9")));
+        assert_ne!(source_key(ip("2001:db8:1:2::1")), source_key(ip("2001:db8:1:3::1")));
+        assert_eq!(source_key(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
+        assert!(is_loopback(ip("::ffff:127.0.0.1")));
     }
 }

@@ -40,9 +40,9 @@ pub const OVERSIZE_LINGER: Duration = Duration::from_secs(1);
 pub const WRITE_BATCH: usize = 64;
 /// Frames the reader hands the writer directly (error replies, probe
 /// pings), ahead of the hub's queue. A reader that finds it full drops the
-/// reply: its client is not reading anyway, and the rate limit (burst plus
-/// flood strikes) bounds how many replies a client can provoke before it is
-/// closed. Each is a short error (a few hundred bytes).
+/// reply (a flooder's last rate-limit errors, beyond burst plus strikes, can
+/// be among them): its client is not reading them fast enough anyway. Each
+/// is a short error (a few hundred bytes).
 pub const DIRECT_QUEUE: usize = 128;
 
 type Sink = SplitSink<WebSocket, Message>;

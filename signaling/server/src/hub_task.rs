@@ -228,11 +228,14 @@ impl HubTask {
                     if let (ServerMessage::Welcome(w), switchboard_core::Recipients::One(conn)) = (&msg, &to) {
                         self.replaying = (w.resumed && w.replayed > 0).then_some((*conn, w.replayed));
                     }
+                    // A connection's last word is never lost to a full queue.
+                    let last_word = matches!(&msg, ServerMessage::GoingAway(_))
+                        || matches!(&msg, ServerMessage::Error(e) if e.fatal);
                     let text = Utf8Bytes::from(msg.to_json());
                     for &conn in to.as_slice() {
                         let frame = Outbound::Frame { text: text.clone(), kind, received: self.received };
-                        if replay {
-                            self.deliver_replay(conn, frame);
+                        if replay || last_word {
+                            self.deliver_unbudgeted(conn, frame);
                         } else {
                             self.deliver(conn, frame);
                         }
@@ -255,9 +258,9 @@ impl HubTask {
                     if let Some(handle) = self.conns.remove(&conn) {
                         self.telemetry.disconnect(closed_as(reason));
                         let spec = CloseSpec::from_reason(reason);
-                        if handle.outbox.try_push(Outbound::Close(spec)) == Err(PushError::Full) {
-                            let _ = handle.kill.send(spec);
-                        }
+                        // After its last word, whatever the queue holds:
+                        // one close per connection.
+                        let _ = handle.outbox.push_unbudgeted(Outbound::Close(spec));
                     }
                 }
             }
@@ -267,10 +270,10 @@ impl HubTask {
         self.telemetry.peers_reconnecting.set(self.hub.away() as f64);
     }
 
-    /// Queues a frame of a resume's replay (see [`Outbox::push_replay`]).
-    fn deliver_replay(&mut self, conn: ConnId, frame: Outbound) {
+    /// Queues a frame outside the budget (see [`Outbox::push_unbudgeted`]).
+    fn deliver_unbudgeted(&mut self, conn: ConnId, frame: Outbound) {
         if let Some(handle) = self.conns.get(&conn) {
-            let _ = handle.outbox.push_replay(frame);
+            let _ = handle.outbox.push_unbudgeted(frame);
         }
     }
 

@@ -36,6 +36,13 @@ use tracing::{debug, warn};
 /// Pause after a failed `accept` (out of file descriptors): accepting again
 /// at once would spin.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest a connection may stay in HTTP (not upgraded), whatever it does:
+/// the header timeout does not cover a client that never reads its
+/// responses. Then it is asked to close, and dropped a second later.
+pub const HTTP_STAGE_LIMIT: Duration = Duration::from_secs(60);
+/// Bytes hyper buffers for one connection's request head (hyper's default
+/// is about 400 KiB; requests here are a few hundred bytes).
+pub const MAX_HEAD_BUFFER: usize = 16 * 1024;
 
 /// Connections in the HTTP stage, per source address. The map holds an
 /// entry only while its count is positive, so its size is bounded by
@@ -117,7 +124,8 @@ pub async fn serve(
         let source = if trusted.contains(remote.ip()) {
             None
         } else {
-            match per_source.try_claim(remote.ip(), limits.http_connections_per_source) {
+            match per_source.try_claim(crate::client_addr::source_key(remote.ip()), limits.http_connections_per_source)
+            {
                 Some(slot) => Some(slot),
                 None => {
                     telemetry.refused_http("http_connections_per_source");
@@ -148,9 +156,10 @@ async fn connection(
         app.clone().oneshot(request)
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout).max_buf_size(MAX_HEAD_BUFFER);
     let conn = builder.serve_connection(TokioIo::new(tcp), service).with_upgrades();
     tokio::pin!(conn);
+    let deadline = tokio::time::sleep(HTTP_STAGE_LIMIT);
     tokio::select! {
         result = conn.as_mut() => {
             if let Err(err) = result {
@@ -159,7 +168,12 @@ async fn connection(
         }
         () = stopped(&mut stop) => {
             conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+        }
+        () = deadline => {
+            debug!("http stage over its limit: closing");
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
         }
     }
     // Closed, or upgraded (the WebSocket task owns the socket now and holds

@@ -92,12 +92,17 @@ impl Outbox {
         Ok(())
     }
 
-    /// Queues the replay of a resume, whatever the budget: it is already
-    /// bounded by the replay budget (`replay_buffer`, `replay_buffer_bytes`),
-    /// and counting it here would cut the connection that just resumed, again
-    /// and again, whenever more was missed than a queue holds. What comes
-    /// after it is held to the budget as usual.
-    pub fn push_replay(&self, item: Outbound) -> Result<(), PushError> {
+    /// Queues an item whatever the budget; what comes after it is held to
+    /// the budget as usual. For what is bounded elsewhere and must not be
+    /// lost to a full queue:
+    /// - the replay of a resume, bounded by the replay budget
+    ///   (`replay_buffer`, `replay_buffer_bytes`): counting it here would cut
+    ///   the connection that just resumed, again and again, whenever more was
+    ///   missed than a queue holds;
+    /// - a connection's last word (a fatal error or `going_away`, then the
+    ///   close), one each per connection: a client must learn that it was
+    ///   replaced, or where to go, even when it was not reading.
+    pub fn push_unbudgeted(&self, item: Outbound) -> Result<(), PushError> {
         {
             let mut inner = self.lock();
             if inner.closed {
@@ -206,7 +211,7 @@ mod tests {
     fn a_replay_is_not_held_to_the_budget_but_what_follows_is() {
         let q = Outbox::new(2, 1 << 20);
         for _ in 0..10 {
-            q.push_replay(item()).expect("replay always fits");
+            q.push_unbudgeted(item()).expect("replay always fits");
         }
         assert_eq!(q.try_push(item()), Ok(()));
         assert_eq!(q.try_push(item()), Ok(()));

@@ -57,7 +57,7 @@ async fn metrics(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let local = peer.ip().is_loopback() && !crate::client_addr::looks_proxied(&headers);
+    let local = crate::client_addr::is_loopback(peer.ip()) && !crate::client_addr::looks_proxied(&headers);
     let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(crate::turn_http::bearer);
     let authorized = match (&state.metrics_token, token) {
         (Some(expected), Some(given)) => constant_time_eq(expected.trim().as_bytes(), given.as_bytes()),
@@ -84,8 +84,8 @@ async fn upgrade(
         debug!("origin refused");
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
-    if let Some(refusal) = open_rooms_through_a_proxy(&state, &headers) {
-        return refusal;
+    if let Some(why) = open_rooms_through_a_proxy(&state, &headers) {
+        return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response();
     }
     if state.shutting_down.load(Ordering::Relaxed) {
         return unavailable("shutting down\n", RETRY_AFTER_S);
@@ -94,7 +94,7 @@ async fn upgrade(
         state.telemetry.rejected_connections.increment(1);
         return unavailable("too many connections\n", RETRY_AFTER_S);
     };
-    let source = state.trusted_proxies.client_ip(peer.ip(), &headers);
+    let source = crate::client_addr::source_key(state.trusted_proxies.client_ip(peer.ip(), &headers));
     if let Err(refused) = state.admission.try_admit(source, std::time::Instant::now()) {
         state.telemetry.rejected_connections.increment(1);
         let body = match refused {
@@ -120,8 +120,8 @@ fn unavailable(body: &'static str, retry_after_s: &'static str) -> Response {
 /// that binds loopback but receives proxied requests is reachable from
 /// wherever the proxy is: unless the operator said open rooms are meant
 /// (`--insecure-open-rooms`), such requests are refused, and the log says
-/// why once.
-pub fn open_rooms_through_a_proxy(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+/// why once. The refusal's text, for the caller's 403.
+pub fn open_rooms_through_a_proxy(state: &AppState, headers: &HeaderMap) -> Option<&'static str> {
     if !state.open_rooms_guarded || !crate::client_addr::looks_proxied(headers) {
         return None;
     }
@@ -131,7 +131,5 @@ pub fn open_rooms_through_a_proxy(state: &AppState, headers: &HeaderMap) -> Opti
              proxy; set an auth secret, or --insecure-open-rooms if anyone may join any room"
         );
     }
-    let body = "open rooms are not served through a proxy: the operator must set an auth secret or \
-                --insecure-open-rooms\n";
-    Some((StatusCode::FORBIDDEN, body).into_response())
+    Some("open rooms are not served through a proxy: the operator must set an auth secret or --insecure-open-rooms")
 }

@@ -56,8 +56,8 @@ pub async fn credentials(
     headers: HeaderMap,
     query: Result<Query<CredentialQuery>, QueryRejection>,
 ) -> Response {
-    if let Some(refusal) = crate::routes::open_rooms_through_a_proxy(&state, &headers) {
-        return refusal;
+    if let Some(why) = crate::routes::open_rooms_through_a_proxy(&state, &headers) {
+        return refuse(StatusCode::FORBIDDEN, ErrorCode::Forbidden.as_str(), why.into());
     }
     let Ok(Query(query)) = query else {
         let message = "the only parameter is ttl, a number of seconds".into();

@@ -94,6 +94,16 @@ async fn any_case_of_bearer_works_and_every_refusal_is_uncached_json() {
     }
 }
 
+#[tokio::test]
+async fn open_rooms_behind_an_undeclared_proxy_get_no_turn_credentials() {
+    let srv = server(|s| s.turn = Some(turn())).await;
+    let (status, body) =
+        http_get_with(srv.local_addr(), TURN_CREDENTIALS_PATH, &[("X-Forwarded-For", "203.0.113.5")]).await;
+    assert_eq!(status, 403, "{body}");
+    let json: Value = serde_json::from_str(&body).expect("a JSON refusal");
+    assert_eq!(json["error"], "forbidden");
+}
+
 /// A GET with an Authorization header: status, response head and body.
 async fn http_get_head(addr: std::net::SocketAddr, path: &str, auth: &str) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
