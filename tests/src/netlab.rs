@@ -123,6 +123,39 @@ impl NatLab {
         let _ = child.wait();
     }
 
+    /// Starts the signaling server binary on the public network, at
+    /// `PUBLIC_IP:8080` (STUN on 3480), with open rooms and short pings (1 s,
+    /// silence after 3 s: a cut is noticed within seconds by the server and
+    /// by the clients, which adopt the welcome's interval), plus `extra`
+    /// flags, and waits until it is ready. Its address (`host:port`).
+    pub fn start_signaling(&mut self, extra: &[&str]) -> String {
+        let server_bin = crate::workspace_binary("switchboard");
+        let bind = format!("{PUBLIC_IP}:8080");
+        let mut argv = vec![
+            server_bin.as_str(),
+            "--bind",
+            &bind,
+            "--insecure-open-rooms",
+            "--stun-port",
+            "3480",
+            "--ping-interval-ms",
+            "1000",
+            "--ping-timeout-ms",
+            "3000",
+            "--log",
+            "warn",
+        ];
+        argv.extend_from_slice(extra);
+        let _server = self.spawn(Place::Public, &argv);
+        let probe = format!("http://{bind}/readyz");
+        let ready = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            self.run(Place::Public, &["curl", "-sf", "--max-time", "1", &probe]).status.success()
+        });
+        assert!(ready, "the signaling server did not get ready");
+        bind
+    }
+
     /// Runs a command inside `place` to completion; its output.
     pub fn run(&self, place: Place, argv: &[&str]) -> std::process::Output {
         Command::new("ip")

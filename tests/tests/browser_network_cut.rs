@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 use switchboard_e2e::lab_browser::LabDriver;
-use switchboard_e2e::netlab::{LabProcess, NatLab, PUBLIC_IP, Place};
+use switchboard_e2e::netlab::{LabProcess, NatLab, Place};
 use switchboard_e2e::{Browser, POLL, WAIT, serial, workspace_binary};
 
 /// How long the network stays cut.
@@ -291,31 +291,7 @@ async fn network_cut(cut: Cut, restarter: Restarter) {
     };
     // Short pings so that the silence is noticed within the cut, by the
     // server and by both clients (the page adopts the welcome's interval).
-    let bind = format!("{PUBLIC_IP}:8080");
-    let server_bin = workspace_binary("switchboard");
-    let _server = lab.spawn(
-        Place::Public,
-        &[
-            &server_bin,
-            "--bind",
-            &bind,
-            "--insecure-open-rooms",
-            "--stun-port",
-            "3480",
-            "--ping-interval-ms",
-            "1000",
-            "--ping-timeout-ms",
-            "3000",
-            "--log",
-            "warn",
-        ],
-    );
-    let probe = format!("http://{bind}/readyz");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !lab.run(Place::Public, &["curl", "-sf", "--max-time", "1", &probe]).status.success() {
-        assert!(Instant::now() < deadline, "the signaling server did not get ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let bind = lab.start_signaling(&[]);
 
     // The later joiner makes the first offer, so it is the ICE restarter.
     let peer_bin = workspace_binary("switchboard-peer");

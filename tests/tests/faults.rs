@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use switchboard_core::TurnConfig;
-use switchboard_e2e::netlab::{LabProcess, NatLab, PUBLIC_IP, Place};
+use switchboard_e2e::netlab::{LabProcess, NatLab, Place};
 use switchboard_e2e::{
     Coturn, free_port, require_loopback_namespace, rust_peer_with, serial, server_with, settings, wait_for_event,
     wait_for_rust_media, workspace_binary,
@@ -140,6 +140,17 @@ fn events<'a>(lines: &'a [String], kind: &'a str) -> impl Iterator<Item = Value>
     lines.iter().map(|l| json(l)).filter(move |v| v["event"] == kind)
 }
 
+/// Drops every packet in or out of [`Place::Host`]'s only interface, with
+/// iptables inside it (`true`), or stops dropping them.
+fn drop_host_traffic(lab: &NatLab, cut: bool) {
+    let action = if cut { "-I" } else { "-D" };
+    for rule in [["INPUT", "-i"], ["OUTPUT", "-o"]] {
+        let argv = ["iptables", action, rule[0], rule[1], "eth0", "-j", "DROP"];
+        let out = lab.run(Place::Host, &argv);
+        assert!(out.status.success(), "{argv:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 /// The latest video stats line after line `from` shows video arriving.
 fn video_flowing(lines: &[String], from: usize) -> bool {
     let latest = events(&lines[from.min(lines.len())..], "stats").filter(|v| v["kind"] == "video").last();
@@ -152,32 +163,7 @@ async fn a_peer_whose_network_is_cut_for_5_s_resumes_restarts_ice_and_nobody_see
     let mut lab = NatLab::new();
     // The server and A on the public network; B in a namespace of its own
     // on the same network, without NAT, where its packets can be dropped.
-    // Short pings so that the drop is noticed within the cut, on both sides.
-    let server_bin = workspace_binary("switchboard");
-    let bind = format!("{PUBLIC_IP}:8080");
-    let _server = lab.spawn(
-        Place::Public,
-        &[
-            &server_bin,
-            "--bind",
-            &bind,
-            "--insecure-open-rooms",
-            "--stun-port",
-            "3480",
-            "--ping-interval-ms",
-            "1000",
-            "--ping-timeout-ms",
-            "3000",
-            "--log",
-            "warn",
-        ],
-    );
-    let probe = format!("http://{bind}/readyz");
-    let ready = (0..200).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        lab.run(Place::Public, &["curl", "-sf", "--max-time", "1", &probe]).status.success()
-    });
-    assert!(ready, "the signaling server did not get ready");
+    let bind = lab.start_signaling(&[]);
     let peer_bin = workspace_binary("switchboard-peer");
     let url = format!("ws://{bind}/v1/ws");
     let join = |name: &str| {
@@ -194,14 +180,7 @@ async fn a_peer_whose_network_is_cut_for_5_s_resumes_restarts_ice_and_nobody_see
 
     // Cut B off: every packet in or out of its only interface is dropped.
     let (mark_a, mark_b) = (a.seen.len(), b.seen.len());
-    let iptables = |args: &[&str]| {
-        let mut argv = vec!["iptables"];
-        argv.extend_from_slice(args);
-        let out = lab.run(Place::Host, &argv);
-        assert!(out.status.success(), "iptables {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    iptables(&["-I", "INPUT", "-i", "eth0", "-j", "DROP"]);
-    iptables(&["-I", "OUTPUT", "-o", "eth0", "-j", "DROP"]);
+    drop_host_traffic(&lab, true);
     let cut = Instant::now();
     // Meanwhile A chats: B must get every message once the cut ends.
     for i in 0..3 {
@@ -209,8 +188,7 @@ async fn a_peer_whose_network_is_cut_for_5_s_resumes_restarts_ice_and_nobody_see
         a.say(&format!("/room during the cut {i}"));
     }
     std::thread::sleep(Duration::from_secs(5).saturating_sub(cut.elapsed()));
-    iptables(&["-D", "INPUT", "-i", "eth0", "-j", "DROP"]);
-    iptables(&["-D", "OUTPUT", "-o", "eth0", "-j", "DROP"]);
+    drop_host_traffic(&lab, false);
     let restored = Instant::now();
 
     watch(&mut a, &mut b, "B to resume, get the missed chat, and media to recover", |la, lb| {
@@ -250,33 +228,7 @@ async fn a_member_cut_off_while_the_room_chats_hard_keeps_its_seat() {
     // writes to B block, its queue fills, and none of that may cost B its
     // seat. The replay budget is raised to hold a whole grace of that
     // traffic (40 x 4.2 KB x ~15 s away is about 2.5 MB; decision 0012).
-    let server_bin = workspace_binary("switchboard");
-    let bind = format!("{PUBLIC_IP}:8080");
-    let _server = lab.spawn(
-        Place::Public,
-        &[
-            &server_bin,
-            "--bind",
-            &bind,
-            "--insecure-open-rooms",
-            "--stun-port",
-            "3480",
-            "--ping-interval-ms",
-            "1000",
-            "--ping-timeout-ms",
-            "3000",
-            "--replay-buffer-bytes",
-            "4194304",
-            "--log",
-            "warn",
-        ],
-    );
-    let probe = format!("http://{bind}/readyz");
-    let ready = (0..200).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        lab.run(Place::Public, &["curl", "-sf", "--max-time", "1", &probe]).status.success()
-    });
-    assert!(ready, "the signaling server did not get ready");
+    let bind = lab.start_signaling(&["--replay-buffer-bytes", "4194304"]);
     let peer_bin = workspace_binary("switchboard-peer");
     let url = format!("ws://{bind}/v1/ws");
     let join = |name: &str| {
@@ -289,14 +241,7 @@ async fn a_member_cut_off_while_the_room_chats_hard_keeps_its_seat() {
         events(la, "joined").count() > 0 && events(lb, "joined").count() > 0
     });
 
-    let iptables = |args: &[&str]| {
-        let mut argv = vec!["iptables"];
-        argv.extend_from_slice(args);
-        let out = lab.run(Place::Host, &argv);
-        assert!(out.status.success(), "iptables {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    iptables(&["-I", "INPUT", "-i", "eth0", "-j", "DROP"]);
-    iptables(&["-I", "OUTPUT", "-o", "eth0", "-j", "DROP"]);
+    drop_host_traffic(&lab, true);
     let cut = Instant::now();
     const SENT: usize = 480;
     for i in 0..SENT {
@@ -305,8 +250,7 @@ async fn a_member_cut_off_while_the_room_chats_hard_keeps_its_seat() {
         std::thread::sleep(Duration::from_millis(25));
     }
     std::thread::sleep(Duration::from_secs(12).saturating_sub(cut.elapsed()));
-    iptables(&["-D", "INPUT", "-i", "eth0", "-j", "DROP"]);
-    iptables(&["-D", "OUTPUT", "-o", "eth0", "-j", "DROP"]);
+    drop_host_traffic(&lab, false);
 
     let busy = |lines: &[String]| {
         events(lines, "chat").filter(|v| v["text"].as_str().is_some_and(|t| t.starts_with("busy "))).count()
