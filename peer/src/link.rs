@@ -49,11 +49,7 @@ use webrtc::track::track_local::TrackLocalWriter;
 
 /// Signaling inputs queued for one link.
 pub const LINK_QUEUE: usize = 256;
-/// How long ICE may stay disconnected before the first offerer restarts it
-/// (a short outage recovers by itself).
-pub const ICE_RESTART_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
-/// How often a restart is tried again while ICE has not recovered.
-pub const ICE_RESTART_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+use crate::rtc::{ICE_RESTART_AFTER, ICE_RESTART_RETRY};
 
 /// What a link's task acts on.
 #[derive(Debug)]
@@ -557,25 +553,13 @@ impl Negotiator {
 
     /// Offers with new ICE credentials, unless an offer is already out.
     async fn restart_ice(&mut self, pc: &RTCPeerConnection) -> anyhow::Result<()> {
-        use webrtc::peer_connection::offer_answer_options::RTCOfferOptions;
-        use webrtc::peer_connection::signaling_state::RTCSignalingState;
-        if pc.signaling_state() != RTCSignalingState::Stable {
-            // An offer of ours went unanswered (lost with the network): start
-            // over from stable, then restart.
-            if pc.signaling_state() == RTCSignalingState::HaveLocalOffer {
-                let mut rollback = webrtc::peer_connection::sdp::session_description::RTCSessionDescription::default();
-                rollback.sdp_type = webrtc::peer_connection::sdp::sdp_type::RTCSdpType::Rollback;
-                pc.set_local_description(rollback).await.context("rolling back an unanswered offer")?;
-            } else {
-                return Ok(());
-            }
+        if !rtc::can_restart_ice(pc).await? {
+            return Ok(());
         }
         self.restarts += 1;
         let _ =
             self.events.send(PeerEvent::IceRestarting { remote: self.remote.clone(), attempt: self.restarts }).await;
-        let options = RTCOfferOptions { ice_restart: true, ..RTCOfferOptions::default() };
-        let offer = pc.create_offer(Some(options)).await.context("creating an ICE restart offer")?;
-        pc.set_local_description(offer).await.context("setting the ICE restart offer")?;
+        rtc::restart_ice_offer(pc).await?;
         self.send_local(pc, true).await
     }
 

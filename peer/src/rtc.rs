@@ -211,6 +211,38 @@ pub enum Applied {
     Accepted,
 }
 
+/// How long ICE may stay disconnected before the restarter (the side that
+/// made the first offer) restarts it: a short outage recovers by itself.
+pub const ICE_RESTART_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often a restart is tried again while ICE has not recovered.
+pub const ICE_RESTART_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Makes ready for an ICE restart offer: an unanswered offer of ours (lost
+/// with the network) is rolled back first. False when the connection is in
+/// the middle of answering (the restart waits for the next try).
+pub async fn can_restart_ice(pc: &RTCPeerConnection) -> anyhow::Result<bool> {
+    use webrtc::peer_connection::signaling_state::RTCSignalingState;
+    match pc.signaling_state() {
+        RTCSignalingState::Stable => Ok(true),
+        RTCSignalingState::HaveLocalOffer => {
+            let mut rollback = RTCSessionDescription::default();
+            rollback.sdp_type = RTCSdpType::Rollback;
+            pc.set_local_description(rollback).await.context("rolling back an unanswered offer")?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Creates and sets an offer with new ICE credentials (send it as usual).
+pub async fn restart_ice_offer(pc: &RTCPeerConnection) -> anyhow::Result<()> {
+    use webrtc::peer_connection::offer_answer_options::RTCOfferOptions;
+    let options = RTCOfferOptions { ice_restart: true, ..RTCOfferOptions::default() };
+    let offer = pc.create_offer(Some(options)).await.context("creating an ICE restart offer")?;
+    pc.set_local_description(offer).await.context("setting the ICE restart offer")?;
+    Ok(())
+}
+
 /// Applies a relayed offer or answer the way "perfect negotiation" says:
 /// on a collision the polite side rolls its offer back and the impolite side
 /// ignores the other's; an offer is answered; candidates that waited for
