@@ -84,6 +84,10 @@ pub enum Output {
         to: Recipients,
         /// The message.
         msg: ServerMessage,
+        /// Its JSON text, when the hub already wrote it (room events: their
+        /// size counts against the replay budgets), so the shell need not
+        /// serialize it again; `None`: serialize `msg`.
+        json: Option<String>,
     },
     /// Close the connection once what was sent before is flushed.
     Close {
@@ -230,7 +234,7 @@ impl Hub {
         self.latest = Some(now.mono);
         if let Some(notice) = &self.going_away {
             let msg = ServerMessage::GoingAway(notice.clone());
-            self.out.push_back(Output::Send { to: Recipients::One(conn), msg });
+            self.out.push_back(Output::Send { to: Recipients::One(conn), msg, json: None });
             self.out.push_back(Output::Close { conn, reason: CloseReason::GoingAway });
             return;
         }
@@ -421,8 +425,11 @@ impl Hub {
         for &conn in &conns {
             self.out.push_back(Output::Close { conn, reason: CloseReason::GoingAway });
         }
-        self.out
-            .push_front(Output::Send { to: Recipients::Many(conns), msg: ServerMessage::GoingAway(notice.clone()) });
+        self.out.push_front(Output::Send {
+            to: Recipients::Many(conns),
+            msg: ServerMessage::GoingAway(notice.clone()),
+            json: None,
+        });
     }
 
     fn join(&mut self, conn: ConnId, join: Join, now: Now) {
@@ -914,8 +921,10 @@ impl Hub {
     /// stream; members that are away only keep it for their resume.
     fn emit(&mut self, room_name: &RoomName, audience: Audience<'_>, msg: ServerMessage) {
         let Some(room) = self.rooms.get_mut(room_name) else { return };
-        // Counted once per event, whoever it reaches: its size on the wire.
-        let bytes = msg.to_json().len();
+        // Written once per event, whoever it reaches: its size counts
+        // against the replay budgets, and the shell sends this very text.
+        let json = msg.to_json();
+        let bytes = json.len();
         let event = Arc::new(msg);
         let mut conns = Vec::new();
         let mut overflowed = Vec::new();
@@ -941,7 +950,7 @@ impl Hub {
         };
         if let Some(to) = to {
             let msg = Arc::try_unwrap(event).unwrap_or_else(|shared| ServerMessage::clone(&shared));
-            self.out.push_back(Output::Send { to, msg });
+            self.out.push_back(Output::Send { to, msg, json: Some(json) });
         }
         // Away too long behind too much traffic: the seat cannot be resumed
         // without a gap, so it is given up.
@@ -951,7 +960,7 @@ impl Hub {
     }
 
     fn send(&mut self, conn: ConnId, msg: ServerMessage) {
-        self.out.push_back(Output::Send { to: Recipients::One(conn), msg });
+        self.out.push_back(Output::Send { to: Recipients::One(conn), msg, json: None });
     }
 
     fn error(&mut self, conn: ConnId, id: Option<RequestId>, code: ErrorCode, message: impl Into<String>) {

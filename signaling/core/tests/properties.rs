@@ -131,7 +131,7 @@ fn apply(s: &mut Sim, m: &mut Model, op: &Op) {
         close_slot(m, c);
     }
     for out in &outputs {
-        let Output::Send { to, msg } = out else { continue };
+        let Output::Send { to, msg, .. } = out else { continue };
         for conn in to.as_slice() {
             let slot = slot_of(*conn);
             if let ServerMessage::Welcome(w) = msg {
@@ -144,7 +144,7 @@ fn apply(s: &mut Sim, m: &mut Model, op: &Op) {
         }
     }
     for out in &outputs {
-        let Output::Send { to, msg } = out else { continue };
+        let Output::Send { to, msg, .. } = out else { continue };
         for conn in to.as_slice() {
             let slot = slot_of(*conn);
             // 1. Room-scoped messages reach only members of that room.

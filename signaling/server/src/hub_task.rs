@@ -203,7 +203,7 @@ impl HubTask {
     fn drain(&mut self) {
         while let Some(output) = self.hub.poll_output() {
             match output {
-                Output::Send { to, msg } => {
+                Output::Send { to, msg, json } => {
                     let kind = msg.kind();
                     if let ServerMessage::Error(e) = &msg {
                         self.telemetry.error(e.code);
@@ -231,7 +231,7 @@ impl HubTask {
                     // A connection's last word is never lost to a full queue.
                     let last_word = matches!(&msg, ServerMessage::GoingAway(_))
                         || matches!(&msg, ServerMessage::Error(e) if e.fatal);
-                    let text = Utf8Bytes::from(msg.to_json());
+                    let text = Utf8Bytes::from(json.unwrap_or_else(|| msg.to_json()));
                     for &conn in to.as_slice() {
                         let frame = Outbound::Frame { text: text.clone(), kind, received: self.received };
                         if replay || last_word {

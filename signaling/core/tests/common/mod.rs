@@ -41,7 +41,7 @@ impl Sim {
         self.last.clear();
         while let Some(out) = self.hub.poll_output() {
             match &out {
-                Output::Send { to, msg } => {
+                Output::Send { to, msg, .. } => {
                     for conn in to.as_slice() {
                         self.inbox.entry(*conn).or_default().push(msg.clone());
                     }
