@@ -84,13 +84,17 @@ mod tests {
     use switchboard_protocol::{ClientMsgId, DisplayName, PeerId};
 
     fn push(log: &mut ChatLog, ts: u64) -> u64 {
+        push_text(log, ts, String::new())
+    }
+
+    fn push_text(log: &mut ChatLog, ts: u64, text: String) -> u64 {
         log.append(ts, |seq, ts| ChatMessage {
             seq,
             ts,
             from: PeerId::new("p1").unwrap(),
             name: DisplayName::new("A").unwrap(),
             client_id: ClientMsgId::new(format!("c{seq}")).unwrap(),
-            text: String::new(),
+            text,
         })
         .seq
     }
@@ -125,16 +129,7 @@ mod tests {
     #[test]
     fn the_byte_budget_forgets_the_oldest_and_keeps_the_newest() {
         let mut log = ChatLog::new(500, 4096);
-        let big = |log: &mut ChatLog, ts: u64| {
-            log.append(ts, |seq, ts| ChatMessage {
-                seq,
-                ts,
-                from: PeerId::new("p1").unwrap(),
-                name: DisplayName::new("A").unwrap(),
-                client_id: ClientMsgId::new(format!("c{seq}")).unwrap(),
-                text: "\u{1F600}".repeat(400),
-            });
-        };
+        let big = |log: &mut ChatLog, ts: u64| push_text(log, ts, "\u{1F600}".repeat(400));
         for i in 0..50 {
             big(&mut log, i);
         }
