@@ -1,9 +1,9 @@
 //! What a peer reports to the program that drives it.
 
-use crate::rtc::Channel;
 use crate::timeline::Phase;
 use std::time::Duration;
 use switchboard_protocol::{ChatMessage, LeaveReason, PeerId, PeerInfo};
+use switchboard_rtc::Channel;
 
 /// An event from a [`crate::Peer`].
 #[derive(Debug, Clone)]
@@ -97,7 +97,7 @@ pub enum PeerEvent {
     },
     /// The signaling connection's state changed (dropped, retrying,
     /// connected again).
-    Signaling(crate::signaling::SignalState),
+    Signaling(switchboard_client::SignalState),
     /// The signaling session was resumed after a drop: same id, nothing
     /// missed.
     SignalingResumed,

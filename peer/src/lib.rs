@@ -7,25 +7,22 @@
 //! command line around it.
 //!
 //! Every participant pair has one peer connection with two data channels
-//! that the offerer creates (see [`Channel`]). WebRTC types stay inside
-//! `rtc.rs`, `link.rs`, `media.rs` and `sender.rs`; everything else speaks
-//! the protocol's types.
+//! that the offerer creates (see [`Channel`]). Negotiation, the engine and
+//! the channels are `switchboard-rtc`'s, the signaling connection
+//! `switchboard-client`'s; WebRTC types stay inside `link.rs` and
+//! `media.rs` here, and everything else speaks the protocol's types.
 
 mod event;
 mod link;
 mod media;
 mod peer;
 pub mod probe;
-pub mod rtc;
-mod sender;
-pub mod signaling;
 mod timeline;
 pub mod turn_check;
 
 pub use event::PeerEvent;
 pub use media::{MediaSource, SeqTracker};
-pub use peer::{LinkReport, Peer, PeerOptions, TrackStats};
-pub use rtc::{Channel, RtcOptions};
-pub use sender::{ChannelSender, HIGH_WATER, LOW_WATER};
-pub use signaling::{JoinRequest, ReconnectPolicy, SignalState, Signaling};
+pub use peer::{EVENT_QUEUE, LinkReport, Peer, PeerOptions, TrackStats};
+pub use switchboard_client::{JoinRequest, ReconnectPolicy, SignalState, Signaling};
+pub use switchboard_rtc::{Channel, ChannelSender, HIGH_WATER, LOW_WATER, RtcOptions};
 pub use timeline::{Phase, Timeline};

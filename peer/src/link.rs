@@ -1,43 +1,22 @@
-//! One remote participant: its peer connection, its two data channels, and
-//! the negotiation with it.
-//!
-//! All signaling input for a remote goes through one task, in order, so
-//! descriptions and candidates are applied exactly as they arrived.
-//! Negotiation follows "perfect negotiation": for each pair the peer with
-//! the larger id is polite (it rolls back its own offer on a collision), the
-//! other impolite (it ignores the colliding offer). On join the newcomer
-//! offers and the others wait, so a first negotiation never collides.
-//!
-//! The side that made the first offer restarts ICE: when the ICE connection
-//! stays disconnected or fails, it sends an offer with new ICE credentials,
-//! and again every [`ICE_RESTART_RETRY`] until it recovers (the offer may be
-//! lost while signaling is down too). The other side answers it like any
-//! offer. Not the impolite side: the first offerer is ICE-controlling, and
-//! webrtc-rs keeps its ICE role across restarts while a browser gives the
-//! controlling role to whoever offers the restart. If the first answerer
-//! (controlled in webrtc-rs) offered a restart to a browser, both ends would
-//! be controlled and ICE would never reconnect.
+//! One remote participant: its peer connection, its two data channels, its
+//! tracks, and the negotiation with it (the one [`Negotiator`] of
+//! `switchboard-rtc`: perfect negotiation, ICE restart by the first offerer,
+//! capped candidate queue, real mids).
 
 use crate::event::PeerEvent;
 use crate::media::{Jitter, LocalMedia, Recorder, SeqTracker, TrackCounters};
-use crate::rtc::{self, Channel, RtcEngine};
-use crate::sender::ChannelSender;
-use crate::signaling::SignalSender;
 use crate::timeline::{Phase, Timeline};
 use anyhow::Context;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
-use switchboard_protocol::{
-    CandidateRelay, ClientMessage, DescriptionRelay, EndOfCandidatesRelay, IceCandidate, IceServer, PeerId, SdpType,
-    SessionDescription,
-};
+use std::sync::atomic::{AtomicU64, Ordering};
+use switchboard_client::SignalSender;
+use switchboard_protocol::{IceServer, PeerId};
+use switchboard_rtc::{Channel, ChannelSender, Input, Negotiator, Observer, Report, Roles, RtcEngine};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use webrtc::data_channel::RTCDataChannel;
 use webrtc::data_channel::data_channel_message::DataChannelMessage;
-use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
 use webrtc::ice_transport::ice_connection_state::RTCIceConnectionState;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
@@ -47,29 +26,10 @@ use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
 use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
 use webrtc::track::track_local::TrackLocalWriter;
 
-/// Signaling inputs queued for one link.
-pub const LINK_QUEUE: usize = 256;
-use crate::rtc::{ICE_RESTART_AFTER, ICE_RESTART_RETRY};
-
-/// What a link's task acts on.
-#[derive(Debug)]
-pub enum LinkInput {
-    /// A relayed offer or answer.
-    Description(SessionDescription),
-    /// A relayed candidate.
-    Candidate(IceCandidate),
-    /// The remote has no more candidates.
-    EndOfCandidates,
-    /// Create and send an offer.
-    Negotiate,
-    /// The ICE connection's state changed.
-    IceState(RTCIceConnectionState),
-}
-
 /// A connection to one remote participant.
 pub struct Link {
     remote: PeerId,
-    inputs: mpsc::Sender<LinkInput>,
+    negotiator: Negotiator,
     pc: Arc<RTCPeerConnection>,
     /// The link's channels, once created (offerer) or announced (answerer).
     /// A std mutex: held only to insert or clone a sender.
@@ -79,10 +39,9 @@ pub struct Link {
     received: Arc<Mutex<Vec<Arc<TrackCounters>>>>,
     timeline: Arc<Timeline>,
     /// RTT from RTCP receiver reports, microseconds (0: none yet).
-    rtt_meter: Arc<std::sync::atomic::AtomicU64>,
+    rtt_meter: Arc<AtomicU64>,
     /// Types of the local candidates gathered (`host`, `srflx`, `relay`).
     gathered: Arc<Mutex<Vec<String>>>,
-    task: JoinHandle<()>,
 }
 
 /// Marks a phase and reports it the first time it happens.
@@ -91,12 +50,51 @@ struct Marker {
     timeline: Arc<Timeline>,
     remote: PeerId,
     events: mpsc::Sender<PeerEvent>,
+    /// Events dropped because the program was not reading them.
+    dropped: Arc<AtomicU64>,
 }
 
 impl Marker {
     async fn mark(&self, phase: Phase) {
         if let Some(at) = self.timeline.mark(phase) {
-            let _ = self.events.send(PeerEvent::Phase { remote: self.remote.clone(), phase, at }).await;
+            self.offer(PeerEvent::Phase { remote: self.remote.clone(), phase, at });
+        }
+    }
+
+    /// Reports an event that may be dropped. Called from webrtc-rs
+    /// callbacks and the negotiator, which must never wait on a program
+    /// that stopped reading its events (ICE, DTLS and SCTP would stall):
+    /// when the queue is full the event is dropped and counted
+    /// ([`crate::Peer::dropped_events`]).
+    fn offer(&self, event: PeerEvent) {
+        if self.events.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What the link makes of its negotiator's reports.
+#[derive(Debug)]
+struct LinkObserver {
+    marker: Marker,
+    /// Types of the local candidates gathered.
+    gathered: Arc<Mutex<Vec<String>>>,
+}
+
+impl Observer for LinkObserver {
+    async fn report(&self, report: Report) {
+        let (marker, remote) = (&self.marker, self.marker.remote.clone());
+        match report {
+            Report::OfferSent => marker.mark(Phase::OfferSent).await,
+            Report::OfferReceived => marker.mark(Phase::OfferReceived).await,
+            Report::AnswerSent => marker.mark(Phase::AnswerSent).await,
+            Report::AnswerReceived => marker.mark(Phase::AnswerReceived).await,
+            Report::Gathered(typ) => lock(&self.gathered).push(typ),
+            Report::IceState(RTCIceConnectionState::Connected) => marker.mark(Phase::IceConnected).await,
+            Report::IceState(_) => {}
+            Report::IceRestarting { attempt } => marker.offer(PeerEvent::IceRestarting { remote, attempt }),
+            Report::IceRestarted => marker.offer(PeerEvent::IceRestarted { remote }),
+            Report::Problem(message) => marker.offer(PeerEvent::Error { remote: Some(remote), message }),
         }
     }
 }
@@ -118,6 +116,8 @@ pub struct LinkContext {
     pub signal: SignalSender,
     /// Where events go.
     pub events: mpsc::Sender<PeerEvent>,
+    /// Droppable events dropped because the queue was full.
+    pub dropped: Arc<AtomicU64>,
     /// This peer's outgoing tracks, added to every link.
     pub local: Arc<LocalMedia>,
     /// When the peer started joining: the origin of every timeline.
@@ -154,13 +154,18 @@ impl Link {
             }
         }
         let timeline = Arc::new(Timeline::new(ctx.start));
-        let marker = Marker { timeline: timeline.clone(), remote: remote.clone(), events: ctx.events.clone() };
+        let marker = Marker {
+            timeline: timeline.clone(),
+            remote: remote.clone(),
+            events: ctx.events.clone(),
+            dropped: ctx.dropped.clone(),
+        };
         let received = Arc::new(Mutex::new(Vec::new()));
         watch_tracks(&pc, &marker, &received, ctx.record.clone(), ctx.local.clone(), ctx.sfu_room);
         let channels = Arc::new(Mutex::new(HashMap::new()));
         if offerer {
             for channel in Channel::ALL {
-                let dc = rtc::open_channel(&pc, channel).await?;
+                let dc = switchboard_rtc::open_channel(&pc, channel).await?;
                 watch_channel(&dc, channel, &marker);
                 let sender = ChannelSender::new(dc);
                 lock(&channels).insert(channel, sender);
@@ -169,32 +174,16 @@ impl Link {
             accept_channels(&pc, &marker, &channels);
         }
         let gathered = Arc::new(Mutex::new(Vec::new()));
-        let (inputs, rx) = mpsc::channel(LINK_QUEUE);
-        watch_connection(&pc, &marker, &ctx.signal, &gathered, &inputs);
-        let polite = ctx.me > remote;
-        let negotiator = Negotiator {
-            pc: Arc::downgrade(&pc),
-            remote: remote.clone(),
-            signal: ctx.signal.clone(),
-            events: ctx.events.clone(),
-            marker,
-            polite,
-            remote_set: false,
-            pending: Vec::new(),
-            restarter: offerer,
-            restart_due: None,
-            restarts: 0,
-        };
-        let task = tokio::spawn(negotiator.run(rx));
-        if offerer {
-            inputs.send(LinkInput::Negotiate).await.context("link task gone")?;
-        }
-        Ok(Self { remote, inputs, pc, channels, received, timeline, rtt_meter, gathered, task })
+        watch_connection(&pc, &marker);
+        let observer = Arc::new(LinkObserver { marker, gathered: gathered.clone() });
+        let roles = Roles::new(&ctx.me, &remote, offerer);
+        let negotiator = Negotiator::start(&pc, remote.clone(), roles, ctx.signal.queue(), observer);
+        Ok(Self { remote, negotiator, pc, channels, received, timeline, rtt_meter, gathered })
     }
 
-    /// Hands a signaling input to the link's task.
-    pub async fn input(&self, input: LinkInput) {
-        let _ = self.inputs.send(input).await;
+    /// Hands a signaling input to the link's negotiator.
+    pub async fn input(&self, input: Input) {
+        self.negotiator.input(input).await;
     }
 
     /// A sender for one of this link's channels.
@@ -263,7 +252,7 @@ impl Link {
 
     /// Closes the connection and stops the task.
     pub async fn close(self) {
-        self.task.abort();
+        self.negotiator.stop();
         let _ = self.pc.close().await;
     }
 }
@@ -299,15 +288,25 @@ fn watch_channel(dc: &Arc<RTCDataChannel>, channel: Channel, marker: &Marker) {
             if channel == Channel::Chat {
                 marker.mark(Phase::ChannelOpen).await;
             }
-            let _ = marker.events.send(PeerEvent::ChannelOpen { remote: marker.remote.clone(), channel }).await;
+            marker.offer(PeerEvent::ChannelOpen { remote: marker.remote.clone(), channel });
         })
     }));
-    let (remote, events) = (marker.remote.clone(), marker.events.clone());
+    let on_message = marker.clone();
     dc.on_message(Box::new(move |msg: DataChannelMessage| {
-        let (remote, events) = (remote.clone(), events.clone());
+        let marker = on_message.clone();
         Box::pin(async move {
             let text = String::from_utf8_lossy(&msg.data).into_owned();
-            let _ = events.send(PeerEvent::Data { remote, channel, text }).await;
+            let event = PeerEvent::Data { remote: marker.remote.clone(), channel, text };
+            match channel {
+                // Reliable: never dropped. A program that stops reading
+                // stops this channel, and SCTP's flow control slows the
+                // sender down.
+                Channel::Chat => {
+                    let _ = marker.events.send(event).await;
+                }
+                // Unreliable: dropped like any late state.
+                Channel::State => marker.offer(event),
+            }
         })
     }));
 }
@@ -343,7 +342,7 @@ fn watch_tracks(
             let codec = track.codec().capability;
             let event =
                 PeerEvent::TrackStarted { remote: marker.remote.clone(), kind: counters.kind, codec: codec.mime_type };
-            let _ = marker.events.send(event).await;
+            marker.offer(event);
             if video && let Some(pc) = weak.upgrade() {
                 let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: track.ssrc() };
                 let _ = pc.write_rtcp(&[Box::new(pli)]).await;
@@ -352,7 +351,7 @@ fn watch_tracks(
                 Some(Ok(r)) => Some(r),
                 Some(Err(err)) => {
                     let message = format!("{err:#}");
-                    let _ = marker.events.send(PeerEvent::Error { remote: Some(marker.remote.clone()), message }).await;
+                    marker.offer(PeerEvent::Error { remote: Some(marker.remote.clone()), message });
                     None
                 }
                 None => None,
@@ -368,6 +367,9 @@ fn watch_tracks(
                     counters.jitter_us.store(u64::try_from(j.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
                     counters.bytes.fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
                     counters.on_probe(&packet.payload);
+                    if video && switchboard_rtc::vp8::is_rtp_keyframe(&packet.payload) {
+                        counters.keyframes.fetch_add(1, Ordering::Relaxed);
+                    }
                     counters.lost.store(seq.on_packet(packet.header.sequence_number), Ordering::Relaxed);
                     if let Some(r) = recorder.as_mut()
                         && r.write(&packet).is_err()
@@ -394,44 +396,9 @@ fn watch_tracks(
     }));
 }
 
-/// Trickles local candidates and reports connection state. The callbacks
-/// hold no reference to the connection itself (a cycle would leak it).
-fn watch_connection(
-    pc: &Arc<RTCPeerConnection>,
-    marker: &Marker,
-    signal: &SignalSender,
-    gathered: &Arc<Mutex<Vec<String>>>,
-    inputs: &mpsc::Sender<LinkInput>,
-) {
-    let (signal, to, gathered) = (signal.clone(), marker.remote.clone(), gathered.clone());
-    pc.on_ice_candidate(Box::new(move |candidate| {
-        let (signal, to) = (signal.clone(), to.clone());
-        if let Some(c) = &candidate {
-            lock(&gathered).push(c.typ.to_string());
-        }
-        Box::pin(async move {
-            let msg = match candidate.map(|c| c.to_json()) {
-                Some(Ok(init)) => {
-                    ClientMessage::Candidate(CandidateRelay { id: None, to, candidate: rtc::candidate_from_rtc(init) })
-                }
-                Some(Err(_)) => return,
-                None => ClientMessage::EndOfCandidates(EndOfCandidatesRelay { id: None, to }),
-            };
-            let _ = signal.send(msg).await;
-        })
-    }));
-    let (on_ice, ice_inputs) = (marker.clone(), inputs.downgrade());
-    pc.on_ice_connection_state_change(Box::new(move |state| {
-        let (marker, inputs) = (on_ice.clone(), ice_inputs.clone());
-        Box::pin(async move {
-            if state == RTCIceConnectionState::Connected {
-                marker.mark(Phase::IceConnected).await;
-            }
-            if let Some(inputs) = inputs.upgrade() {
-                let _ = inputs.send(LinkInput::IceState(state)).await;
-            }
-        })
-    }));
+/// Reports the connection's state. The callback holds no reference to the
+/// connection itself (a cycle would leak it).
+fn watch_connection(pc: &Arc<RTCPeerConnection>, marker: &Marker) {
     let on_state = marker.clone();
     pc.on_peer_connection_state_change(Box::new(move |state| {
         let marker = on_state.clone();
@@ -439,134 +406,7 @@ fn watch_connection(
             if state == RTCPeerConnectionState::Connected {
                 marker.mark(Phase::DtlsConnected).await;
             }
-            let event = PeerEvent::ConnectionState { remote: marker.remote.clone(), state: state.to_string() };
-            let _ = marker.events.send(event).await;
+            marker.offer(PeerEvent::ConnectionState { remote: marker.remote.clone(), state: state.to_string() });
         })
     }));
-}
-
-/// The link task's state.
-struct Negotiator {
-    pc: Weak<RTCPeerConnection>,
-    remote: PeerId,
-    signal: SignalSender,
-    events: mpsc::Sender<PeerEvent>,
-    marker: Marker,
-    polite: bool,
-    /// A remote description has been applied: candidates can be added.
-    remote_set: bool,
-    /// Candidates that arrived before the description they belong to.
-    pending: Vec<RTCIceCandidateInit>,
-    /// This side made the first offer, so it restarts ICE (see the module
-    /// docs for why it must be that side).
-    restarter: bool,
-    /// When to restart ICE (the restarter, while ICE is down).
-    restart_due: Option<tokio::time::Instant>,
-    /// Restarts sent since ICE went down.
-    restarts: u32,
-}
-
-impl Negotiator {
-    async fn run(mut self, mut inputs: mpsc::Receiver<LinkInput>) {
-        loop {
-            let due = self.restart_due;
-            let restart = async move {
-                match due {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let input = tokio::select! {
-                input = inputs.recv() => match input {
-                    Some(input) => input,
-                    None => break,
-                },
-                () = restart => {
-                    self.restart_due = Some(tokio::time::Instant::now() + ICE_RESTART_RETRY);
-                    let Some(pc) = self.pc.upgrade() else { break };
-                    if let Err(err) = self.restart_ice(&pc).await {
-                        let message = format!("ICE restart: {err:#}");
-                        let _ = self.events.send(PeerEvent::Error { remote: Some(self.remote.clone()), message }).await;
-                    }
-                    continue;
-                }
-            };
-            let Some(pc) = self.pc.upgrade() else { break };
-            if let Err(err) = self.handle(&pc, input).await {
-                let _ = self
-                    .events
-                    .send(PeerEvent::Error { remote: Some(self.remote.clone()), message: format!("{err:#}") })
-                    .await;
-            }
-        }
-    }
-
-    async fn handle(&mut self, pc: &RTCPeerConnection, input: LinkInput) -> anyhow::Result<()> {
-        match input {
-            LinkInput::Negotiate => {
-                let offer = pc.create_offer(None).await.context("creating an offer")?;
-                pc.set_local_description(offer).await.context("setting the local offer")?;
-                self.send_local(pc, true).await?;
-                self.marker.mark(Phase::OfferSent).await;
-            }
-            LinkInput::Description(desc) => {
-                let is_offer = desc.kind == SdpType::Offer;
-                self.marker.mark(if is_offer { Phase::OfferReceived } else { Phase::AnswerReceived }).await;
-                match rtc::apply_remote(pc, &desc, self.polite, &mut self.pending).await? {
-                    rtc::Applied::Ignored => {}
-                    rtc::Applied::Accepted => self.remote_set = true,
-                    rtc::Applied::Answered { .. } => {
-                        self.remote_set = true;
-                        self.send_local(pc, false).await?;
-                        self.marker.mark(Phase::AnswerSent).await;
-                    }
-                }
-            }
-            LinkInput::Candidate(candidate) => {
-                let init = rtc::candidate_to_rtc(&candidate);
-                if self.remote_set {
-                    pc.add_ice_candidate(init).await.context("adding a candidate")?;
-                } else {
-                    self.pending.push(init);
-                }
-            }
-            // webrtc-rs needs no end-of-candidates signal; it is accepted and
-            // dropped (a browser would get an empty candidate).
-            LinkInput::EndOfCandidates => {}
-            LinkInput::IceState(state) => match state {
-                RTCIceConnectionState::Disconnected | RTCIceConnectionState::Failed
-                    if self.restarter && self.restart_due.is_none() =>
-                {
-                    self.restart_due = Some(tokio::time::Instant::now() + ICE_RESTART_AFTER);
-                }
-                RTCIceConnectionState::Connected | RTCIceConnectionState::Completed => {
-                    self.restart_due = None;
-                    if std::mem::take(&mut self.restarts) > 0 {
-                        let _ = self.events.send(PeerEvent::IceRestarted { remote: self.remote.clone() }).await;
-                    }
-                }
-                _ => {}
-            },
-        }
-        Ok(())
-    }
-
-    /// Offers with new ICE credentials, unless an offer is already out.
-    async fn restart_ice(&mut self, pc: &RTCPeerConnection) -> anyhow::Result<()> {
-        if !rtc::can_restart_ice(pc).await? {
-            return Ok(());
-        }
-        self.restarts += 1;
-        let _ =
-            self.events.send(PeerEvent::IceRestarting { remote: self.remote.clone(), attempt: self.restarts }).await;
-        rtc::restart_ice_offer(pc).await?;
-        self.send_local(pc, true).await
-    }
-
-    async fn send_local(&self, pc: &RTCPeerConnection, offer: bool) -> anyhow::Result<()> {
-        let local = pc.local_description().await.context("no local description")?;
-        let relay = DescriptionRelay { id: None, to: self.remote.clone(), description: rtc::from_rtc(&local) };
-        let msg = if offer { ClientMessage::Offer(relay) } else { ClientMessage::Answer(relay) };
-        self.signal.send(msg).await
-    }
 }

@@ -222,7 +222,7 @@ async fn turn_check(
             (None, Some(secret)) => {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
                 let username = format!("{}:turn-check", now + ttl);
-                let password = switchboard_core::password(&secret, &username);
+                let password = switchboard_protocol::turn_password::password(&secret, &username);
                 (Some(username), Some(password))
             }
             (None, None) => (None, None),

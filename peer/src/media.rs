@@ -6,14 +6,17 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use std::io::Cursor;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
+use switchboard_rtc::vp8::is_frame_keyframe;
 use tokio::task::JoinHandle;
 use webrtc::api::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use webrtc::media::Sample;
 use webrtc::media::io::ivf_reader::IVFReader;
 use webrtc::media::io::ogg_reader::OggReader;
 use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtcp::receiver_report::ReceiverReport;
 use webrtc::rtcp::sender_report::SenderReport;
 use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
@@ -65,6 +68,10 @@ type Frame = (Bytes, Duration);
 pub struct LocalMedia {
     tracks: Vec<Arc<dyn TrackLocal + Send + Sync>>,
     feeders: Vec<JoinHandle<()>>,
+    /// Set when a receiver asks for a keyframe (PLI or FIR): the video
+    /// feeder jumps to the clip's next keyframe, as a real encoder would
+    /// encode one.
+    keyframe_wanted: Arc<AtomicBool>,
     /// In reflect mode, the tracks received RTP is forwarded to: (audio, video).
     reflect: Option<(Arc<TrackLocalStaticRTP>, Arc<TrackLocalStaticRTP>)>,
 }
@@ -98,23 +105,31 @@ impl LocalMedia {
                     tokio::spawn(crate::probe::feed(audio.clone(), true, 0)),
                     tokio::spawn(crate::probe::feed(video.clone(), false, *video_kbps)),
                 ];
-                return Ok(Self { tracks: vec![audio, video], feeders, reflect: None });
+                return Ok(Self {
+                    tracks: vec![audio, video],
+                    feeders,
+                    reflect: None,
+                    keyframe_wanted: Arc::default(),
+                });
             }
             MediaSource::Reflect => {
                 let audio = Arc::new(TrackLocalStaticRTP::new(codec(MIME_TYPE_OPUS), "audio".into(), stream_id.into()));
                 let video = Arc::new(TrackLocalStaticRTP::new(codec(MIME_TYPE_VP8), "video".into(), stream_id.into()));
                 let tracks: Vec<Arc<dyn TrackLocal + Send + Sync>> = vec![audio.clone(), video.clone()];
-                return Ok(Self { tracks, feeders: Vec::new(), reflect: Some((audio, video)) });
+                let reflect = Some((audio, video));
+                return Ok(Self { tracks, feeders: Vec::new(), reflect, keyframe_wanted: Arc::default() });
             }
         };
-        let mut media = Self { tracks: Vec::new(), feeders: Vec::new(), reflect: None };
+        let mut media =
+            Self { tracks: Vec::new(), feeders: Vec::new(), reflect: None, keyframe_wanted: Arc::default() };
         if let Some(ivf) = video {
             let frames = ivf_frames(ivf).context("reading the IVF video")?;
-            media.add(MIME_TYPE_VP8, "video", stream_id, frames);
+            let wanted = Some(media.keyframe_wanted.clone());
+            media.add(MIME_TYPE_VP8, "video", stream_id, Clip::new(frames, wanted));
         }
         if let Some(ogg) = audio {
             let frames = ogg_frames(ogg).context("reading the Ogg audio")?;
-            media.add(MIME_TYPE_OPUS, "audio", stream_id, frames);
+            media.add(MIME_TYPE_OPUS, "audio", stream_id, Clip::new(frames, None));
         }
         Ok(media)
     }
@@ -130,25 +145,30 @@ impl LocalMedia {
         self.reflect.as_ref().map(|(a, v)| if video { v.clone() } else { a.clone() })
     }
 
-    fn add(&mut self, mime: &str, id: &str, stream_id: &str, frames: Vec<Frame>) {
+    fn add(&mut self, mime: &str, id: &str, stream_id: &str, clip: Clip) {
         let track = Arc::new(TrackLocalStaticSample::new(codec(mime), id.to_owned(), stream_id.to_owned()));
-        self.feeders.push(tokio::spawn(feed(track.clone(), frames)));
+        self.feeders.push(tokio::spawn(feed(track.clone(), clip)));
         self.tracks.push(track);
     }
 
     /// Adds every track to `pc` (before it negotiates), and drains RTCP
-    /// for each sender so that NACK and reports work and PLIs arrive. The
-    /// remote's receiver reports give the round-trip time, kept in the
-    /// returned meter (microseconds; 0 until the first report).
+    /// for each sender so that NACK and reports work and keyframe requests
+    /// (PLI, FIR) reach the video feeder. The remote's receiver reports
+    /// give the round-trip time, kept in the returned meter (microseconds;
+    /// 0 until the first report).
     pub async fn attach(&self, pc: &RTCPeerConnection) -> anyhow::Result<Arc<AtomicU64>> {
         let rtt = Arc::new(AtomicU64::new(0));
         for track in &self.tracks {
             let sender = pc.add_track(track.clone()).await.context("adding a track")?;
-            let rtt = rtt.clone();
+            let (rtt, keyframe_wanted) = (rtt.clone(), self.keyframe_wanted.clone());
             tokio::spawn(async move {
                 while let Ok((packets, _)) = sender.read_rtcp().await {
                     let now = ntp_middle_32(std::time::SystemTime::now());
                     for packet in &packets {
+                        let any = packet.as_any();
+                        if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                            keyframe_wanted.store(true, Ordering::Relaxed);
+                        }
                         let reports = match packet.as_any() {
                             p if p.is::<ReceiverReport>() => p.downcast_ref::<ReceiverReport>().map(|r| &r.reports),
                             p => p.downcast_ref::<SenderReport>().map(|r| &r.reports),
@@ -195,22 +215,56 @@ fn codec(mime: &str) -> RTCRtpCodecCapability {
     RTCRtpCodecCapability { mime_type: mime.to_owned(), clock_rate, channels, ..Default::default() }
 }
 
-/// Writes `frames` in a loop, one per its duration, on a schedule that does
-/// not drift, until the peer drops its media. Writes before a link is
-/// connected are dropped by webrtc-rs, which is what a live source does too;
-/// so are writes that fail (a network that is down refuses sends), and the
-/// source carries on, as a camera would, for when the path comes back.
-async fn feed(track: Arc<TrackLocalStaticSample>, frames: Vec<Frame>) {
+/// A looped clip: its frames, where its keyframes are, and what asks for one.
+#[derive(Debug)]
+struct Clip {
+    frames: Vec<Frame>,
+    /// Indices of the keyframes (VP8 only; empty for audio).
+    keyframes: Vec<usize>,
+    /// Set by a keyframe request; taken by the feeder.
+    wanted: Option<Arc<AtomicBool>>,
+    at: usize,
+}
+
+impl Clip {
+    fn new(frames: Vec<Frame>, wanted: Option<Arc<AtomicBool>>) -> Self {
+        let keyframes = match wanted {
+            Some(_) => frames.iter().enumerate().filter(|(_, (f, _))| is_frame_keyframe(f)).map(|(i, _)| i).collect(),
+            None => Vec::new(),
+        };
+        Self { frames, keyframes, wanted, at: 0 }
+    }
+
+    /// The next frame to send: the following one, or after a keyframe
+    /// request the clip's next keyframe (wrapping to the first).
+    fn next_frame(&mut self) -> &Frame {
+        if self.wanted.as_ref().is_some_and(|w| w.swap(false, Ordering::Relaxed))
+            && let Some(&key) = self.keyframes.iter().find(|&&k| k >= self.at).or(self.keyframes.first())
+        {
+            self.at = key;
+        }
+        let i = self.at % self.frames.len().max(1);
+        self.at = (i + 1) % self.frames.len().max(1);
+        &self.frames[i]
+    }
+}
+
+/// Writes the clip in a loop, one frame per its duration, on a schedule
+/// that does not drift, until the peer drops its media. Writes before a
+/// link is connected are dropped by webrtc-rs, which is what a live source
+/// does too; so are writes that fail (a network that is down refuses
+/// sends), and the source carries on, as a camera would, for when the path
+/// comes back.
+async fn feed(track: Arc<TrackLocalStaticSample>, mut clip: Clip) {
     let mut next = tokio::time::Instant::now();
     loop {
-        for (data, duration) in &frames {
-            let sample = Sample { data: data.clone(), duration: *duration, ..Default::default() };
-            if let Err(err) = track.write_sample(&sample).await {
-                tracing::trace!(%err, "media write failed; the source carries on");
-            }
-            next += *duration;
-            tokio::time::sleep_until(next).await;
+        let (data, duration) = clip.next_frame().clone();
+        let sample = Sample { data, duration, ..Default::default() };
+        if let Err(err) = track.write_sample(&sample).await {
+            tracing::trace!(%err, "media write failed; the source carries on");
         }
+        next += duration;
+        tokio::time::sleep_until(next).await;
     }
 }
 
@@ -328,6 +382,8 @@ pub struct TrackCounters {
     pub lost: AtomicU64,
     /// RFC 3550 interarrival jitter, microseconds.
     pub jitter_us: AtomicU64,
+    /// VP8 keyframes received (0 for audio).
+    pub keyframes: AtomicU64,
     /// One-way latency of probe packets, microseconds (empty for real media).
     /// A std mutex: locked per packet for a few nanoseconds, never across
     /// an await.
@@ -344,6 +400,7 @@ impl TrackCounters {
             bytes: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             jitter_us: AtomicU64::new(0),
+            keyframes: AtomicU64::new(0),
             latency: std::sync::Mutex::new(latency_histogram()),
         }
     }
@@ -449,6 +506,27 @@ impl SeqTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keyframe_request_jumps_to_the_clips_next_keyframe() {
+        let frame = |key: bool| (Bytes::from_static(if key { &[0x50] } else { &[0x51] }), Duration::from_millis(33));
+        let frames: Vec<Frame> = (0..60).map(|i| frame(i % 30 == 0)).collect();
+        let wanted = Arc::new(AtomicBool::new(false));
+        let mut clip = Clip::new(frames, Some(wanted.clone()));
+        for _ in 0..5 {
+            clip.next_frame();
+        }
+        wanted.store(true, Ordering::Relaxed);
+        assert!(is_frame_keyframe(&clip.next_frame().0), "the next frame sent is a keyframe");
+        assert_eq!(clip.at, 31, "frame 30 went out");
+        assert!(!is_frame_keyframe(&clip.next_frame().0), "then the clip plays on");
+        clip.at = 45;
+        wanted.store(true, Ordering::Relaxed);
+        assert!(is_frame_keyframe(&clip.next_frame().0));
+        assert_eq!(clip.at, 1, "past the last keyframe it wraps to the first");
+        let mut audio = Clip::new(vec![frame(false); 3], None);
+        assert!(!is_frame_keyframe(&audio.next_frame().0), "audio ignores requests");
+    }
 
     fn run(seqs: &[u16]) -> u64 {
         let mut t = SeqTracker::default();

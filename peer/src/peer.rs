@@ -2,19 +2,18 @@
 //! keeps one [`Link`] per other participant.
 
 use crate::event::PeerEvent;
-use crate::link::{Link, LinkContext, LinkInput};
+use crate::link::{Link, LinkContext};
 use crate::media::{LocalMedia, MediaSource};
-use crate::rtc::{Channel, RtcEngine, RtcOptions};
-use crate::sender::ChannelSender;
-use crate::signaling::{JoinRequest, ReconnectPolicy, Signaling};
 use crate::timeline::Phase;
 use anyhow::Context;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switchboard_client::{JoinRequest, ReconnectPolicy, Signaling};
 use switchboard_protocol::{
     Bare, ChatSend, ClientMessage, ClientMsgId, PeerId, Role, RoomMode, ServerMessage, Welcome,
 };
+use switchboard_rtc::{Channel, ChannelSender, Input, RtcEngine, RtcOptions};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -80,6 +79,8 @@ pub struct TrackStats {
     pub lost: u64,
     /// Interarrival jitter, microseconds.
     pub jitter_us: u64,
+    /// VP8 keyframes received (0 for audio).
+    pub keyframes: u64,
 }
 
 enum Command {
@@ -99,9 +100,18 @@ pub struct Peer {
     pub connected_after: Duration,
     /// Time from starting to join to the welcome.
     pub welcome_after: Duration,
-    /// Everything that happens, in order.
+    /// Everything that happens, in order. Read it: the queue holds
+    /// [`EVENT_QUEUE`] events. When it is full, events reported from inside
+    /// the WebRTC stack (phases, connection and ICE states, tracks and
+    /// channels opening, unreliable `state` messages, link errors) are
+    /// dropped and counted in [`Peer::dropped_events`], so that a program
+    /// that stops reading never stalls ICE, DTLS or SCTP. Messages on the
+    /// reliable `chat` channel and everything from the signaling server
+    /// are never dropped: they wait, and their senders are slowed down
+    /// (SCTP flow control; the server's outbound queue).
     pub events: mpsc::Receiver<PeerEvent>,
     commands: mpsc::Sender<Command>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -112,6 +122,11 @@ impl Drop for Peer {
 }
 
 impl Peer {
+    /// Events dropped so far because [`Peer::events`] was full.
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Connects, joins, and offers a connection to everyone already there.
     pub async fn join(options: PeerOptions) -> anyhow::Result<Self> {
         let start = Instant::now();
@@ -125,16 +140,19 @@ impl Peer {
             token: options.token,
             role: Role::Participant,
             reconnect: options.reconnect,
+            internal_key: None,
         };
         let signaling = Signaling::join(&options.url, &request, start).await?;
         let (connected_after, welcome_after) = (signaling.connected_after, signaling.welcome_after);
         let welcome = signaling.welcome.clone();
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let ctx = LinkContext {
             me: welcome.you.id.clone(),
             ice_servers: welcome.ice_servers.clone(),
             signal: signaling.sender.clone(),
             events: events_tx,
+            dropped: dropped.clone(),
             local,
             start,
             record: options.record,
@@ -160,7 +178,7 @@ impl Peer {
             away: std::collections::HashSet::new(),
         };
         let task = tokio::spawn(session.run(commands_rx));
-        Ok(Self { welcome, connected_after, welcome_after, events, commands, task })
+        Ok(Self { welcome, connected_after, welcome_after, events, commands, dropped, task })
     }
 
     /// This peer's id in its first session. A resumed session keeps it; a
@@ -327,7 +345,8 @@ impl Session {
                         .map(|c| {
                             let (packets, bytes, lost, jitter_us) = c.snapshot();
                             let remote = c.origin.clone().unwrap_or_else(|| link.remote().clone());
-                            TrackStats { remote, kind: c.kind, packets, bytes, lost, jitter_us }
+                            let keyframes = c.keyframes.load(std::sync::atomic::Ordering::Relaxed);
+                            TrackStats { remote, kind: c.kind, packets, bytes, lost, jitter_us, keyframes }
                         })
                         .collect();
                     reports.push(LinkReport {
@@ -427,9 +446,9 @@ impl Session {
                 self.emit(PeerEvent::PeerLeft { remote: left.peer_id, reason: left.reason }).await;
                 return;
             }
-            ServerMessage::Offer(r) | ServerMessage::Answer(r) => (r.from, LinkInput::Description(r.description)),
-            ServerMessage::Candidate(r) => (r.from, LinkInput::Candidate(r.candidate)),
-            ServerMessage::EndOfCandidates(r) => (r.from, LinkInput::EndOfCandidates),
+            ServerMessage::Offer(r) | ServerMessage::Answer(r) => (r.from, Input::Description(r.description)),
+            ServerMessage::Candidate(r) => (r.from, Input::Candidate(r.candidate)),
+            ServerMessage::EndOfCandidates(r) => (r.from, Input::EndOfCandidates),
             ServerMessage::Chat(chat) => return self.emit(PeerEvent::Chat(chat)).await,
             ServerMessage::IceServers(list) => {
                 for link in self.links.values() {

@@ -11,9 +11,11 @@
 //! The signaling server runs it in-process for its own SFU rooms; the
 //! `switchboard-sfu` binary runs it against any server.
 
+mod forward;
 pub mod keyframe;
 pub mod member;
 pub mod metrics;
+pub mod relay_budget;
 pub mod room;
 
 pub use room::{SfuOptions, TrackKey, run_room};

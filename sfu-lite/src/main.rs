@@ -1,7 +1,7 @@
 //! `switchboard-sfu`: forward media for one SFU room of a Switchboard server.
 
 use clap::Parser;
-use switchboard_peer::RtcOptions;
+use switchboard_rtc::RtcOptions;
 use switchboard_sfu::{SfuOptions, run_room};
 
 #[derive(Debug, Parser)]
@@ -29,5 +29,5 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let rtc = RtcOptions { loopback_only: cli.loopback_only, relay_only: false };
-    run_room(SfuOptions { url: cli.url, room: cli.room, token: cli.token, rtc }).await
+    run_room(SfuOptions { url: cli.url, room: cli.room, token: cli.token, rtc, internal_key: None }).await
 }

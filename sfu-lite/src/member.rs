@@ -2,28 +2,24 @@
 //! its two data channels, the tracks forwarded to it, and the negotiation
 //! with it.
 //!
-//! Negotiation follows the same rules as every other Switchboard client: the
-//! newcomer offers, the peer whose id sorts greater is polite on collisions.
-//! On top of that the SFU renegotiates whenever the tracks it forwards to a
-//! member change; a change while an exchange is under way waits for it to
-//! finish (one offer in flight at a time).
+//! Negotiation is the one [`Negotiator`] every Switchboard connection on
+//! webrtc-rs uses (perfect negotiation, ICE restart by the first offerer,
+//! capped candidate queue, real mids). The SFU asks it to renegotiate
+//! whenever the tracks it forwards to a member change; it offers when the
+//! connection is stable and connected (one offer in flight at a time).
 
 use crate::room::{RoomEvent, TrackKey};
 use anyhow::Context;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
-use switchboard_peer::rtc::{self, Channel, RtcEngine};
-use switchboard_peer::signaling::SignalSender;
-use switchboard_protocol::{
-    CandidateRelay, ClientMessage, DescriptionRelay, IceCandidate, IceServer, PeerId, SessionDescription,
-};
+use switchboard_client::SignalSender;
+use switchboard_protocol::{IceServer, PeerId};
+use switchboard_rtc::{Channel, Input, Negotiator, Observer, Report, Roles, RtcEngine};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use webrtc::data_channel::RTCDataChannel;
 use webrtc::data_channel::data_channel_message::DataChannelMessage;
-use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
 use webrtc::peer_connection::RTCPeerConnection;
-use webrtc::peer_connection::signaling_state::RTCSignalingState;
 use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
@@ -31,20 +27,6 @@ use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
 use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
-
-/// Signaling inputs queued for one member.
-pub const MEMBER_QUEUE: usize = 256;
-
-/// What a member's negotiation task acts on.
-#[derive(Debug)]
-pub enum MemberInput {
-    /// A relayed offer or answer.
-    Description(SessionDescription),
-    /// A relayed candidate.
-    Candidate(IceCandidate),
-    /// The forwarded tracks changed: offer when the connection is idle.
-    Negotiate,
-}
 
 /// A track forwarded to this member.
 #[derive(Debug)]
@@ -74,8 +56,7 @@ pub struct Member {
     /// The participant.
     pub id: PeerId,
     pc: Arc<RTCPeerConnection>,
-    inputs: mpsc::Sender<MemberInput>,
-    task: JoinHandle<()>,
+    negotiator: Negotiator,
     /// Tracks forwarded to this member, by publisher track.
     pub outlets: HashMap<TrackKey, Outlet>,
     /// Its open data channels, by label.
@@ -103,7 +84,7 @@ impl Member {
                 pc.add_transceiver_from_kind(kind, Some(init)).await.context("adding a receiver")?;
             }
             for channel in Channel::ALL {
-                let dc = rtc::open_channel(&pc, channel).await?;
+                let dc = switchboard_rtc::open_channel(&pc, channel).await?;
                 watch_channel(&dc, channel, &id, &ctx.events);
             }
         } else {
@@ -118,31 +99,20 @@ impl Member {
             }));
         }
         watch_tracks(&pc, &id, &ctx.events);
-        trickle(&pc, &id, &ctx.signal);
-        let (inputs, rx) = mpsc::channel(MEMBER_QUEUE);
-        let negotiator = Negotiator {
-            pc: Arc::downgrade(&pc),
-            remote: id.clone(),
-            signal: ctx.signal.clone(),
-            events: ctx.events.clone(),
-            polite: ctx.me > id,
-            settled: false,
-            first_offer_ours: offerer,
-            offered: false,
-            wants_offer: false,
-            remote_set: false,
-            pending: Vec::new(),
-        };
-        let task = tokio::spawn(negotiator.run(rx));
-        if offerer {
-            inputs.send(MemberInput::Negotiate).await.context("member task gone")?;
-        }
-        Ok(Self { id, pc, inputs, task, outlets: HashMap::new(), channels: HashMap::new(), events: ctx.events.clone() })
+        let observer = Arc::new(MemberObserver { from: id.clone(), events: ctx.events.clone() });
+        let roles = Roles::new(&ctx.me, &id, offerer);
+        let negotiator = Negotiator::start(&pc, id.clone(), roles, ctx.signal.queue(), observer);
+        Ok(Self { id, pc, negotiator, outlets: HashMap::new(), channels: HashMap::new(), events: ctx.events.clone() })
     }
 
-    /// Hands a signaling input to the member's task.
-    pub async fn input(&self, input: MemberInput) {
-        let _ = self.inputs.send(input).await;
+    /// Hands a signaling input to the member's negotiator. The room never
+    /// waits on one member: when its queue (`switchboard_rtc::negotiator::NEGOTIATOR_QUEUE`) is full
+    /// the input is dropped and reported, and negotiation recovers through
+    /// the next offer or ICE restart.
+    pub fn input(&self, input: Input) {
+        if let Err(input) = self.negotiator.try_input(input) {
+            tracing::warn!(peer = %self.id, ?input, "negotiation queue full: input dropped");
+        }
     }
 
     /// A weak handle on the connection (for keyframe requests to it as a
@@ -154,6 +124,9 @@ impl Member {
     /// Starts forwarding `track` (of publisher track `key`) to this member.
     /// Renegotiation is the caller's to ask for, once per batch of changes.
     pub async fn add_outlet(&mut self, key: TrackKey, track: Arc<TrackLocalStaticRTP>) -> anyhow::Result<()> {
+        // A publisher's second track of a kind replaces its first: the old
+        // sender and its RTCP reader go, or each would leak per subscriber.
+        self.remove_outlet(&key).await;
         let sender = self.pc.add_track(track.clone()).await.context("adding a forwarded track")?;
         // Read the sender's RTCP: the interceptors (NACK responder, reports)
         // only work when someone does, and keyframe requests arrive here.
@@ -164,7 +137,12 @@ impl Member {
                     p.as_any().downcast_ref::<PictureLossIndication>().is_some()
                         || p.as_any().downcast_ref::<FullIntraRequest>().is_some()
                 });
-                if keyframe && events.send(RoomEvent::KeyframeWanted { key: wanted.clone() }).await.is_err() {
+                // Requests are throttled anyway: one dropped on a full queue
+                // is repeated by the subscriber.
+                if keyframe
+                    && let Err(mpsc::error::TrySendError::Closed(_)) =
+                        events.try_send(RoomEvent::KeyframeWanted { key: wanted.clone() })
+                {
                     break;
                 }
             }
@@ -182,20 +160,24 @@ impl Member {
     }
 
     /// Asks for a renegotiation (after adding or removing outlets).
-    pub async fn renegotiate(&self) {
-        self.input(MemberInput::Negotiate).await;
+    pub fn renegotiate(&self) {
+        self.input(Input::Negotiate);
     }
 
-    /// Sends text on one of the member's data channels, if open.
-    pub async fn send(&self, channel: Channel, text: &str) {
-        if let Some(dc) = self.channels.get(channel.label()) {
+    /// Sends text on one of the member's data channels, if open and if
+    /// fewer than `high_water` bytes wait unsent on it (else the message is
+    /// dropped: for unreliable channels only).
+    pub async fn send_unreliable(&self, channel: Channel, text: &str, high_water: usize) {
+        if let Some(dc) = self.channels.get(channel.label())
+            && dc.buffered_amount().await < high_water
+        {
             let _ = dc.send_text(text.to_string()).await;
         }
     }
 
     /// Closes the connection and stops the member's tasks.
     pub async fn close(self) {
-        self.task.abort();
+        self.negotiator.stop();
         for outlet in self.outlets.into_values() {
             outlet.reader.abort();
         }
@@ -218,8 +200,13 @@ fn watch_channel(dc: &Arc<RTCDataChannel>, channel: Channel, from: &PeerId, even
     dc.on_message(Box::new(move |msg: DataChannelMessage| {
         let (from, events) = (from.clone(), events.clone());
         Box::pin(async move {
+            // Never wait on the room from inside webrtc-rs (SCTP would
+            // stall, and the room may be waiting on this member): a full
+            // room queue drops the message, as the `state` channel may.
             let text = String::from_utf8_lossy(&msg.data).into_owned();
-            let _ = events.send(RoomEvent::Data { from, channel, text }).await;
+            if events.try_send(RoomEvent::Data { from: from.clone(), channel, text }).is_err() {
+                tracing::debug!(peer = %from, "room queue full: data channel message dropped");
+            }
         })
     }));
 }
@@ -238,105 +225,26 @@ fn watch_tracks(pc: &Arc<RTCPeerConnection>, from: &PeerId, events: &mpsc::Sende
     }));
 }
 
-/// Trickles local candidates to the member.
-fn trickle(pc: &Arc<RTCPeerConnection>, to: &PeerId, signal: &SignalSender) {
-    let (to, signal) = (to.clone(), signal.clone());
-    pc.on_ice_candidate(Box::new(move |candidate| {
-        let (to, signal) = (to.clone(), signal.clone());
-        Box::pin(async move {
-            let Some(Ok(init)) = candidate.map(|c| c.to_json()) else { return };
-            let msg =
-                ClientMessage::Candidate(CandidateRelay { id: None, to, candidate: rtc::candidate_from_rtc(init) });
-            let _ = signal.send(msg).await;
-        })
-    }));
-}
-
-/// The member's negotiation state, owned by its task.
-struct Negotiator {
-    pc: Weak<RTCPeerConnection>,
-    remote: PeerId,
-    signal: SignalSender,
+/// What the room hears of a member's negotiation: its failures (ICE
+/// states and restarts show in the metrics of the tracks).
+#[derive(Debug)]
+struct MemberObserver {
+    from: PeerId,
     events: mpsc::Sender<RoomEvent>,
-    polite: bool,
-    /// A first offer/answer exchange has completed.
-    settled: bool,
-    /// The SFU makes the first offer (it joined after the member).
-    first_offer_ours: bool,
-    /// The first offer has been sent.
-    offered: bool,
-    /// A renegotiation is owed once the connection is idle.
-    wants_offer: bool,
-    /// A remote description has been applied: candidates can be added.
-    remote_set: bool,
-    /// Candidates that arrived before their description.
-    pending: Vec<RTCIceCandidateInit>,
 }
 
-impl Negotiator {
-    async fn run(mut self, mut inputs: mpsc::Receiver<MemberInput>) {
-        while let Some(input) = inputs.recv().await {
-            let Some(pc) = self.pc.upgrade() else { break };
-            if let Err(err) = self.handle(&pc, input).await {
-                let message = format!("{err:#}");
-                let _ = self.events.send(RoomEvent::Problem { from: self.remote.clone(), message }).await;
+impl Observer for MemberObserver {
+    async fn report(&self, report: Report) {
+        match report {
+            Report::Problem(message) => {
+                // The room is told if it has room; the log always is.
+                tracing::debug!(peer = %self.from, %message, "negotiation problem");
+                let _ = self.events.try_send(RoomEvent::Problem { from: self.from.clone(), message });
             }
+            Report::IceRestarting { attempt } => {
+                tracing::info!(peer = %self.from, attempt, "restarting ICE");
+            }
+            _ => {}
         }
-    }
-
-    async fn handle(&mut self, pc: &RTCPeerConnection, input: MemberInput) -> anyhow::Result<()> {
-        match input {
-            MemberInput::Negotiate => {
-                let idle = pc.signaling_state() == RTCSignalingState::Stable;
-                // Before the first exchange only its offerer may offer, once;
-                // an answerer waits for the member's offer.
-                let may_offer = if self.settled { idle } else { self.first_offer_ours && idle && !self.offered };
-                if may_offer {
-                    self.offered = true;
-                    self.offer(pc).await?;
-                } else {
-                    self.wants_offer = true;
-                }
-            }
-            MemberInput::Description(desc) => {
-                match rtc::apply_remote(pc, &desc, self.polite, &mut self.pending).await? {
-                    rtc::Applied::Ignored => return Ok(()),
-                    rtc::Applied::Accepted => {}
-                    rtc::Applied::Answered { rolled_back } => {
-                        self.send_local(pc, false).await?;
-                        // Our withdrawn offer is owed again.
-                        self.wants_offer |= rolled_back;
-                    }
-                }
-                self.remote_set = true;
-                self.settled = true;
-                if self.wants_offer && pc.signaling_state() == RTCSignalingState::Stable {
-                    self.wants_offer = false;
-                    self.offer(pc).await?;
-                }
-            }
-            MemberInput::Candidate(candidate) => {
-                let init = rtc::candidate_to_rtc(&candidate);
-                if self.remote_set {
-                    pc.add_ice_candidate(init).await.context("adding a candidate")?;
-                } else {
-                    self.pending.push(init);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn offer(&mut self, pc: &RTCPeerConnection) -> anyhow::Result<()> {
-        let offer = pc.create_offer(None).await.context("creating an offer")?;
-        pc.set_local_description(offer).await.context("setting the local offer")?;
-        self.send_local(pc, true).await
-    }
-
-    async fn send_local(&self, pc: &RTCPeerConnection, offer: bool) -> anyhow::Result<()> {
-        let local = pc.local_description().await.context("no local description")?;
-        let relay = DescriptionRelay { id: None, to: self.remote.clone(), description: rtc::from_rtc(&local) };
-        let msg = if offer { ClientMessage::Offer(relay) } else { ClientMessage::Answer(relay) };
-        self.signal.send(msg).await
     }
 }

@@ -7,14 +7,15 @@
 //! publishes to, so forwarding never takes a lock the room holds.
 
 use crate::keyframe::{KEYFRAME_INTERVAL, KeyframeThrottle};
-use crate::member::{Member, MemberContext, MemberInput};
+use crate::member::{Member, MemberContext};
 use crate::metrics::TrackMetrics;
+use crate::relay_budget::{RelayBudget, STATE_RELAY_HIGH_WATER};
 use anyhow::Context;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
-use switchboard_peer::rtc::{Channel, RtcEngine, RtcOptions};
-use switchboard_peer::{JoinRequest, Signaling};
-use switchboard_protocol::{Bare, ClientMessage, PeerId, PeerInfo, Role, ServerMessage};
+use switchboard_client::{JoinRequest, ReconnectPolicy, Signaling};
+use switchboard_protocol::{Bare, ClientMessage, PeerId, PeerInfo, Role, ServerMessage, Welcome};
+use switchboard_rtc::{Channel, Input, RtcEngine, RtcOptions};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -22,7 +23,6 @@ use webrtc::data_channel::RTCDataChannel;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTPCodecType};
-use webrtc::track::track_local::TrackLocalWriter;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_remote::TrackRemote;
 
@@ -110,10 +110,13 @@ pub struct SfuOptions {
     pub token: String,
     /// WebRTC settings.
     pub rtc: RtcOptions,
+    /// The key a server gives its built-in SFU (see
+    /// `switchboard_client::JoinRequest::internal_key`); `None` for an SFU
+    /// process started against any server.
+    pub internal_key: Option<String>,
 }
 
-/// The outlets a forwarder writes to.
-type Outlets = Arc<Vec<Arc<TrackLocalStaticRTP>>>;
+use crate::forward::{Outlets, forward};
 
 /// A publisher track and its subscribers.
 struct Publication {
@@ -137,9 +140,10 @@ pub async fn run_room(options: SfuOptions) -> anyhow::Result<()> {
         name: "SFU".into(),
         token: Some(options.token.clone()),
         role: Role::Sfu,
-        // The server holds no seat for an SFU: a drop ends its room task,
-        // and the server asks for a new SFU if participants remain.
-        reconnect: None,
+        // A dropped signaling socket is resumed like any client's: the
+        // members' connections and the media they carry stay up meanwhile.
+        reconnect: Some(ReconnectPolicy::default()),
+        internal_key: options.internal_key.clone(),
     };
     let mut signaling = Signaling::join(&options.url, &request, std::time::Instant::now()).await?;
     let engine = RtcEngine::new(&options.rtc)?;
@@ -158,12 +162,10 @@ pub async fn run_room(options: SfuOptions) -> anyhow::Result<()> {
         members: HashMap::new(),
         publications: HashMap::new(),
         throttle: KeyframeThrottle::new(KEYFRAME_INTERVAL),
+        relay_budget: RelayBudget::default(),
     };
     info!(room = %room.name, "SFU joined");
-    // The SFU is the newcomer: it offers to everyone already there.
-    for peer in welcome.peers.iter().filter(|p| p.role == Role::Participant) {
-        room.add_member(peer, true).await;
-    }
+    room.welcomed(&welcome).await;
     loop {
         tokio::select! {
             msg = signaling.events.recv() => match msg {
@@ -189,18 +191,40 @@ struct Room {
     members: HashMap<PeerId, Member>,
     publications: HashMap<TrackKey, Publication>,
     throttle: KeyframeThrottle<TrackKey>,
+    relay_budget: RelayBudget<PeerId>,
 }
 
 impl Room {
+    /// The SFU is the newcomer: it offers to everyone already there.
+    async fn welcomed(&mut self, welcome: &Welcome) {
+        for peer in welcome.peers.iter().filter(|p| p.role == Role::Participant) {
+            self.add_member(peer, true).await;
+        }
+    }
+
     async fn signal(&mut self, msg: ServerMessage) {
         let (from, input) = match msg {
+            // A resumed session: the missed events follow, nothing to redo.
+            ServerMessage::Welcome(w) if w.resumed => return,
+            ServerMessage::Welcome(w) => {
+                // Joined afresh under a new id: every connection was made
+                // with the old one. Start over.
+                info!(room = %self.name, "SFU rejoined afresh: reconnecting every member");
+                let ids: Vec<PeerId> = self.members.keys().cloned().collect();
+                for id in ids {
+                    self.remove_member(&id).await;
+                }
+                self.ctx.me = w.you.id.clone();
+                self.ctx.ice_servers = w.ice_servers.clone();
+                return self.welcomed(&w).await;
+            }
             ServerMessage::PeerJoined(joined) if joined.peer.role == Role::Participant => {
                 // The newcomer offers; the SFU waits for it.
                 return self.add_member(&joined.peer, false).await;
             }
             ServerMessage::PeerLeft(left) => return self.remove_member(&left.peer_id).await,
-            ServerMessage::Offer(r) | ServerMessage::Answer(r) => (r.from, MemberInput::Description(r.description)),
-            ServerMessage::Candidate(r) => (r.from, MemberInput::Candidate(r.candidate)),
+            ServerMessage::Offer(r) | ServerMessage::Answer(r) => (r.from, Input::Description(r.description)),
+            ServerMessage::Candidate(r) => (r.from, Input::Candidate(r.candidate)),
             ServerMessage::IceServers(list) => {
                 self.ctx.ice_servers = list.ice_servers;
                 return;
@@ -209,7 +233,7 @@ impl Room {
             _ => return,
         };
         if let Some(member) = self.members.get(&from) {
-            member.input(input).await;
+            member.input(input);
         }
     }
 
@@ -224,10 +248,14 @@ impl Room {
             }
             RoomEvent::Data { from, channel: Channel::State, text } => {
                 // The unreliable `state` channel is relayed to the room,
-                // wrapped so receivers know whose state it is.
+                // wrapped so receivers know whose state it is, within each
+                // sender's budget and each receiver's buffer.
+                if !self.relay_budget.allow(&from, std::time::Instant::now()) {
+                    return debug!(room = %self.name, peer = %from, "state relay over budget: dropped");
+                }
                 let wrapped = serde_json::json!({ "from": from, "text": text }).to_string();
                 for member in self.members.values().filter(|m| m.id != from) {
-                    member.send(Channel::State, &wrapped).await;
+                    member.send_unreliable(Channel::State, &wrapped, STATE_RELAY_HIGH_WATER).await;
                 }
             }
             RoomEvent::Data { from, channel: Channel::Chat, text } => self.control(&from, &text),
@@ -248,19 +276,17 @@ impl Room {
             }
         }
         if !keys.is_empty() {
-            member.renegotiate().await;
+            member.renegotiate();
         }
-        // A newcomer's decoders start from a keyframe: ask for one now
-        // (throttled, so a burst of joiners costs one per track).
-        for key in &keys {
-            self.request_keyframe(key);
-        }
+        // A newcomer's decoders start from a keyframe: the forwarder asks
+        // for one as soon as each outlet is bound (see `forward`).
         debug!(room = %self.name, peer = %member.id, "member connected");
         self.members.insert(member.id.clone(), member);
     }
 
     async fn remove_member(&mut self, id: &PeerId) {
         let Some(member) = self.members.remove(id) else { return };
+        self.relay_budget.forget(id);
         member.close().await;
         // Its tracks go away from everyone else.
         let gone: Vec<TrackKey> = self.publications.keys().filter(|k| &k.publisher == id).cloned().collect();
@@ -289,7 +315,7 @@ impl Room {
         }
         for id in touched {
             if let Some(member) = self.members.get(&id) {
-                member.renegotiate().await;
+                member.renegotiate();
             }
         }
     }
@@ -301,7 +327,8 @@ impl Room {
         let key = TrackKey { publisher: from.clone(), kind };
         let metrics = TrackMetrics::new(&self.name, key.track_id());
         let (outlets, watcher) = watch::channel(Arc::new(Vec::new()));
-        let forwarder = tokio::spawn(forward(track.clone(), watcher, metrics.clone()));
+        let forwarder =
+            tokio::spawn(forward(track.clone(), watcher, metrics.clone(), key.clone(), self.ctx.events.clone()));
         let publication = Publication {
             codec: track.codec().capability,
             ssrc: track.ssrc(),
@@ -319,12 +346,11 @@ impl Room {
         for id in others {
             let Some(mut member) = self.members.remove(&id) else { continue };
             match self.subscribe(&mut member, &key).await {
-                Ok(()) => member.renegotiate().await,
+                Ok(()) => member.renegotiate(),
                 Err(err) => warn!(room = %self.name, "cannot forward a track: {err:#}"),
             }
             self.members.insert(id, member);
         }
-        self.request_keyframe(&key);
         info!(room = %self.name, track = %key.track_id(), "publishing");
     }
 
@@ -403,18 +429,4 @@ fn publish_outlets(publication: &Publication) {
         .collect();
     publication.metrics.set_subscribers(list.len());
     publication.outlets.send_replace(Arc::new(list));
-}
-
-/// Copies every RTP packet of `track` to the current outlets. Each outlet
-/// rewrites SSRC and payload type for its subscriber's connection.
-async fn forward(track: Arc<TrackRemote>, outlets: watch::Receiver<Outlets>, metrics: TrackMetrics) {
-    while let Ok((packet, _)) = track.read_rtp().await {
-        let current = outlets.borrow().clone();
-        for outlet in current.iter() {
-            // An outlet not yet bound (negotiation under way) drops the
-            // packet; the keyframe requested on subscribe covers the gap.
-            let _ = outlet.write_rtp(&packet).await;
-        }
-        metrics.forwarded(current.len() as u64, (packet.payload.len() * current.len()) as u64);
-    }
 }

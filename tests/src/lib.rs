@@ -10,8 +10,10 @@
 pub mod browser;
 pub mod coturn;
 pub mod lab_browser;
+pub mod lab_watch;
 pub mod netlab;
 pub mod pixels;
+pub mod tcp_proxy;
 
 pub use browser::{Browser, Driver};
 pub use coturn::Coturn;
@@ -77,9 +79,31 @@ pub async fn rust_peer(server: &Server, room: &str, name: &str, media: MediaSour
     rust_peer_with(server, room, name, media, RtcOptions { loopback_only: true, relay_only: false }).await
 }
 
+/// A headless Rust peer that sends no media.
+pub async fn quiet_peer(server: &Server, room: &str, name: &str) -> Peer {
+    rust_peer(server, room, name, MediaSource::None).await
+}
+
+/// A headless Rust peer that records every remote track into `record`.
+pub async fn recording_peer(
+    server: &Server,
+    room: &str,
+    name: &str,
+    media: MediaSource,
+    record: Option<std::path::PathBuf>,
+) -> Peer {
+    let rtc = RtcOptions { loopback_only: true, relay_only: false };
+    let options = PeerOptions { record, ..peer_options(server, room, name, media, rtc) };
+    Peer::join(options).await.expect("peer joins")
+}
+
 /// A headless Rust peer with the given WebRTC options.
 pub async fn rust_peer_with(server: &Server, room: &str, name: &str, media: MediaSource, rtc: RtcOptions) -> Peer {
-    let options = PeerOptions {
+    Peer::join(peer_options(server, room, name, media, rtc)).await.expect("peer joins")
+}
+
+fn peer_options(server: &Server, room: &str, name: &str, media: MediaSource, rtc: RtcOptions) -> PeerOptions {
+    PeerOptions {
         media,
         record: None,
         reconnect: Some(switchboard_peer::ReconnectPolicy::default()),
@@ -88,8 +112,7 @@ pub async fn rust_peer_with(server: &Server, room: &str, name: &str, media: Medi
         name: name.into(),
         token: None,
         rtc,
-    };
-    Peer::join(options).await.expect("peer joins")
+    }
 }
 
 /// Waits for a Rust peer event matching `pred`; panics after [`WAIT`] naming

@@ -3,22 +3,18 @@
 //! during a relay-only call. Calls must recover by themselves, with nothing
 //! lost and nobody duplicated.
 
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use switchboard_core::TurnConfig;
-use switchboard_e2e::netlab::{LabProcess, NatLab, Place};
+use switchboard_e2e::lab_watch::{RECOVERS_WITHIN, drop_host_traffic, events, video_flowing, watch};
+use switchboard_e2e::netlab::{NatLab, Place};
 use switchboard_e2e::{
     Coturn, free_port, require_loopback_namespace, rust_peer_with, serial, server_with, settings, wait_for_event,
     wait_for_rust_media, workspace_binary,
 };
 use switchboard_peer::{MediaSource, Peer, PeerEvent, PeerOptions, ReconnectPolicy, RtcOptions, SignalState};
 use switchboard_protocol::PeerId;
-
-/// Recovery after a fault takes a few seconds (backoff, ICE restart); the
-/// rest is headroom for a loaded machine.
-const RECOVERS_WITHIN: Duration = Duration::from_secs(45);
 
 /// The signaling server binary on a loopback port; killed on drop.
 struct ServerProcess(Child);
@@ -108,53 +104,6 @@ async fn a_call_survives_a_sigkilled_server_and_everyone_rejoins_when_it_returns
     wait_for_rust_media(&mut a, "video from b's new session", |s| video_from(s, &new_b) > 30).await;
     assert!(back.elapsed() < RECOVERS_WITHIN);
     println!("server back: chat after {chat_after:?}, media both ways after {:?}", back.elapsed());
-}
-
-fn json(line: &str) -> Value {
-    serde_json::from_str(line).unwrap_or(Value::Null)
-}
-
-/// Reads both processes' output until `done` holds over everything seen.
-fn watch(a: &mut LabProcess, b: &mut LabProcess, what: &str, mut done: impl FnMut(&[String], &[String]) -> bool) {
-    let deadline = Instant::now() + RECOVERS_WITHIN;
-    loop {
-        for p in [&mut *a, &mut *b] {
-            while let Ok(line) = p.lines.try_recv() {
-                p.seen.push(line);
-            }
-        }
-        if done(&a.seen, &b.seen) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n--- A:\n{}\n--- B:\n{}",
-            a.seen.join("\n"),
-            b.seen.join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn events<'a>(lines: &'a [String], kind: &'a str) -> impl Iterator<Item = Value> + 'a {
-    lines.iter().map(|l| json(l)).filter(move |v| v["event"] == kind)
-}
-
-/// Drops every packet in or out of [`Place::Host`]'s only interface, with
-/// iptables inside it (`true`), or stops dropping them.
-fn drop_host_traffic(lab: &NatLab, cut: bool) {
-    let action = if cut { "-I" } else { "-D" };
-    for rule in [["INPUT", "-i"], ["OUTPUT", "-o"]] {
-        let argv = ["iptables", action, rule[0], rule[1], "eth0", "-j", "DROP"];
-        let out = lab.run(Place::Host, &argv);
-        assert!(out.status.success(), "{argv:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-}
-
-/// The latest video stats line after line `from` shows video arriving.
-fn video_flowing(lines: &[String], from: usize) -> bool {
-    let latest = events(&lines[from.min(lines.len())..], "stats").filter(|v| v["kind"] == "video").last();
-    latest.is_some_and(|v| v["kbps"].as_f64() > Some(50.0))
 }
 
 #[tokio::test]

@@ -25,6 +25,7 @@ fn request(i: usize) -> JoinRequest {
         token: None,
         role: Role::Participant,
         reconnect: Some(ReconnectPolicy::default()),
+        internal_key: None,
     }
 }
 

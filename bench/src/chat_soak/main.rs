@@ -330,6 +330,7 @@ async fn join(id: MemberId, gate: SocketAddr, path: &str, run: &str) -> anyhow::
         token: None,
         role: Role::Participant,
         reconnect: Some(ReconnectPolicy::default()),
+        internal_key: None,
     };
     Signaling::join(&format!("ws://{gate}{path}"), &request, std::time::Instant::now()).await
 }

@@ -52,11 +52,12 @@ impl TokenVerifier {
     }
 
     /// The token's claims if it is genuine, for `room`, and not expired at
-    /// `now_unix_s`; otherwise the error code and a message for the client.
-    pub fn verify(&self, token: &str, room: &RoomName, now_unix_s: u64) -> Result<Claims, (ErrorCode, String)> {
+    /// `now_unix_s`; otherwise why not (its [`TokenError::code`] and text
+    /// are what the client is told).
+    pub fn verify(&self, token: &str, room: &RoomName, now_unix_s: u64) -> Result<Claims, TokenError> {
         let claims = self.verify_any_room(token, now_unix_s)?;
         if claims.room != room.as_str() {
-            return Err((ErrorCode::Unauthorized, "token is for another room".into()));
+            return Err(TokenError::WrongRoom);
         }
         Ok(claims)
     }
@@ -64,10 +65,10 @@ impl TokenVerifier {
     /// The token's claims if it is genuine and not expired, whatever room it
     /// names: for requests that belong to no room (TURN credentials over
     /// HTTP).
-    pub fn verify_any_room(&self, token: &str, now_unix_s: u64) -> Result<Claims, (ErrorCode, String)> {
+    pub fn verify_any_room(&self, token: &str, now_unix_s: u64) -> Result<Claims, TokenError> {
         let claims = self.genuine(token)?;
         if claims.exp.saturating_add(CLOCK_SKEW_LEEWAY_S) < now_unix_s {
-            return Err((ErrorCode::TokenExpired, "token has expired".into()));
+            return Err(TokenError::Expired);
         }
         Ok(claims)
     }
@@ -78,21 +79,63 @@ impl TokenVerifier {
     /// client is that session, and the join token still proves who it is
     /// and for which room. A join token shorter-lived than a call must not
     /// end the call at the first network drop after it expires.
-    pub fn verify_for_resume(&self, token: &str, room: &RoomName) -> Result<Claims, (ErrorCode, String)> {
+    pub fn verify_for_resume(&self, token: &str, room: &RoomName) -> Result<Claims, TokenError> {
         let claims = self.genuine(token)?;
         if claims.room != room.as_str() {
-            return Err((ErrorCode::Unauthorized, "token is for another room".into()));
+            return Err(TokenError::WrongRoom);
         }
         Ok(claims)
     }
 
     /// Signature and claim rules, not expiry.
-    fn genuine(&self, token: &str) -> Result<Claims, (ErrorCode, String)> {
+    fn genuine(&self, token: &str) -> Result<Claims, TokenError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| (ErrorCode::Unauthorized, format!("invalid token: {e}")))?;
-        check_claims(&data.claims).map_err(|why| (ErrorCode::Unauthorized, why))?;
+            .map_err(|e| TokenError::Invalid(e.to_string()))?;
+        check_claims(&data.claims)?;
         Ok(data.claims)
     }
+}
+
+/// Why a join token is refused. The text is what the client reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not a token signed with this server's secret (the text says why).
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// Genuine, but its claims break the rules every token follows.
+    #[error(transparent)]
+    Claims(#[from] ClaimsError),
+    /// Genuine, but for another room.
+    #[error("token is for another room")]
+    WrongRoom,
+    /// Genuine, but expired (beyond the clock skew leeway).
+    #[error("token has expired")]
+    Expired,
+}
+
+impl TokenError {
+    /// The wire error code for it: `token_expired` for an expired token,
+    /// `unauthorized` for everything else.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Expired => ErrorCode::TokenExpired,
+            Self::Invalid(_) | Self::Claims(_) | Self::WrongRoom => ErrorCode::Unauthorized,
+        }
+    }
+}
+
+/// Why a token's claims break the rules (see [`check_claims`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimsError {
+    /// `room` is not a room name.
+    #[error("token room must be 1-64 characters of A-Z a-z 0-9 _ - .")]
+    Room,
+    /// `sub` is empty, too long or padded with spaces.
+    #[error("token subject must be 1-{MAX_IDENTITY_BYTES} bytes without surrounding spaces")]
+    SubjectShape,
+    /// `sub` is not a label others can read (the text says why).
+    #[error("token subject {0}")]
+    SubjectLabel(&'static str),
 }
 
 /// Longest identity (`sub`), in bytes.
@@ -102,14 +145,14 @@ pub const MAX_IDENTITY_BYTES: usize = 128;
 /// the protocol accepts, and an identity that is a label others can read
 /// (see [`switchboard_protocol::text::check_label`]). `switchboard token`
 /// refuses to mint what the server would refuse.
-pub fn check_claims(claims: &Claims) -> Result<(), String> {
+pub fn check_claims(claims: &Claims) -> Result<(), ClaimsError> {
     if RoomName::new(claims.room.clone()).is_err() {
-        return Err("token room must be 1-64 characters of A-Z a-z 0-9 _ - .".into());
+        return Err(ClaimsError::Room);
     }
     if claims.sub.is_empty() || claims.sub.len() > MAX_IDENTITY_BYTES || claims.sub.trim() != claims.sub {
-        return Err(format!("token subject must be 1-{MAX_IDENTITY_BYTES} bytes without surrounding spaces"));
+        return Err(ClaimsError::SubjectShape);
     }
-    switchboard_protocol::text::check_label(&claims.sub).map_err(|why| format!("token subject {why}"))
+    switchboard_protocol::text::check_label(&claims.sub).map_err(ClaimsError::SubjectLabel)
 }
 
 /// Signs `claims` with `secret` (HS256): for operators' tooling and tests.
@@ -142,12 +185,15 @@ mod tests {
         let v = TokenVerifier::new(SECRET);
         let room = RoomName::new("demo").unwrap();
         let expired = mint_token(SECRET, &claims("demo", 1000));
-        assert_eq!(v.verify(&expired, &room, 1000 + CLOCK_SKEW_LEEWAY_S + 1).unwrap_err().0, ErrorCode::TokenExpired);
+        assert_eq!(
+            v.verify(&expired, &room, 1000 + CLOCK_SKEW_LEEWAY_S + 1).unwrap_err().code(),
+            ErrorCode::TokenExpired
+        );
         let other = mint_token(SECRET, &claims("other", 2000));
-        assert_eq!(v.verify(&other, &room, 1000).unwrap_err().0, ErrorCode::Unauthorized);
+        assert_eq!(v.verify(&other, &room, 1000).unwrap_err().code(), ErrorCode::Unauthorized);
         let forged = mint_token(b"another secret another secret!!!", &claims("demo", 2000));
-        assert_eq!(v.verify(&forged, &room, 1000).unwrap_err().0, ErrorCode::Unauthorized);
-        assert_eq!(v.verify("garbage", &room, 1000).unwrap_err().0, ErrorCode::Unauthorized);
+        assert_eq!(v.verify(&forged, &room, 1000).unwrap_err().code(), ErrorCode::Unauthorized);
+        assert_eq!(v.verify("garbage", &room, 1000).unwrap_err().code(), ErrorCode::Unauthorized);
     }
 
     #[test]
@@ -156,8 +202,18 @@ mod tests {
         let room = RoomName::new("demo").unwrap();
         for sub in ["", " ada", "ad\u{202E}a", "\u{200B}", "nul\0", "esc\u{1b}"] {
             let t = mint_token(SECRET, &Claims { sub: sub.into(), ..claims("demo", 2000) });
-            assert_eq!(v.verify(&t, &room, 1000).unwrap_err().0, ErrorCode::Unauthorized, "{sub:?}");
+            assert_eq!(v.verify(&t, &room, 1000).unwrap_err().code(), ErrorCode::Unauthorized, "{sub:?}");
         }
-        assert!(check_claims(&Claims { room: "has space".into(), ..claims("x", 1) }).is_err());
+        assert_eq!(check_claims(&Claims { room: "has space".into(), ..claims("x", 1) }), Err(ClaimsError::Room));
+        let padded = Claims { sub: " ada".into(), ..claims("x", 1) };
+        assert_eq!(
+            check_claims(&padded).unwrap_err().to_string(),
+            "token subject must be 1-128 bytes without surrounding spaces"
+        );
+        let expired = mint_token(SECRET, &claims("demo", 1000));
+        let err = v.verify(&expired, &room, 1000 + CLOCK_SKEW_LEEWAY_S + 1).unwrap_err();
+        assert_eq!(err.to_string(), "token has expired", "the text the client reads is unchanged");
+        let forged = v.verify("garbage", &room, 1000).unwrap_err().to_string();
+        assert!(forged.starts_with("invalid token: "), "{forged}");
     }
 }

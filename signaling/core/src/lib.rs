@@ -14,6 +14,13 @@
 //! thousands of steps in microseconds, with no sockets and no sleeping.
 //! Per-connection checks that need no shared state (frame size, rate limit)
 //! live in the shell, using [`RateLimiter`] and the same [`Limits`].
+//!
+//! Where things are: the hub is split by concern, one file each (the map
+//! is in `src/hub/mod.rs`); the rest are the pieces it is built from: `room` (members
+//! in join order, chat), `seat` (a member's room and peer id, which every
+//! timer and token about a member points at), `resume_token`, `events`
+//! (each member's numbered stream), `chat`, `timers`, `replaced`, and the
+//! shell's helpers `auth`, `turn`, `rate` and `limits`.
 
 mod auth;
 mod chat;
@@ -21,20 +28,23 @@ mod events;
 mod hub;
 mod limits;
 mod rate;
+mod replaced;
+mod resume_token;
 mod room;
+mod seat;
 mod timers;
 mod turn;
 
-mod replaced;
-pub use auth::{Claims, MAX_IDENTITY_BYTES, TokenVerifier, check_claims, mint_token};
+pub use auth::{Claims, ClaimsError, MAX_IDENTITY_BYTES, TokenError, TokenVerifier, check_claims, mint_token};
 pub use chat::ChatLog;
 pub use events::{Budget, CHAT_DEDUP, ChatDedup, EventLog, Overflow};
-pub use hub::{CloseReason, ConnId, Entropy, Hub, HubConfig, Output, Recipients};
+pub use hub::{CloseReason, ConnId, Entropy, Hub, HubConfig, InvariantViolation, Output, Recipients};
 pub use limits::Limits;
 pub use rate::{RateLimiter, Verdict};
 pub use replaced::MAX_REPLACED_TOKENS;
 pub use turn::{
-    CredentialProblem, DEFAULT_TURN_TTL_S, MAX_TURN_SECRETS, MAX_TURN_TTL_S, TurnConfig, TurnCredential, password,
+    CredentialProblem, DEFAULT_TURN_TTL_S, MAX_TURN_SECRETS, MAX_TURN_TTL_S, MIN_TURN_SECRET_BYTES, TurnConfig,
+    TurnConfigError, TurnCredential, password,
 };
 
 use std::time::Instant;

@@ -94,6 +94,15 @@ pub struct Limits {
     /// reconnects. (Presence events for an away participant are coalesced
     /// instead: only the latest of each kind per peer is kept.)
     pub held_relays_per_sender: usize,
+    /// How long an SFU room waits for the SFU it asked for
+    /// ([`crate::Output::SfuWanted`]). When none has joined by then and the
+    /// room still has participants, it asks again, and so on at this
+    /// interval until an SFU joins or the room empties: a launch that failed
+    /// (refused by admission during a reconnect storm, say) does not leave
+    /// the room without an SFU for good. A launcher slower than this may
+    /// start a second SFU (with the same identity, the later one replaces
+    /// the first). Zero: ask once, never again.
+    pub sfu_launch_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -127,6 +136,7 @@ impl Default for Limits {
             replay_buffer: 1024,
             replay_buffer_bytes: 1024 * 1024,
             held_relays_per_sender: 64,
+            sfu_launch_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! when it tries to resume, instead of joining afresh and replacing the
 //! session that replaced it (which would then do the same, forever).
 
+use crate::resume_token::ResumeToken;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
@@ -14,13 +15,14 @@ pub const MAX_REPLACED_TOKENS: usize = 4096;
 /// Tokens of replaced sessions, each until a deadline.
 #[derive(Debug, Default)]
 pub struct ReplacedTokens {
-    until: HashMap<String, Instant>,
-    order: VecDeque<String>,
+    /// Lookups only; `order` decides what is forgotten first.
+    until: HashMap<ResumeToken, Instant>,
+    order: VecDeque<ResumeToken>,
 }
 
 impl ReplacedTokens {
     /// Remembers `token` until `until`.
-    pub fn record(&mut self, token: String, until: Instant) {
+    pub fn record(&mut self, token: ResumeToken, until: Instant) {
         while self.order.len() >= MAX_REPLACED_TOKENS {
             if let Some(old) = self.order.pop_front() {
                 self.until.remove(&old);
@@ -33,7 +35,7 @@ impl ReplacedTokens {
 
     /// Whether `token` belonged to a session replaced less than a grace
     /// ago. Expired entries are dropped on the way.
-    pub fn contains(&mut self, token: &str, now: Instant) -> bool {
+    pub fn contains(&mut self, token: &ResumeToken, now: Instant) -> bool {
         while let Some(oldest) = self.order.front() {
             if self.until.get(oldest).is_some_and(|u| *u > now) {
                 break;
@@ -57,18 +59,22 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn t(text: &str) -> ResumeToken {
+        ResumeToken::from_wire(text)
+    }
+
     #[test]
     fn remembered_for_the_grace_and_bounded() {
         let now = Instant::now();
         let mut r = ReplacedTokens::default();
-        r.record("a".into(), now + Duration::from_secs(20));
-        assert!(r.contains("a", now));
-        assert!(!r.contains("b", now));
-        assert!(!r.contains("a", now + Duration::from_secs(20)), "gone after the grace");
+        r.record(t("a"), now + Duration::from_secs(20));
+        assert!(r.contains(&t("a"), now));
+        assert!(!r.contains(&t("b"), now));
+        assert!(!r.contains(&t("a"), now + Duration::from_secs(20)), "gone after the grace");
         for i in 0..MAX_REPLACED_TOKENS + 10 {
-            r.record(format!("t{i}"), now + Duration::from_secs(20));
+            r.record(t(&format!("t{i}")), now + Duration::from_secs(20));
         }
         assert!(r.order.len() <= MAX_REPLACED_TOKENS && r.until.len() <= MAX_REPLACED_TOKENS);
-        assert!(!r.contains("t0", now), "the oldest is forgotten first");
+        assert!(!r.contains(&t("t0"), now), "the oldest is forgotten first");
     }
 }

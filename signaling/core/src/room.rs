@@ -3,7 +3,8 @@
 use crate::chat::ChatLog;
 use crate::events::{Budget, ChatDedup, EventLog};
 use crate::hub::ConnId;
-use std::collections::HashMap;
+use crate::resume_token::ResumeToken;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 use switchboard_protocol::RequestId;
 use switchboard_protocol::{PeerId, PeerInfo, Role, RoomMode};
@@ -19,7 +20,7 @@ pub struct PendingResume {
     pub received: u64,
     /// The resume token it presented: the one the client is known to hold,
     /// so the one that must keep working until it reads the next welcome.
-    pub token: String,
+    pub token: ResumeToken,
 }
 
 /// A participant of a room.
@@ -34,17 +35,15 @@ pub struct Member {
     /// Chat client ids it used lately.
     pub chat_ids: ChatDedup,
     /// The token that resumes it (a new one in every welcome).
-    pub resume_token: String,
+    pub resume_token: ResumeToken,
     /// The token before the last resume, still honoured until the client
     /// speaks on its new connection: a drop can land after the server sent
     /// the resumed welcome and before the client read its new token.
-    pub previous_token: Option<String>,
+    pub previous_token: Option<ResumeToken>,
     /// A resume waiting on a check of its current connection.
     pub pending: Option<PendingResume>,
     /// What the others see.
     pub info: PeerInfo,
-    /// Position in join order, for listing peers.
-    join_order: u64,
     /// When its typing indicator expires, while it is typing.
     pub typing_until: Option<Instant>,
     /// Whether a `TypingExpiry` timer is pending for it (at most one is).
@@ -53,7 +52,7 @@ pub struct Member {
     /// (bounded by `held_relays_per_sender` per sender; every entry counts
     /// at least one kept event, so there are at most `replay_buffer`
     /// entries, senders who left since included). Cleared when it comes
-    /// back.
+    /// back. Lookups only, never iterated.
     pub held_relays: HashMap<PeerId, usize>,
 }
 
@@ -61,14 +60,19 @@ pub struct Member {
 /// by the hub when the last member leaves.
 #[derive(Debug)]
 pub struct Room {
-    members: HashMap<PeerId, Member>,
+    /// Members by join order: every walk over them (who an event reaches
+    /// first, who is listed first) is in join order, the same on every run.
+    members: BTreeMap<u64, Member>,
+    /// Each member's join order, by peer id (lookups only).
+    order: HashMap<PeerId, u64>,
     next_order: u64,
     /// The room's chat.
     pub chat: ChatLog,
     /// Mesh or SFU, fixed at creation.
     pub mode: RoomMode,
-    /// An SFU was asked for and has not joined yet (SFU rooms only).
-    pub sfu_requested: bool,
+    /// While an SFU was asked for and has not joined: when to ask again
+    /// (SFU rooms only).
+    pub sfu_asked_until: Option<Instant>,
 }
 
 impl Room {
@@ -76,23 +80,33 @@ impl Room {
     /// `chat_bytes` of them.
     pub fn new(chat_history: usize, chat_bytes: usize, mode: RoomMode) -> Self {
         let chat = ChatLog::new(chat_history, chat_bytes);
-        Self { members: HashMap::new(), next_order: 0, chat, mode, sfu_requested: false }
+        Self { members: BTreeMap::new(), order: HashMap::new(), next_order: 0, chat, mode, sfu_asked_until: None }
     }
 
     /// The room's forwarding unit, if it has joined.
     pub fn sfu(&self) -> Option<&Member> {
-        self.members.values().find(|m| m.info.role == Role::Sfu)
+        self.members().find(|m| m.info.role == Role::Sfu)
     }
 
     /// Members other than the SFU.
     pub fn participants(&self) -> usize {
-        self.members.values().filter(|m| m.info.role == Role::Participant).count()
+        self.members().filter(|m| m.info.role == Role::Participant).count()
     }
 
     /// True when an SFU room has participants and no SFU, and none was asked
-    /// for yet: the shell should start one.
+    /// for yet (or the last ask has timed out): the shell should start one.
     pub fn wants_sfu(&self) -> bool {
-        self.mode == RoomMode::Sfu && !self.sfu_requested && self.participants() > 0 && self.sfu().is_none()
+        self.mode == RoomMode::Sfu && self.sfu_asked_until.is_none() && self.participants() > 0 && self.sfu().is_none()
+    }
+
+    /// Notes that an SFU is asked for, to be asked again at `again_at`, if
+    /// the room [wants one](Self::wants_sfu); true when it did.
+    pub fn ask_for_sfu(&mut self, again_at: Instant) -> bool {
+        let wanted = self.wants_sfu();
+        if wanted {
+            self.sfu_asked_until = Some(again_at);
+        }
+        wanted
     }
 
     /// True when nobody is left.
@@ -102,16 +116,16 @@ impl Room {
 
     /// A member by id.
     pub fn get(&self, peer: &PeerId) -> Option<&Member> {
-        self.members.get(peer)
+        self.order.get(peer).and_then(|order| self.members.get(order))
     }
 
     /// A member by id, mutably.
     pub fn get_mut(&mut self, peer: &PeerId) -> Option<&mut Member> {
-        self.members.get_mut(peer)
+        self.order.get(peer).and_then(|order| self.members.get_mut(order))
     }
 
     /// Adds a member, last in join order, keeping up to `replay` of events.
-    pub fn insert(&mut self, conn: ConnId, info: PeerInfo, resume_token: String, replay: Budget) {
+    pub fn insert(&mut self, conn: ConnId, info: PeerInfo, resume_token: ResumeToken, replay: Budget) {
         let join_order = self.next_order;
         self.next_order += 1;
         let member = Member {
@@ -123,41 +137,39 @@ impl Room {
             previous_token: None,
             pending: None,
             info,
-            join_order,
             typing_until: None,
             typing_timer_armed: false,
             held_relays: HashMap::new(),
         };
-        self.members.insert(member.info.id.clone(), member);
+        self.order.insert(member.info.id.clone(), join_order);
+        self.members.insert(join_order, member);
     }
 
     /// Removes a member.
     pub fn remove(&mut self, peer: &PeerId) -> Option<Member> {
-        self.members.remove(peer)
+        let order = self.order.remove(peer)?;
+        self.members.remove(&order)
     }
 
     /// Every member but `except`, in join order.
     pub fn peers_except(&self, except: &PeerId) -> Vec<PeerInfo> {
-        let mut members: Vec<&Member> = self.members.values().filter(|m| &m.info.id != except).collect();
-        members.sort_by_key(|m| m.join_order);
-        members.into_iter().map(|m| m.info.clone()).collect()
+        self.members().filter(|m| &m.info.id != except).map(|m| m.info.clone()).collect()
     }
 
     /// The member with this verified identity and role, if any (a
     /// participant can never replace the SFU, whatever its token's `sub`).
     pub fn find_identity(&self, identity: &str, role: Role) -> Option<PeerId> {
-        self.members
-            .values()
+        self.members()
             .find(|m| m.info.role == role && m.info.identity.as_deref() == Some(identity))
             .map(|m| m.info.id.clone())
     }
 
-    /// Every member, in no particular order.
+    /// Every member, in join order.
     pub fn members(&self) -> impl Iterator<Item = &Member> {
         self.members.values()
     }
 
-    /// Every member, mutably, in no particular order.
+    /// Every member, mutably, in join order.
     pub fn members_mut(&mut self) -> impl Iterator<Item = &mut Member> {
         self.members.values_mut()
     }

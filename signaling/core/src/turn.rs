@@ -7,8 +7,6 @@
 //! credentials expire, so the lifetime is capped here, where credentials are
 //! made: [`MAX_TURN_TTL_S`] whatever the configuration says.
 
-use base64::Engine;
-use hmac::{Hmac, Mac};
 use switchboard_protocol::IceServer;
 
 /// The longest lifetime the server ever gives TURN credentials: a day. A
@@ -22,6 +20,26 @@ pub const DEFAULT_TURN_TTL_S: u64 = 3600;
 /// Secrets accepted at once: the current one and, during a rotation, the one
 /// before it.
 pub const MAX_TURN_SECRETS: usize = 2;
+
+/// Shortest TURN secret accepted, in bytes.
+pub const MIN_TURN_SECRET_BYTES: usize = 16;
+
+/// Why a TURN configuration is refused at start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TurnConfigError {
+    /// No secret, or more than [`MAX_TURN_SECRETS`] (the count given).
+    #[error("TURN needs 1 or {MAX_TURN_SECRETS} secrets (current first), got {0}")]
+    SecretCount(usize),
+    /// A secret shorter than [`MIN_TURN_SECRET_BYTES`].
+    #[error("every TURN secret must be at least {MIN_TURN_SECRET_BYTES} bytes")]
+    ShortSecret,
+    /// No URL, or one that is not `turn:`/`turns:`.
+    #[error("TURN URLs must be given and start with turn: or turns:")]
+    Urls,
+    /// A credential lifetime of 0 or above [`MAX_TURN_TTL_S`] (the one given).
+    #[error("the TURN credential lifetime must be 1 to {MAX_TURN_TTL_S} s, got {0}")]
+    Lifetime(u64),
+}
 
 /// Where TURN is and how credentials for it are made.
 #[derive(Clone, PartialEq, Eq)]
@@ -70,20 +88,21 @@ pub enum CredentialProblem {
 }
 
 impl TurnConfig {
-    /// A configuration, checked: 1 or 2 non-empty secrets, at least one URL,
-    /// and a lifetime from 1 s to [`MAX_TURN_TTL_S`].
-    pub fn new(secrets: Vec<String>, urls: Vec<String>, ttl_s: u64) -> Result<Self, String> {
+    /// A configuration, checked: 1 or 2 secrets of at least
+    /// [`MIN_TURN_SECRET_BYTES`], at least one URL, and a lifetime from 1 s
+    /// to [`MAX_TURN_TTL_S`].
+    pub fn new(secrets: Vec<String>, urls: Vec<String>, ttl_s: u64) -> Result<Self, TurnConfigError> {
         if secrets.is_empty() || secrets.len() > MAX_TURN_SECRETS {
-            return Err(format!("TURN needs 1 or {MAX_TURN_SECRETS} secrets (current first), got {}", secrets.len()));
+            return Err(TurnConfigError::SecretCount(secrets.len()));
         }
-        if secrets.iter().any(|s| s.len() < 16) {
-            return Err("every TURN secret must be at least 16 bytes".into());
+        if secrets.iter().any(|s| s.len() < MIN_TURN_SECRET_BYTES) {
+            return Err(TurnConfigError::ShortSecret);
         }
         if urls.is_empty() || urls.iter().any(|u| !(u.starts_with("turn:") || u.starts_with("turns:"))) {
-            return Err("TURN URLs must be given and start with turn: or turns:".into());
+            return Err(TurnConfigError::Urls);
         }
         if ttl_s == 0 || ttl_s > MAX_TURN_TTL_S {
-            return Err(format!("the TURN credential lifetime must be 1 to {MAX_TURN_TTL_S} s, got {ttl_s}"));
+            return Err(TurnConfigError::Lifetime(ttl_s));
         }
         Ok(Self { secrets, urls, ttl_s })
     }
@@ -121,13 +140,9 @@ impl TurnConfig {
     }
 }
 
-/// base64(HMAC-SHA1(secret, username)): the password coturn expects.
-pub fn password(secret: &str, username: &str) -> String {
-    let mut mac =
-        <Hmac<sha1::Sha1>>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!("any key size"));
-    mac.update(username.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-}
+/// base64(HMAC-SHA1(secret, username)): the password coturn expects (one
+/// definition, in the protocol crate, shared with the peer's `turn-check`).
+pub use switchboard_protocol::turn_password::password;
 
 #[cfg(test)]
 mod tests {
@@ -176,7 +191,14 @@ mod tests {
     #[test]
     fn refuses_bad_configurations() {
         let urls = vec!["turn:h:3478".to_string()];
-        assert!(TurnConfig::new(vec![], urls.clone(), 60).is_err());
+        assert_eq!(
+            TurnConfig::new(vec![], urls.clone(), 60).unwrap_err().to_string(),
+            "TURN needs 1 or 2 secrets (current first), got 0"
+        );
+        assert_eq!(
+            TurnConfig::new(vec!["0123456789abcdef".into()], urls.clone(), 0).unwrap_err().to_string(),
+            "the TURN credential lifetime must be 1 to 86400 s, got 0"
+        );
         assert!(TurnConfig::new(vec!["short".into()], urls.clone(), 60).is_err());
         assert!(TurnConfig::new(vec!["0123456789abcdef".into(); 3], urls.clone(), 60).is_err());
         assert!(TurnConfig::new(vec!["0123456789abcdef".into()], vec!["stun:h".into()], 60).is_err());

@@ -360,11 +360,8 @@ fn shutdown_tells_everyone_and_closes() {
     let mut s = sim();
     let (a, _) = s.join(1, "demo", "Ada");
     let b = s.open(2);
-    s.hub.shutdown(&switchboard_protocol::GoingAway {
-        reason: "bye".into(),
-        reconnect_url: None,
-        retry_after_ms: 1000,
-    });
+    let notice = switchboard_protocol::GoingAway { reason: "bye".into(), reconnect_url: None, retry_after_ms: 1000 };
+    s.hub.shutdown(&notice, s.now);
     while let Some(out) = s.hub.poll_output() {
         if let switchboard_core::Output::Close { conn, reason } = out {
             s.closed.insert(conn, reason);
@@ -379,11 +376,8 @@ fn shutdown_tells_everyone_and_closes() {
 fn a_connection_that_opens_during_shutdown_is_told_and_closed() {
     let mut s = sim();
     s.join(1, "demo", "Ada");
-    s.hub.shutdown(&switchboard_protocol::GoingAway {
-        reason: "bye".into(),
-        reconnect_url: None,
-        retry_after_ms: 1000,
-    });
+    let notice = switchboard_protocol::GoingAway { reason: "bye".into(), reconnect_url: None, retry_after_ms: 1000 };
+    s.hub.shutdown(&notice, s.now);
     while s.hub.poll_output().is_some() {}
     // Its upgrade was in flight when shutdown began: it must not join a hub
     // that has forgotten everything, and must hear where to go.

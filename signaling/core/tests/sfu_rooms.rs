@@ -57,9 +57,9 @@ fn an_sfu_room_asks_for_an_sfu_once_and_the_sfu_joins_with_its_role() {
     let seen = s.take(a);
     assert!(seen.iter().any(|m| matches!(m, ServerMessage::PeerJoined(j) if j.peer.role == Role::Sfu)), "{seen:?}");
 
-    // The SFU goes away with participants left: ask again.
+    // The SFU leaves with participants left: ask again.
     let sfu_conn = switchboard_core::ConnId(3);
-    s.disconnect(sfu_conn, switchboard_protocol::LeaveReason::Disconnected);
+    s.disconnect(sfu_conn, switchboard_protocol::LeaveReason::Left);
     assert_eq!(s.sfu_wanted, ["forum", "forum"]);
 }
 
@@ -134,4 +134,88 @@ fn the_sfu_never_counts_against_the_room_size() {
     let c = s.open(3);
     s.send(c, r#"{"type":"join","room":"forum","name":"Cyd"}"#);
     assert_eq!(error_code(&s.take(c)), Some(ErrorCode::RoomFull));
+}
+
+#[test]
+fn an_sfu_room_asks_again_for_an_sfu_that_never_came() {
+    let mut s = Sim::new(sfu_config());
+    let launch = s.hub.limits().sfu_launch_timeout;
+    let (_, _) = s.join(1, "forum", "Ada");
+    assert_eq!(s.sfu_wanted, ["forum"]);
+    // The launch failed (refused during a reconnect storm, say): no SFU joins.
+    s.advance(launch / 2);
+    assert_eq!(s.sfu_wanted, ["forum"], "not before the launch timeout");
+    s.advance(launch / 2);
+    assert_eq!(s.sfu_wanted, ["forum", "forum"], "asked again once the launch timeout passed");
+    s.advance(launch);
+    assert_eq!(s.sfu_wanted, ["forum", "forum", "forum"], "and again, at that interval");
+    s.hub.check_invariants().expect("invariants");
+
+    // An SFU joins: no more asking.
+    let now_s = s.now.unix_ms / 1000;
+    join_as_sfu(&mut s, 3, "forum", &sfu_token(SFU_SECRET, "forum", now_s, Role::Sfu)).expect("SFU joins");
+    s.advance(launch * 3);
+    assert_eq!(s.sfu_wanted.len(), 3, "an SFU is in the room");
+
+    // It leaves with a participant left: asked at once, then again after
+    // the timeout, until the room is empty.
+    s.disconnect(switchboard_core::ConnId(3), switchboard_protocol::LeaveReason::Left);
+    assert_eq!(s.sfu_wanted.len(), 4);
+    s.advance(launch);
+    assert_eq!(s.sfu_wanted.len(), 5);
+    s.hub.check_invariants().expect("invariants");
+    s.disconnect(switchboard_core::ConnId(1), switchboard_protocol::LeaveReason::Left);
+    assert_eq!(s.hub.rooms(), 0);
+    s.advance(launch * 3);
+    assert_eq!(s.sfu_wanted.len(), 5, "nobody left to serve");
+    assert_eq!(s.hub.poll_timeout(), None, "no deadline left behind");
+}
+
+#[test]
+fn a_dropped_sfu_keeps_its_seat_and_resumes_with_what_it_missed() {
+    let mut s = Sim::new(sfu_config());
+    let now_s = s.now.unix_ms / 1000;
+    let (a, _) = s.join(1, "forum", "Ada");
+    let token = sfu_token(SFU_SECRET, "forum", now_s, Role::Sfu);
+    let sfu = join_as_sfu(&mut s, 3, "forum", &token).expect("SFU joins");
+    s.take(a);
+
+    // The SFU's socket drops: the room sees it reconnecting, not leaving,
+    // and no second SFU is asked for while its seat is held.
+    s.disconnect(switchboard_core::ConnId(3), switchboard_protocol::LeaveReason::Disconnected);
+    let seen = s.take(a);
+    assert!(!seen.iter().any(|m| matches!(m, ServerMessage::PeerLeft(_))), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|m| matches!(m, ServerMessage::PeerUpdated(u) if u.peer.id == sfu.you.id && u.peer.reconnecting)),
+        "{seen:?}"
+    );
+    assert_eq!(s.sfu_wanted, ["forum"], "no new SFU while the old one may come back");
+
+    // What Ada sends meanwhile waits for it.
+    s.send(a, &offer_to(&sfu.you.id));
+    let c = s.open(4);
+    s.send(
+        c,
+        &format!(
+            r#"{{"type":"join","room":"forum","name":"SFU","role":"sfu","token":"{token}","resume":{{"token":"{}","received":0}}}}"#,
+            sfu.resume_token
+        ),
+    );
+    let msgs = s.take(c);
+    let Some(ServerMessage::Welcome(w)) = msgs.first() else { panic!("expected a resumed welcome, got {msgs:?}") };
+    assert!(w.resumed && w.you.id == sfu.you.id, "same seat: {w:?}");
+    assert!(
+        msgs.iter().any(|m| matches!(m, ServerMessage::Offer(o) if o.from != sfu.you.id)),
+        "the held offer: {msgs:?}"
+    );
+    s.hub.check_invariants().expect("invariants");
+
+    // Dropped again and never back: once the grace is over it has left,
+    // and a new SFU is asked for.
+    s.disconnect(c, switchboard_protocol::LeaveReason::Disconnected);
+    s.advance(s.hub.limits().resume_grace);
+    assert!(s.take(a).iter().any(|m| matches!(m, ServerMessage::PeerLeft(l) if l.peer_id == sfu.you.id)));
+    assert_eq!(s.sfu_wanted, ["forum", "forum"]);
+    s.hub.check_invariants().expect("invariants");
 }

@@ -19,6 +19,8 @@ mod parse;
 mod server;
 mod shared;
 pub mod text;
+#[cfg(feature = "turn-password")]
+pub mod turn_password;
 mod webrtc;
 
 pub use client::{

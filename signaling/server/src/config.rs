@@ -488,6 +488,7 @@ impl LimitArgs {
             outbound_queue_bytes: self.outbound_queue_bytes.unwrap_or(d.outbound_queue_bytes),
             chat_history_bytes: self.chat_history_bytes.unwrap_or(d.chat_history_bytes),
             held_relays_per_sender: self.held_relays_per_sender.unwrap_or(d.held_relays_per_sender),
+            sfu_launch_timeout: d.sfu_launch_timeout,
         }
     }
 }

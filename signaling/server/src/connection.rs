@@ -74,7 +74,8 @@ async fn killed(kill: &mut Option<oneshot::Receiver<CloseSpec>>) -> CloseSpec {
 
 /// Serves one upgraded WebSocket until it closes. `_slot` is this
 /// connection's place under the connection limit, released on return.
-pub async fn run(ws: WebSocket, id: ConnId, state: Arc<AppState>, _slot: OwnedSemaphorePermit) {
+/// `internal`: the built-in SFU's connection, exempt from the rate limit.
+pub async fn run(ws: WebSocket, id: ConnId, state: Arc<AppState>, _slot: OwnedSemaphorePermit, internal: bool) {
     let span = info_span!("conn", id = id.0);
     async move {
         state.telemetry.connections.increment(1.0);
@@ -84,7 +85,7 @@ pub async fn run(ws: WebSocket, id: ConnId, state: Arc<AppState>, _slot: OwnedSe
         let (kill_tx, kill) = oneshot::channel();
         let handle = ConnHandle { outbox: outbox.clone(), probe: probe.clone(), kill: kill_tx };
         if state.hub.send(HubEvent::Open { conn: id, handle }).await.is_ok() {
-            let reason = serve(ws, id, &state, &outbox, &probe, kill).await;
+            let reason = serve(ws, (id, internal), &state, &outbox, &probe, kill).await;
             outbox.close();
             let _ = state.hub.send(HubEvent::Closed { conn: id, reason }).await;
         }
@@ -98,7 +99,7 @@ pub async fn run(ws: WebSocket, id: ConnId, state: Arc<AppState>, _slot: OwnedSe
 /// connection as the end requires.
 async fn serve(
     ws: WebSocket,
-    id: ConnId,
+    (id, internal): (ConnId, bool),
     state: &AppState,
     outbox: &Outbox,
     probe: &Notify,
@@ -108,7 +109,7 @@ async fn serve(
     let (direct_tx, mut direct_rx) = mpsc::channel(DIRECT_QUEUE);
     let mut kill = Some(kill);
     let end = {
-        let mut reader = Reader { id, state, direct: direct_tx, probe_deadline: None, probes_sent: 0 };
+        let mut reader = Reader { id, state, direct: direct_tx, probe_deadline: None, probes_sent: 0, internal };
         tokio::select! {
             end = write(&mut sink, outbox, &mut direct_rx, state) => end,
             end = reader.read(&mut stream, probe) => end,
@@ -216,6 +217,8 @@ struct Reader<'a> {
     /// Probes sent, so that a late pong to an earlier one is not taken as
     /// an answer to the current one.
     probes_sent: u64,
+    /// The built-in SFU's connection: no rate limit.
+    internal: bool,
 }
 
 impl Reader<'_> {
@@ -291,7 +294,8 @@ impl Reader<'_> {
             Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return None,
         };
         let limits = &self.state.limits;
-        match rate.check(received) {
+        let verdict = if self.internal { Verdict::Allow } else { rate.check(received) };
+        match verdict {
             Verdict::Allow => {}
             Verdict::Drop => {
                 let id = text.as_ref().and_then(|t| request_id_of(t));

@@ -195,7 +195,7 @@ impl HubTask {
                 self.hub.disconnect(conn, reason, clock::now());
             }
             HubEvent::Alive { conn } => self.hub.alive(conn, clock::now()),
-            HubEvent::Shutdown(notice) => self.hub.shutdown(&notice),
+            HubEvent::Shutdown(notice) => self.hub.shutdown(&notice, clock::now()),
         }
     }
 
@@ -242,8 +242,9 @@ impl HubTask {
                     }
                 }
                 Output::SfuWanted { room } => match &self.sfu_requests {
-                    // Unbounded: one request per SFU room at most, and the
-                    // hub task must never wait on the SFU launcher.
+                    // Unbounded: one request per SFU room per
+                    // `sfu_launch_timeout` at most, and the hub task must
+                    // never wait on the SFU launcher.
                     Some(requests) => {
                         let _ = requests.send(room);
                     }

@@ -22,6 +22,7 @@ pub mod listener;
 pub mod origins;
 pub mod outbox;
 pub mod routes;
+#[cfg(feature = "sfu")]
 pub mod sfu_host;
 pub mod state;
 pub mod stun;
@@ -60,6 +61,38 @@ pub struct Server {
     hub: JoinHandle<()>,
 }
 
+/// The built-in SFU as the rest of the server sees it: who checks its
+/// tokens, where SFU requests go, and the key its connections carry.
+struct BuiltinSfu {
+    verifier: Option<TokenVerifier>,
+    requests: Option<mpsc::UnboundedSender<switchboard_protocol::RoomName>>,
+    internal_key: Option<String>,
+}
+
+impl BuiltinSfu {
+    #[cfg(feature = "sfu")]
+    fn start(settings: &Settings, addr: SocketAddr) -> Self {
+        if !settings.builtin_sfu {
+            return Self { verifier: None, requests: None, internal_key: None };
+        }
+        let host = sfu_host::SfuHost::new(addr, settings.sfu_loopback_only);
+        let (requests, rx) = mpsc::unbounded_channel();
+        let built = Self { verifier: Some(host.verifier()), requests: Some(requests), internal_key: Some(host.key()) };
+        tokio::spawn(host.run(rx));
+        built
+    }
+
+    #[cfg(not(feature = "sfu"))]
+    fn start(settings: &Settings, _addr: SocketAddr) -> Self {
+        if settings.builtin_sfu && settings.room_mode == switchboard_protocol::RoomMode::Sfu {
+            tracing::warn!(
+                "this build has no built-in SFU (cargo feature `sfu`): SFU rooms wait for switchboard-sfu processes"
+            );
+        }
+        Self { verifier: None, requests: None, internal_key: None }
+    }
+}
+
 /// Binds `settings.bind` and starts serving.
 pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     settings.check()?;
@@ -72,21 +105,16 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     ice_servers.extend(settings.ice_servers.iter().cloned());
     let (hub_tx, hub_rx) = mpsc::channel(hub_task::HUB_QUEUE);
     let verifier = || settings.auth_secret.as_deref().map(|s| TokenVerifier::new(s.as_bytes()));
-    let sfu_host = settings.builtin_sfu.then(|| sfu_host::SfuHost::new(addr, settings.sfu_loopback_only));
-    let (sfu_requests, sfu_rx) = mpsc::unbounded_channel();
+    let builtin = BuiltinSfu::start(&settings, addr);
     let config = HubConfig {
         limits: settings.limits.clone(),
         verifier: verifier(),
         ice_servers: ice_servers.clone(),
         turn: settings.turn.clone(),
         room_mode: settings.room_mode,
-        sfu_verifier: sfu_host.as_ref().map(sfu_host::SfuHost::verifier),
+        sfu_verifier: builtin.verifier,
     };
-    let sfu_requests = sfu_host.is_some().then_some(sfu_requests);
-    let hub = tokio::spawn(hub_task::run(config, hub_rx, telemetry.clone(), sfu_requests));
-    if let Some(host) = sfu_host {
-        tokio::spawn(host.run(sfu_rx));
-    }
+    let hub = tokio::spawn(hub_task::run(config, hub_rx, telemetry.clone(), builtin.requests));
     let state = Arc::new(AppState {
         hub: hub_tx,
         limits: settings.limits.clone(),
@@ -109,6 +137,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         turn: settings.turn.clone(),
         verifier: verifier(),
         ice_servers,
+        internal_key: builtin.internal_key,
     });
     let (stop_accepting, stop_rx) = watch::channel(false);
     if let Some(socket) = stun_socket {

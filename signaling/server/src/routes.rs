@@ -94,8 +94,9 @@ async fn upgrade(
         state.telemetry.rejected_connections.increment(1);
         return unavailable("too many connections\n", RETRY_AFTER_S);
     };
+    let internal = state.is_internal(peer.ip(), &headers);
     let source = crate::client_addr::source_key(state.trusted_proxies.client_ip(peer.ip(), &headers));
-    if let Err(refused) = state.admission.try_admit(source, std::time::Instant::now()) {
+    if !internal && let Err(refused) = state.admission.try_admit(source, std::time::Instant::now()) {
         state.telemetry.rejected_connections.increment(1);
         let body = match refused {
             Refused::Global => "too many new connections: retry later\n",
@@ -109,7 +110,7 @@ async fn upgrade(
         .max_frame_size(hard)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| connection::run(socket, id, state, slot))
+        .on_upgrade(move |socket| connection::run(socket, id, state, slot, internal))
 }
 
 fn unavailable(body: &'static str, retry_after_s: &'static str) -> Response {

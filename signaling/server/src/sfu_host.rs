@@ -5,8 +5,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use switchboard_core::{Claims, TokenVerifier, mint_token};
-use switchboard_peer::RtcOptions;
 use switchboard_protocol::{Role, RoomName, WS_PATH};
+use switchboard_rtc::RtcOptions;
 use switchboard_sfu::{SfuOptions, run_room};
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -20,6 +20,8 @@ const SFU_TOKEN_TTL_S: u64 = 300;
 #[derive(Clone)]
 pub struct SfuHost {
     secret: [u8; 32],
+    /// Carried by the SFU's connections in `x-switchboard-internal`.
+    key: String,
     url: String,
     rtc: RtcOptions,
 }
@@ -36,7 +38,14 @@ impl SfuHost {
         // The server's own address; a wildcard bind is reached on loopback.
         let ip = if addr.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { addr.ip() };
         let url = format!("ws://{}{WS_PATH}", SocketAddr::new(ip, addr.port()));
-        Self { secret: rand::random(), url, rtc: RtcOptions { loopback_only, relay_only: false } }
+        let key: [u8; 16] = rand::random();
+        let key = key.iter().map(|b| format!("{b:02x}")).collect();
+        Self { secret: rand::random(), key, url, rtc: RtcOptions { loopback_only, relay_only: false } }
+    }
+
+    /// The key the SFU's connections carry (see `AppState::is_internal`).
+    pub fn key(&self) -> String {
+        self.key.clone()
     }
 
     /// What the hub checks the built-in SFU's tokens with.
@@ -45,8 +54,20 @@ impl SfuHost {
     }
 
     /// Starts an SFU for every room announced on `requests`.
+    ///
+    /// The hub asks again every `sfu_launch_timeout` while a room has no
+    /// SFU; a room whose SFU task is still running (joining, or
+    /// reconnecting after a drop) is not given a second one. The map holds
+    /// one entry per room asked for, pruned of finished tasks at each
+    /// request: the hub bounds the rooms.
     pub async fn run(self, mut requests: mpsc::UnboundedReceiver<RoomName>) {
+        let mut running: std::collections::HashMap<RoomName, tokio::task::JoinHandle<()>> = Default::default();
         while let Some(room) = requests.recv().await {
+            running.retain(|_, task| !task.is_finished());
+            if running.contains_key(&room) {
+                tracing::debug!(%room, "the SFU for this room is still on its way");
+                continue;
+            }
             let now = crate::clock::now().unix_ms / 1000;
             let claims = Claims {
                 room: room.to_string(),
@@ -60,12 +81,15 @@ impl SfuHost {
                 room: room.to_string(),
                 token: mint_token(&self.secret, &claims),
                 rtc: self.rtc.clone(),
+                internal_key: Some(self.key.clone()),
             };
-            tokio::spawn(async move {
+            let name = room.clone();
+            let task = tokio::spawn(async move {
                 if let Err(err) = run_room(options).await {
-                    warn!(%room, "the SFU for this room stopped: {err:#}");
+                    warn!(room = %name, "the SFU for this room stopped: {err:#}");
                 }
             });
+            running.insert(room, task);
         }
     }
 }

@@ -44,4 +44,23 @@ pub struct AppState {
     pub verifier: Option<TokenVerifier>,
     /// The ICE servers without credentials (STUN), as in the welcome.
     pub ice_servers: Vec<IceServer>,
+    /// The key the built-in SFU's connections carry in
+    /// [`INTERNAL_HEADER`]: they skip admission and the message rate
+    /// limit (the SFU is the server's own, and a 32-member room's
+    /// renegotiations would otherwise queue for seconds).
+    pub internal_key: Option<String>,
+}
+
+/// The header the built-in SFU's WebSocket carries its key in.
+pub const INTERNAL_HEADER: &str = "x-switchboard-internal";
+
+impl AppState {
+    /// Whether a connection from `peer` with `headers` is the built-in
+    /// SFU's: loopback, and the key matches (compared in constant time).
+    pub fn is_internal(&self, peer: std::net::IpAddr, headers: &axum::http::HeaderMap) -> bool {
+        let (Some(key), Some(given)) = (&self.internal_key, headers.get(INTERNAL_HEADER)) else { return false };
+        let (key, given) = (key.as_bytes(), given.as_bytes());
+        let same = key.len() == given.len() && key.iter().zip(given).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        same && crate::client_addr::is_loopback(peer)
+    }
 }

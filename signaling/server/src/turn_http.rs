@@ -78,9 +78,9 @@ pub async fn credentials(
             };
             match verifier.verify_any_room(token, now_s) {
                 Ok(claims) => claims.sub,
-                Err((code, message)) => {
+                Err(refused) => {
                     state.telemetry.turn_http_refused.increment(1);
-                    return refuse(StatusCode::UNAUTHORIZED, code.as_str(), message);
+                    return refuse(StatusCode::UNAUTHORIZED, refused.code().as_str(), refused.to_string());
                 }
             }
         }

@@ -1,17 +1,16 @@
-//! The signaling client: a WebSocket to the server, the protocol types from
-//! `switchboard-protocol`, and one task that owns the connection. It counts
-//! the session's events and acknowledges them in its pings, notices a
-//! silent server, and after a drop reconnects with backoff and jitter and
-//! resumes the session (or joins afresh when the server cannot resume it),
-//! resending chat messages whose echo never came.
+//! The signaling connection: a WebSocket to the server and one task that
+//! owns it. The rules (what to acknowledge, what to resend, how long to
+//! wait, what a refusal means) are the sans-IO [`Session`]'s; this task does
+//! the IO and the timing: it pings, notices a silent server, and after a
+//! drop reconnects and resumes the session (or joins afresh when the server
+//! cannot resume it).
 
+use crate::pacer::Pacer;
+use crate::session::{JoinRequest, Refusal, Session};
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
-use std::collections::VecDeque;
 use std::time::Duration;
-use switchboard_protocol::{
-    ChatSend, ClientMessage, ErrorCode, LimitsInfo, PeerId, Ping, Resume, ServerMessage, Welcome,
-};
+use switchboard_protocol::{ClientMessage, ErrorCode, ServerMessage, Welcome};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -22,45 +21,9 @@ pub const SEND_QUEUE: usize = 1024;
 /// Server messages queued for the peer before the reader waits.
 pub const EVENT_QUEUE: usize = 4096;
 
-/// Share of the server's announced rate and burst the client uses: a margin
-/// for timer jitter, so the server never has to drop one of our messages.
-pub const RATE_MARGIN: f64 = 0.9;
-
-/// Paces sends to the rate limit the server announced in its welcome (a
-/// token bucket like the server's, slightly smaller), so that a burst of
-/// candidates waits briefly instead of being dropped as `rate_limited`.
-#[derive(Debug)]
-struct Pacer {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: tokio::time::Instant,
-}
-
-impl Pacer {
-    fn new(limits: &LimitsInfo) -> Self {
-        let rate = (f64::from(limits.messages_per_second) * RATE_MARGIN).max(1.0);
-        let burst = (f64::from(limits.message_burst) * RATE_MARGIN).max(1.0);
-        // One message (the join) was already sent.
-        Self { rate, burst, tokens: burst - 1.0, last: tokio::time::Instant::now() }
-    }
-
-    fn refill(&mut self) {
-        let now = tokio::time::Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
-        self.last = now;
-    }
-
-    /// Waits until one more message may be sent, and takes its token.
-    async fn wait(&mut self) {
-        self.refill();
-        if self.tokens < 1.0 {
-            tokio::time::sleep(Duration::from_secs_f64((1.0 - self.tokens) / self.rate)).await;
-            self.refill();
-        }
-        self.tokens -= 1.0;
-    }
-}
+/// Longest wait for one reconnection attempt (connect and welcome): a
+/// network that drops packets silently would otherwise hold it for minutes.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sends client messages to the server.
 #[derive(Debug, Clone)]
@@ -73,6 +36,12 @@ impl SignalSender {
     /// good. While it is reconnecting, messages wait in the queue.
     pub async fn send(&self, msg: ClientMessage) -> anyhow::Result<()> {
         self.tx.send(msg).await.map_err(|_| anyhow::anyhow!("signaling connection closed"))
+    }
+
+    /// The queue itself, for code that speaks only the protocol's types
+    /// (the negotiator in `switchboard-rtc`).
+    pub fn queue(&self) -> mpsc::Sender<ClientMessage> {
+        self.tx.clone()
     }
 }
 
@@ -96,42 +65,6 @@ pub enum SignalState {
         reason: String,
     },
 }
-
-/// How a dropped connection is retried: exponential backoff from `initial`
-/// doubling to `max`, each wait drawn at random from its upper half (so a
-/// thousand clients dropped at once do not return at once).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ReconnectPolicy {
-    /// First wait.
-    pub initial: Duration,
-    /// Longest wait.
-    pub max: Duration,
-}
-
-impl Default for ReconnectPolicy {
-    fn default() -> Self {
-        Self { initial: Duration::from_millis(500), max: Duration::from_secs(15) }
-    }
-}
-
-impl ReconnectPolicy {
-    /// The wait before attempt `attempt` (0-based), with jitter from
-    /// `unit`, a number in [0, 1).
-    pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
-        let full = self.initial.saturating_mul(1u32 << attempt.min(16)).min(self.max);
-        full.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
-    }
-}
-
-/// Longest wait for one reconnection attempt (connect and welcome): a
-/// network that drops packets silently would otherwise hold it for minutes.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Unacknowledged chat messages kept for a resend after a reconnect.
-pub const UNACKED_CHATS: usize = 256;
-/// Events received between two acknowledgements at most (besides the one
-/// in every ping), so the server's replay buffer stays small.
-pub const ACK_EVERY: u64 = 64;
 
 /// A joined signaling connection that reconnects by itself.
 #[derive(Debug)]
@@ -160,21 +93,6 @@ impl Drop for Signaling {
     }
 }
 
-/// What to join with.
-#[derive(Debug, Clone)]
-pub struct JoinRequest {
-    /// The room.
-    pub room: String,
-    /// Display name.
-    pub name: String,
-    /// Join token, when the server requires one.
-    pub token: Option<String>,
-    /// `Sfu` for a forwarding unit (its token must allow it).
-    pub role: switchboard_protocol::Role,
-    /// Reconnect and resume after a drop; `None`: a drop ends the session.
-    pub reconnect: Option<ReconnectPolicy>,
-}
-
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Why a connection ended.
@@ -197,148 +115,6 @@ enum JoinError {
     Retry(String, Option<Duration>),
     /// Trying again cannot help (a bad token, a refused role).
     Fatal(String),
-}
-
-/// The session as the client sees it: what it needs to resume.
-struct Session {
-    url: String,
-    request: JoinRequest,
-    me: Option<PeerId>,
-    token: Option<String>,
-    /// Events received in this session (its position in the stream).
-    received: u64,
-    acked: u64,
-    unacked: VecDeque<ChatSend>,
-    /// Replayed events still to come after a resumed welcome; unacknowledged
-    /// chat is resent only once they are read (their echoes acknowledge
-    /// what did arrive, and the server remembers only 64 client ids).
-    replay_left: u64,
-    /// Whether this connection still owes the resend.
-    resend_due: bool,
-    ping_every: Duration,
-    limits: LimitsInfo,
-}
-
-impl Session {
-    fn join_message(&self, resume: bool) -> anyhow::Result<String> {
-        let request = &self.request;
-        let resume = match (&self.token, resume) {
-            (Some(token), true) => Some(Resume { token: token.clone(), received: self.received }),
-            _ => None,
-        };
-        let join = ClientMessage::Join(switchboard_protocol::Join {
-            id: None,
-            room: switchboard_protocol::RoomName::new(request.room.clone()).context("room name")?,
-            name: switchboard_protocol::DisplayName::new(request.name.clone()).context("display name")?,
-            token: request.token.clone(),
-            media: switchboard_protocol::MediaState::default(),
-            role: request.role,
-            resume,
-        });
-        Ok(serde_json::to_string(&join)?)
-    }
-
-    /// Connects and joins, resuming when it has a session. Returns the
-    /// socket and the welcome.
-    async fn connect(&mut self) -> Result<(Ws, Welcome), JoinError> {
-        let (mut ws, _) = match tokio_tungstenite::connect_async_with_config(&self.url, None, true).await {
-            Ok(ok) => ok,
-            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-                // Full (503): the server says when to come back.
-                let retry_after = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                return Err(JoinError::Retry(format!("HTTP {}", response.status()), retry_after));
-            }
-            Err(err) => return Err(JoinError::Retry(format!("connecting: {err}"), None)),
-        };
-        let mut resume = self.token.is_some();
-        loop {
-            let join = self.join_message(resume).map_err(|e| JoinError::Fatal(format!("{e:#}")))?;
-            ws.send(Message::text(join)).await.map_err(|e| JoinError::Retry(format!("sending join: {e}"), None))?;
-            match read_welcome(&mut ws).await {
-                Ok(welcome) => return Ok((ws, welcome)),
-                Err(JoinRefusal::Code(ErrorCode::ResumeFailed, message)) if resume => {
-                    tracing::info!(%message, "resume refused: joining afresh");
-                    resume = false;
-                }
-                Err(JoinRefusal::Code(
-                    code @ (ErrorCode::Unauthorized
-                    | ErrorCode::TokenExpired
-                    | ErrorCode::Forbidden
-                    | ErrorCode::Replaced),
-                    message,
-                )) => {
-                    return Err(JoinError::Fatal(format!("join refused: {message} ({})", code.as_str())));
-                }
-                Err(JoinRefusal::Code(code, message)) => {
-                    return Err(JoinError::Retry(format!("join refused: {message} ({})", code.as_str()), None));
-                }
-                Err(JoinRefusal::Other(message)) => return Err(JoinError::Retry(message, None)),
-            }
-        }
-    }
-
-    /// Takes in a welcome: a fresh one starts a new session.
-    fn welcomed(&mut self, welcome: &Welcome) {
-        if !welcome.resumed {
-            if let Some(old) = &self.me {
-                // Chats the old session stored before it was lost are in
-                // the room's history: they need no resend.
-                self.unacked.retain(|c| !welcome.chat.iter().any(|m| m.from == *old && m.client_id == c.client_id));
-            }
-            self.received = 0;
-            self.acked = 0;
-            self.me = Some(welcome.you.id.clone());
-        }
-        self.token = Some(welcome.resume_token.clone());
-        self.replay_left = if welcome.resumed { welcome.replayed } else { 0 };
-        self.resend_due = true;
-        self.ping_every = Duration::from_millis(welcome.ping_interval_ms.max(100));
-        self.limits = welcome.limits.clone();
-    }
-
-    /// Counts an event and clears the chat it acknowledges.
-    fn received(&mut self, msg: &ServerMessage) {
-        if !msg.kind().is_event() {
-            return;
-        }
-        self.received += 1;
-        self.replay_left = self.replay_left.saturating_sub(1);
-        if let ServerMessage::Chat(chat) = msg
-            && self.me.as_ref() == Some(&chat.from)
-        {
-            self.unacked.retain(|c| c.client_id != chat.client_id);
-        }
-    }
-
-    /// Remembers a chat until its echo comes back.
-    fn sending(&mut self, msg: &ClientMessage) {
-        if let ClientMessage::Chat(chat) = msg {
-            if self.unacked.len() >= UNACKED_CHATS {
-                self.unacked.pop_front();
-            }
-            self.unacked.push_back(chat.clone());
-        }
-    }
-
-    /// The chat to resend on this connection, once: nothing until the
-    /// replay after a resumed welcome has been read, then every message
-    /// whose echo is still missing, in order.
-    fn take_resend(&mut self) -> Option<Vec<ClientMessage>> {
-        if !self.resend_due || self.replay_left > 0 {
-            return None;
-        }
-        self.resend_due = false;
-        Some(self.unacked.iter().cloned().map(ClientMessage::Chat).collect())
-    }
-
-    fn ping(&mut self) -> ClientMessage {
-        self.acked = self.received;
-        ClientMessage::Ping(Ping { id: None, ack: Some(self.received) })
-    }
 }
 
 enum JoinRefusal {
@@ -366,25 +142,13 @@ impl Signaling {
     /// times are measured from `start`. The first join's failure is
     /// returned; after it, drops are retried per `request.reconnect`.
     pub async fn join(url: &str, request: &JoinRequest, start: std::time::Instant) -> anyhow::Result<Self> {
-        let mut session = Session {
-            url: url.to_owned(),
-            request: request.clone(),
-            me: None,
-            token: None,
-            received: 0,
-            acked: 0,
-            unacked: VecDeque::new(),
-            replay_left: 0,
-            resend_due: false,
-            ping_every: Duration::from_secs(15),
-            limits: LimitsInfo::default(),
-        };
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+        let mut session = Session::new(url, request.clone());
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(http_request(&session)?, None, true)
             .await
             .with_context(|| format!("connecting to {url}"))?;
         let connected_after = start.elapsed();
         let mut ws = ws;
-        ws.send(Message::text(session.join_message(false)?)).await.context("sending join")?;
+        ws.send(Message::text(serde_json::to_string(&session.join_message(false)?)?)).await.context("sending join")?;
         let welcome = match read_welcome(&mut ws).await {
             Ok(w) => w,
             Err(JoinRefusal::Code(code, message)) => bail!("join refused: {message} ({})", code.as_str()),
@@ -397,6 +161,57 @@ impl Signaling {
         let (state_tx, state) = watch::channel(SignalState::Connected);
         let task = tokio::spawn(supervise(session, ws, rx, events_tx, state_tx));
         Ok(Self { welcome, sender: SignalSender { tx }, events, state, connected_after, welcome_after, task })
+    }
+}
+
+/// The WebSocket request for the session's URL, with the internal key when
+/// it has one.
+fn http_request(session: &Session) -> anyhow::Result<tokio_tungstenite::tungstenite::handshake::client::Request> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = session.url().into_client_request().context("signaling URL")?;
+    if let Some(key) = &session.request().internal_key {
+        request.headers_mut().insert("x-switchboard-internal", key.parse().context("internal key")?);
+    }
+    Ok(request)
+}
+
+/// Connects and joins, resuming when it has a session. Returns the
+/// socket and the welcome.
+async fn connect(session: &mut Session) -> Result<(Ws, Welcome), JoinError> {
+    let request = http_request(session).map_err(|e| JoinError::Fatal(format!("{e:#}")))?;
+    let (mut ws, _) = match tokio_tungstenite::connect_async_with_config(request, None, true).await {
+        Ok(ok) => ok,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            // Full (503): the server says when to come back.
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Err(JoinError::Retry(format!("HTTP {}", response.status()), retry_after));
+        }
+        Err(err) => return Err(JoinError::Retry(format!("connecting: {err}"), None)),
+    };
+    let mut resume = session.can_resume();
+    loop {
+        let join = session.join_message(resume).map_err(|e| JoinError::Fatal(e.to_string()))?;
+        let join = serde_json::to_string(&join).map_err(|e| JoinError::Fatal(e.to_string()))?;
+        ws.send(Message::text(join)).await.map_err(|e| JoinError::Retry(format!("sending join: {e}"), None))?;
+        match read_welcome(&mut ws).await {
+            Ok(welcome) => return Ok((ws, welcome)),
+            Err(JoinRefusal::Code(code, message)) => {
+                let described = format!("join refused: {message} ({})", code.as_str());
+                match Session::refusal(code, resume) {
+                    Refusal::JoinAfresh => {
+                        tracing::info!(%message, "resume refused: joining afresh");
+                        resume = false;
+                    }
+                    Refusal::Fatal => return Err(JoinError::Fatal(described)),
+                    Refusal::Retry => return Err(JoinError::Retry(described, None)),
+                }
+            }
+            Err(JoinRefusal::Other(message)) => return Err(JoinError::Retry(message, None)),
+        }
     }
 }
 
@@ -413,7 +228,7 @@ async fn supervise(
     loop {
         let Some(socket) = ws.take() else { break };
         let ended = run(&mut session, socket, &mut rx, &events).await;
-        let Some(policy) = session.request.reconnect else {
+        let Some(policy) = session.reconnect() else {
             let _ = state.send(SignalState::Closed { reason: "connection ended".into() });
             return;
         };
@@ -428,7 +243,7 @@ async fn supervise(
             Ended::Dropped(reason) => reason,
             Ended::GoingAway(notice) => {
                 if let Some(url) = notice.reconnect_url {
-                    session.url = url;
+                    session.move_to(url);
                 }
                 floor = Duration::from_millis(notice.retry_after_ms);
                 format!("server going away: {}", notice.reason)
@@ -440,18 +255,14 @@ async fn supervise(
         loop {
             // Prompt after a going-away notice (its retry_after plus a
             // little jitter), exponential after a failure.
-            let wait = if attempt == 0 && !floor.is_zero() {
-                floor + policy.initial.mul_f64(rand::random::<f64>())
-            } else {
-                policy.delay(attempt, rand::random::<f64>()).max(floor)
-            };
+            let wait = policy.wait(attempt, floor, rand::random::<f64>());
             let _ = state.send(SignalState::Reconnecting { attempt, retry_in: wait, reason: last.clone() });
             tokio::time::sleep(wait).await;
             if events.is_closed() {
                 return;
             }
             attempt = attempt.saturating_add(1);
-            let result = match tokio::time::timeout(ATTEMPT_TIMEOUT, session.connect()).await {
+            let result = match tokio::time::timeout(ATTEMPT_TIMEOUT, connect(&mut session)).await {
                 Ok(result) => result,
                 Err(_) => Err(JoinError::Retry(format!("no welcome within {ATTEMPT_TIMEOUT:?}"), None)),
             };
@@ -490,12 +301,16 @@ async fn run(
     events: &mpsc::Sender<ServerMessage>,
 ) -> Ended {
     let (mut sink, mut stream) = ws.split();
-    let mut pacer = Pacer::new(&session.limits);
+    let mut pacer = match session.request().internal_key {
+        Some(_) => Pacer::unlimited(),
+        None => Pacer::new(session.limits()),
+    };
     if let Err(err) = resend(session, &mut sink, &mut pacer).await {
         return Ended::Dropped(format!("resending: {err}"));
     }
-    let silence_limit = session.ping_every + (session.ping_every / 2).max(Duration::from_secs(1));
-    let mut ping = tokio::time::interval(session.ping_every);
+    let ping_every = session.ping_every();
+    let silence_limit = ping_every + (ping_every / 2).max(Duration::from_secs(1));
+    let mut ping = tokio::time::interval(ping_every);
     ping.tick().await;
     let mut last_heard = tokio::time::Instant::now();
     let replay_started = tokio::time::Instant::now();
@@ -504,7 +319,7 @@ async fn run(
             // Nothing new goes out before the resend of what the old
             // connection may have swallowed: the room stores chat in the
             // order it arrives.
-            msg = rx.recv(), if !session.resend_due => match msg {
+            msg = rx.recv(), if !session.resend_due() => match msg {
                 Some(msg) => {
                     session.sending(&msg);
                     let leaving = matches!(msg, ClientMessage::Leave(_));
@@ -523,9 +338,9 @@ async fn run(
                 // A replay that never completes (an event this client
                 // cannot read is not counted) must not hold back what it
                 // sends for good: after a ping interval, resend anyway.
-                if session.resend_due && session.replay_left > 0 && replay_started.elapsed() >= session.ping_every {
-                    tracing::warn!(left = session.replay_left, "replay incomplete: resending anyway");
-                    session.replay_left = 0;
+                if session.resend_due() && session.replay_left() > 0 && replay_started.elapsed() >= ping_every {
+                    tracing::warn!(left = session.replay_left(), "replay incomplete: resending anyway");
+                    session.give_up_replay();
                     if let Err(err) = resend(session, &mut sink, &mut pacer).await {
                         break Ended::Dropped(format!("resending: {err}"));
                     }
@@ -569,7 +384,7 @@ async fn run(
                 if let Err(err) = resend(session, &mut sink, &mut pacer).await {
                     break Ended::Dropped(format!("resending: {err}"));
                 }
-                if session.received - session.acked < ACK_EVERY {
+                if !session.ack_due() {
                     continue;
                 }
                 session.ping()
@@ -606,34 +421,4 @@ async fn send_paced(
     let Ok(text) = serde_json::to_string(msg) else { return Ok(()) };
     pacer.wait().await;
     sink.send(Message::text(text)).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn pacing_keeps_under_the_announced_rate() {
-        let limits = LimitsInfo {
-            max_message_bytes: 65536,
-            max_chat_chars: 4000,
-            messages_per_second: 50,
-            message_burst: 100,
-            max_peers_per_room: 32,
-            chat_history_page: 50,
-            typing_ttl_ms: 5000,
-        };
-        let mut pacer = Pacer::new(&limits);
-        let start = tokio::time::Instant::now();
-        for _ in 0..89 {
-            pacer.wait().await;
-        }
-        assert_eq!(start.elapsed(), Duration::ZERO, "the burst (less the join and the margin) goes at once");
-        for _ in 0..45 {
-            pacer.wait().await;
-        }
-        // 45 more at 45/s: about a second.
-        let waited = start.elapsed();
-        assert!(waited >= Duration::from_millis(990) && waited <= Duration::from_millis(1010), "{waited:?}");
-    }
 }

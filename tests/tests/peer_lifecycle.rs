@@ -1,10 +1,8 @@
 //! Leaving closes every connection and task: 50 join/leave cycles leave the
 //! task count and memory where they were. Loopback-only namespace only.
 
-mod common;
-
-use common::{join, server, wait_for};
 use std::time::Duration;
+use switchboard_e2e::{quiet_peer, server, wait_for_event};
 use switchboard_peer::{Channel, PeerEvent};
 
 /// Cycles measured after a warm-up of `WARMUP` cycles.
@@ -34,7 +32,7 @@ fn alive_tasks() -> usize {
 /// webrtc-rs winds its tasks down asynchronously after `close`; wait until
 /// the count is back at `limit` or report where it got stuck.
 async fn settle_tasks(limit: usize, cycle: usize) -> usize {
-    let deadline = tokio::time::Instant::now() + common::WAIT;
+    let deadline = tokio::time::Instant::now() + switchboard_e2e::WAIT;
     loop {
         let n = alive_tasks();
         if n <= limit {
@@ -48,21 +46,21 @@ async fn settle_tasks(limit: usize, cycle: usize) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_join_leave_cycles_leak_neither_tasks_nor_memory() {
     let srv = server().await;
-    let mut host = join(&srv, "cycles", "host").await;
+    let mut host = quiet_peer(&srv, "cycles", "host").await;
     // Tasks with the host alone in the room: where every cycle must return.
     let baseline_tasks = alive_tasks();
     let mut baseline_rss = 0;
     for cycle in 0..WARMUP + CYCLES {
-        let mut guest = join(&srv, "cycles", "guest").await;
+        let mut guest = quiet_peer(&srv, "cycles", "guest").await;
         let guest_id = guest.id().clone();
-        wait_for(&mut guest, "the chat channel", |e| {
+        wait_for_event(&mut guest, "the chat channel", |e| {
             matches!(e, PeerEvent::ChannelOpen { channel: Channel::Chat, .. })
         })
         .await;
         guest.send(Channel::Chat, "hello").await.expect("send");
-        wait_for(&mut host, "the guest's message", |e| matches!(e, PeerEvent::Data { .. })).await;
+        wait_for_event(&mut host, "the guest's message", |e| matches!(e, PeerEvent::Data { .. })).await;
         guest.leave().await;
-        wait_for(
+        wait_for_event(
             &mut host,
             "the guest's departure",
             |e| matches!(e, PeerEvent::PeerLeft { remote, .. } if *remote == guest_id),

@@ -32,7 +32,7 @@ impl std::fmt::Debug for ChannelSender {
 
 impl ChannelSender {
     /// A sender for `dc`.
-    pub(crate) fn new(dc: Arc<RTCDataChannel>) -> Self {
+    pub fn new(dc: Arc<RTCDataChannel>) -> Self {
         Self { dc, drained: Arc::new(Notify::new()), armed: Arc::new(OnceCell::new()) }
     }
 

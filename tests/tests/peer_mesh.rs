@@ -1,10 +1,8 @@
 //! Rooms of several headless peers: a full mesh, simultaneous joins, and a
 //! call that outlives its signaling server. Loopback-only namespace only.
 
-mod common;
-
-use common::{join, join_with, require_loopback_namespace, server, wait_for, wait_for_media};
 use std::collections::BTreeSet;
+use switchboard_e2e::{quiet_peer, require_loopback_namespace, rust_peer, server, wait_for_event, wait_for_rust_media};
 use switchboard_peer::SignalState;
 use switchboard_peer::{Channel, MediaSource, Peer, PeerEvent};
 use switchboard_protocol::PeerId;
@@ -13,7 +11,7 @@ use switchboard_protocol::PeerId;
 async fn chat_open_to(peer: &mut Peer, others: &BTreeSet<PeerId>) {
     let mut open = BTreeSet::new();
     while &open != others {
-        let e = wait_for(peer, "chat channels to every other peer", |e| {
+        let e = wait_for_event(peer, "chat channels to every other peer", |e| {
             matches!(e, PeerEvent::ChannelOpen { channel: Channel::Chat, .. })
         })
         .await;
@@ -28,7 +26,7 @@ async fn four_peers_form_a_full_mesh() {
     let srv = server().await;
     let mut peers = Vec::new();
     for name in ["p1", "p2", "p3", "p4"] {
-        peers.push(join(&srv, "mesh", name).await);
+        peers.push(quiet_peer(&srv, "mesh", name).await);
     }
     let ids: BTreeSet<PeerId> = peers.iter().map(|p| p.id().clone()).collect();
     for p in &mut peers {
@@ -41,7 +39,7 @@ async fn four_peers_form_a_full_mesh() {
     for p in &mut peers {
         let mut from = BTreeSet::new();
         while from.len() < 3 {
-            let e = wait_for(p, "a message from each other peer", |e| matches!(e, PeerEvent::Data { .. })).await;
+            let e = wait_for_event(p, "a message from each other peer", |e| matches!(e, PeerEvent::Data { .. })).await;
             if let PeerEvent::Data { remote, text, .. } = e {
                 assert_eq!(text, format!("hi from {remote}"));
                 from.insert(remote);
@@ -56,12 +54,12 @@ async fn peers_joining_at_the_same_instant_still_connect() {
     let srv = server().await;
     for round in 0..5 {
         let room = format!("glare{round}");
-        let (mut a, mut b) = tokio::join!(join(&srv, &room, "a"), join(&srv, &room, "b"));
+        let (mut a, mut b) = tokio::join!(quiet_peer(&srv, &room, "a"), quiet_peer(&srv, &room, "b"));
         let (ia, ib) = (a.id().clone(), b.id().clone());
         chat_open_to(&mut a, &BTreeSet::from([ib])).await;
         chat_open_to(&mut b, &BTreeSet::from([ia])).await;
         a.send(Channel::Chat, "ping").await.expect("send");
-        wait_for(&mut b, "data after a simultaneous join", |e| matches!(e, PeerEvent::Data { .. })).await;
+        wait_for_event(&mut b, "data after a simultaneous join", |e| matches!(e, PeerEvent::Data { .. })).await;
         a.leave().await;
         b.leave().await;
     }
@@ -70,19 +68,19 @@ async fn peers_joining_at_the_same_instant_still_connect() {
 #[tokio::test]
 async fn a_call_outlives_the_signaling_server() {
     let srv = server().await;
-    let mut a = join_with(&srv, "outlive", "a", MediaSource::Default).await;
-    let mut b = join_with(&srv, "outlive", "b", MediaSource::Default).await;
+    let mut a = rust_peer(&srv, "outlive", "a", MediaSource::Default).await;
+    let mut b = rust_peer(&srv, "outlive", "b", MediaSource::Default).await;
     let (ia, ib) = (a.id().clone(), b.id().clone());
     chat_open_to(&mut a, &BTreeSet::from([ib])).await;
     chat_open_to(&mut b, &BTreeSet::from([ia])).await;
     srv.shutdown().await.expect("shutdown");
     // Both notice and keep trying to reconnect; the links stay up.
     let reconnecting = |e: &PeerEvent| matches!(e, PeerEvent::Signaling(SignalState::Reconnecting { .. }));
-    wait_for(&mut a, "signaling to be reconnecting", reconnecting).await;
-    wait_for(&mut b, "signaling to be reconnecting", reconnecting).await;
+    wait_for_event(&mut a, "signaling to be reconnecting", reconnecting).await;
+    wait_for_event(&mut b, "signaling to be reconnecting", reconnecting).await;
     for i in 0..3 {
         a.send(Channel::Chat, format!("after the server {i}")).await.expect("send");
-        let e = wait_for(&mut b, "data with the server gone", |e| matches!(e, PeerEvent::Data { .. })).await;
+        let e = wait_for_event(&mut b, "data with the server gone", |e| matches!(e, PeerEvent::Data { .. })).await;
         assert!(matches!(&e, PeerEvent::Data { text, .. } if *text == format!("after the server {i}")), "{e:?}");
     }
     // Media keeps flowing too: another second of video arrives.
@@ -91,7 +89,7 @@ async fn a_call_outlives_the_signaling_server() {
         s.iter().filter(|t| t.remote == ia && t.kind == "video").map(|t| t.packets).sum::<u64>()
     };
     let before = video(&b.media_stats().await.expect("stats"));
-    wait_for_media(&mut b, "video with the server gone", |s| video(s) > before + 30).await;
+    wait_for_rust_media(&mut b, "video with the server gone", |s| video(s) > before + 30).await;
 }
 
 #[tokio::test]
@@ -107,21 +105,21 @@ async fn a_going_away_notice_sends_the_peers_to_the_address_it_gives() {
         ..switchboard_server::config::Settings::default()
     };
     let first = switchboard_server::start(settings).await.expect("server starts");
-    let mut a = join(&first, "move", "a").await;
-    let mut b = join(&first, "move", "b").await;
+    let mut a = quiet_peer(&first, "move", "a").await;
+    let mut b = quiet_peer(&first, "move", "b").await;
     let ib = b.id().clone();
     chat_open_to(&mut a, &BTreeSet::from([ib])).await;
     // The first server goes away and names the next one: both peers go
     // there on their own (a fresh join: the next server has no session).
     first.shutdown().await.expect("shutdown");
     let rejoined = |e: &PeerEvent| matches!(e, PeerEvent::Rejoined { .. });
-    let PeerEvent::Rejoined { id: new_a } = wait_for(&mut a, "a to join the next server", rejoined).await else {
+    let PeerEvent::Rejoined { id: new_a } = wait_for_event(&mut a, "a to join the next server", rejoined).await else {
         unreachable!()
     };
-    wait_for(&mut b, "b to join the next server", rejoined).await;
+    wait_for_event(&mut b, "b to join the next server", rejoined).await;
     // They are in the same room there, and talk through it.
     a.chat("on the next server").await.expect("chat");
-    let chat = wait_for(&mut b, "chat through the next server", |e| matches!(e, PeerEvent::Chat(_))).await;
+    let chat = wait_for_event(&mut b, "chat through the next server", |e| matches!(e, PeerEvent::Chat(_))).await;
     assert!(matches!(&chat, PeerEvent::Chat(c) if c.from == new_a && c.text == "on the next server"), "{chat:?}");
 }
 
@@ -158,9 +156,9 @@ async fn a_replaced_peer_stops_instead_of_taking_its_seat_back() {
     let second = Peer::join(options).await.expect("second joins");
     // `replaced` is final: the first session closes for good and does not
     // come back to replace the second (which would then do the same).
-    let error = wait_for(&mut first, "the replaced error", |e| matches!(e, PeerEvent::Error { .. })).await;
+    let error = wait_for_event(&mut first, "the replaced error", |e| matches!(e, PeerEvent::Error { .. })).await;
     assert!(matches!(&error, PeerEvent::Error { message, .. } if message.contains("replaced")), "{error:?}");
-    let closed = wait_for(&mut first, "the replaced session to close for good", |e| {
+    let closed = wait_for_event(&mut first, "the replaced session to close for good", |e| {
         matches!(e, PeerEvent::SignalingClosed | PeerEvent::Rejoined { .. } | PeerEvent::Signaling(_))
     })
     .await;
@@ -173,6 +171,6 @@ async fn a_replaced_peer_stops_instead_of_taking_its_seat_back() {
     // The second session still holds the seat and talks through it.
     let mut third = Peer::join(grace).await.expect("grace joins");
     second.chat("still mine").await.expect("chat");
-    let chat = wait_for(&mut third, "chat from the second session", |e| matches!(e, PeerEvent::Chat(_))).await;
+    let chat = wait_for_event(&mut third, "chat from the second session", |e| matches!(e, PeerEvent::Chat(_))).await;
     assert!(matches!(&chat, PeerEvent::Chat(c) if c.from == *second.id()), "{chat:?}");
 }

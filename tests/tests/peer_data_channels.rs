@@ -2,16 +2,15 @@
 //! open and carry text both ways; a leaving peer is announced and its link
 //! closed. Runs only in a loopback-only network namespace.
 
-mod common;
-
-use common::{join, server, wait_for};
+use switchboard_e2e::{quiet_peer, server, wait_for_event};
 use switchboard_peer::{Channel, PeerEvent};
 use switchboard_protocol::LeaveReason;
 
 async fn open_both(peer: &mut switchboard_peer::Peer) {
     let mut open = Vec::new();
     while open.len() < 2 {
-        let event = wait_for(peer, "both data channels open", |e| matches!(e, PeerEvent::ChannelOpen { .. })).await;
+        let event =
+            wait_for_event(peer, "both data channels open", |e| matches!(e, PeerEvent::ChannelOpen { .. })).await;
         if let PeerEvent::ChannelOpen { channel, .. } = event
             && !open.contains(&channel)
         {
@@ -23,19 +22,19 @@ async fn open_both(peer: &mut switchboard_peer::Peer) {
 #[tokio::test]
 async fn two_peers_exchange_data_both_ways_on_both_channels() {
     let srv = server().await;
-    let mut a = join(&srv, "dc", "alice").await;
-    let mut b = join(&srv, "dc", "bob").await;
+    let mut a = quiet_peer(&srv, "dc", "alice").await;
+    let mut b = quiet_peer(&srv, "dc", "bob").await;
     open_both(&mut a).await;
     open_both(&mut b).await;
 
     assert_eq!(a.send(Channel::Chat, "reliable from alice").await.expect("send"), 1);
-    let got = wait_for(&mut b, "alice's chat-channel text", |e| matches!(e, PeerEvent::Data { .. })).await;
+    let got = wait_for_event(&mut b, "alice's chat-channel text", |e| matches!(e, PeerEvent::Data { .. })).await;
     assert!(
         matches!(&got, PeerEvent::Data { remote, channel: Channel::Chat, text } if remote == a.id() && text == "reliable from alice"),
         "{got:?}"
     );
     b.send(Channel::Chat, "reliable from bob").await.expect("send");
-    let got = wait_for(&mut a, "bob's chat-channel text", |e| matches!(e, PeerEvent::Data { .. })).await;
+    let got = wait_for_event(&mut a, "bob's chat-channel text", |e| matches!(e, PeerEvent::Data { .. })).await;
     assert!(
         matches!(&got, PeerEvent::Data { channel: Channel::Chat, text, .. } if text == "reliable from bob"),
         "{got:?}"
@@ -44,16 +43,18 @@ async fn two_peers_exchange_data_both_ways_on_both_channels() {
     // The state channel is unreliable by design; on loopback nothing is lost.
     a.send(Channel::State, "state from alice").await.expect("send");
     let got =
-        wait_for(&mut b, "alice's state text", |e| matches!(e, PeerEvent::Data { channel: Channel::State, .. })).await;
+        wait_for_event(&mut b, "alice's state text", |e| matches!(e, PeerEvent::Data { channel: Channel::State, .. }))
+            .await;
     assert!(matches!(&got, PeerEvent::Data { text, .. } if text == "state from alice"), "{got:?}");
     b.send(Channel::State, "state from bob").await.expect("send");
     let got =
-        wait_for(&mut a, "bob's state text", |e| matches!(e, PeerEvent::Data { channel: Channel::State, .. })).await;
+        wait_for_event(&mut a, "bob's state text", |e| matches!(e, PeerEvent::Data { channel: Channel::State, .. }))
+            .await;
     assert!(matches!(&got, PeerEvent::Data { text, .. } if text == "state from bob"), "{got:?}");
 
     let b_id = b.id().clone();
     b.leave().await;
-    let left = wait_for(&mut a, "bob's departure", |e| matches!(e, PeerEvent::PeerLeft { .. })).await;
+    let left = wait_for_event(&mut a, "bob's departure", |e| matches!(e, PeerEvent::PeerLeft { .. })).await;
     assert!(matches!(left, PeerEvent::PeerLeft { remote, reason: LeaveReason::Left } if remote == b_id));
     a.leave().await;
 }
@@ -61,11 +62,11 @@ async fn two_peers_exchange_data_both_ways_on_both_channels() {
 #[tokio::test]
 async fn chat_on_the_signaling_socket_reaches_everyone() {
     let srv = server().await;
-    let mut a = join(&srv, "chat", "alice").await;
-    let mut b = join(&srv, "chat", "bob").await;
+    let mut a = quiet_peer(&srv, "chat", "alice").await;
+    let mut b = quiet_peer(&srv, "chat", "bob").await;
     a.chat("hello room").await.expect("chat");
     for p in [&mut a, &mut b] {
-        let got = wait_for(p, "the chat message", |e| matches!(e, PeerEvent::Chat(_))).await;
+        let got = wait_for_event(p, "the chat message", |e| matches!(e, PeerEvent::Chat(_))).await;
         assert!(matches!(&got, PeerEvent::Chat(c) if c.text == "hello room" && c.seq == 1), "{got:?}");
     }
 }
@@ -79,8 +80,8 @@ async fn bulk_sends_from_either_side_get_past_the_high_water_mark() {
     // answerer's side until the low-water callback was armed after opening.
     const TOTAL: usize = 96 * 48 * 1024;
     let srv = server().await;
-    let mut a = join(&srv, "bulk", "answerer").await;
-    let mut b = join(&srv, "bulk", "offerer").await;
+    let mut a = quiet_peer(&srv, "bulk", "answerer").await;
+    let mut b = quiet_peer(&srv, "bulk", "offerer").await;
     open_both(&mut a).await;
     open_both(&mut b).await;
     let from_a = a.senders(Channel::Chat).await.expect("senders").into_iter().next().expect("a link").1;
@@ -100,11 +101,54 @@ async fn bulk(sender: &switchboard_peer::ChannelSender, to: &mut switchboard_pee
         let mut got = 0;
         while got < total {
             if let PeerEvent::Data { text, .. } =
-                wait_for(to, "bulk data", |e| matches!(e, PeerEvent::Data { .. })).await
+                wait_for_event(to, "bulk data", |e| matches!(e, PeerEvent::Data { .. })).await
             {
                 got += text.len();
             }
         }
     };
     tokio::join!(send, receive);
+}
+
+#[tokio::test]
+async fn a_program_that_stops_reading_events_loses_only_droppable_ones_and_its_link_lives_on() {
+    let srv = server().await;
+    let mut deaf = quiet_peer(&srv, "deaf", "deaf").await;
+    let mut b = quiet_peer(&srv, "deaf", "talker").await;
+    open_both(&mut deaf).await;
+    open_both(&mut b).await;
+    // `deaf` stops reading. More unreliable messages than its event queue
+    // holds arrive, then reliable ones.
+    let flood = switchboard_peer::EVENT_QUEUE + 1000;
+    for i in 0..flood {
+        b.send(Channel::State, format!("state {i}")).await.expect("send");
+        if i % 500 == 0 {
+            // Let SCTP carry them: this is about the receiver, not the
+            // sender's buffer.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for i in 0..3 {
+        b.send(Channel::Chat, format!("reliable {i}")).await.expect("send");
+    }
+    // The link is alive for the other direction meanwhile.
+    deaf.send(Channel::Chat, "still here").await.expect("send");
+    wait_for_event(
+        &mut b,
+        "the deaf peer's message",
+        |e| matches!(e, PeerEvent::Data { text, .. } if text == "still here"),
+    )
+    .await;
+    assert!(deaf.dropped_events() > 0, "the overflow was dropped, not queued");
+    // Reading again: every reliable message is there, in order.
+    for i in 0..3 {
+        let want = format!("reliable {i}");
+        wait_for_event(
+            &mut deaf,
+            &want,
+            |e| matches!(e, PeerEvent::Data { channel: Channel::Chat, text, .. } if *text == want),
+        )
+        .await;
+    }
 }

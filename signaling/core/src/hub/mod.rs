@@ -1,0 +1,191 @@
+//! The hub: every connection's room membership and every room, owned by one
+//! state machine. See the crate docs for the loop that drives it.
+//!
+//! One `impl Hub` per concern, each in the file named after it:
+//!
+//! | file            | what it decides                                          |
+//! |-----------------|----------------------------------------------------------|
+//! | `mod.rs`        | the state, the connection states, polling                |
+//! | `output.rs`     | what the shell is told to do ([`Output`])                |
+//! | `inputs.rs`     | the inputs, and where each message goes                  |
+//! | `membership.rs` | who gets in (join, replacing an identity) and leaving    |
+//! | `sessions.rs`   | seats held for a resume, resumes, resume tokens          |
+//! | `fanout.rs`     | events to a room's members, replies, errors              |
+//! | `relay.rs`      | offers, answers and candidates between two members       |
+//! | `presence.rs`   | typing, read receipts, media state                       |
+//! | `chat.rs`       | chat messages and history pages                          |
+//! | `sfu.rs`        | asking the shell for an SFU, and again when none comes   |
+//! | `invariants.rs` | what must hold between all of the above                  |
+
+mod chat;
+mod fanout;
+mod inputs;
+mod invariants;
+mod membership;
+mod output;
+mod presence;
+mod relay;
+mod sessions;
+mod sfu;
+
+pub use invariants::InvariantViolation;
+pub use output::{CloseReason, Output, Recipients};
+
+use crate::auth::TokenVerifier;
+use crate::limits::Limits;
+use crate::replaced::ReplacedTokens;
+use crate::resume_token::ResumeToken;
+use crate::room::{Member, Room};
+use crate::seat::Seat;
+use crate::timers::Timers;
+use crate::turn::TurnConfig;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Instant;
+use switchboard_protocol::{GoingAway, IceServer, PeerId, RoomMode, RoomName};
+
+/// A connection, numbered by the shell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Randomness for peer ids and resume tokens, supplied by the shell (the OS
+/// generator in the server, a seeded one in tests).
+pub type Entropy = Box<dyn FnMut() -> u128 + Send>;
+
+/// Everything the hub needs to know at start.
+#[derive(Debug, Default)]
+pub struct HubConfig {
+    /// Limits.
+    pub limits: Limits,
+    /// Join tokens are required when set.
+    pub verifier: Option<TokenVerifier>,
+    /// ICE servers without credentials (STUN) handed out in the welcome.
+    pub ice_servers: Vec<IceServer>,
+    /// TURN: credentials minted per participant at join and on request.
+    pub turn: Option<TurnConfig>,
+    /// Mode of rooms created without a `mode` claim.
+    pub room_mode: RoomMode,
+    /// Checks the tokens of the server's own SFU (a secret of the process),
+    /// so that SFU rooms work without an auth secret.
+    pub sfu_verifier: Option<TokenVerifier>,
+}
+
+/// Where a connection is.
+#[derive(Debug, Clone)]
+enum ConnState {
+    /// Open, not in a room (yet, or again after a refused resume).
+    Lobby,
+    /// Speaks for the member in this seat.
+    Joined(Seat),
+    /// Asked to resume the session in this seat, whose current connection
+    /// is being probed.
+    Resuming(Seat),
+}
+
+/// The signaling state machine.
+///
+/// Every map whose iteration can reach an output (who is closed first at
+/// shutdown, which invariant is reported) is ordered, so that two hubs fed
+/// the same inputs and the same entropy produce the same outputs.
+pub struct Hub {
+    config: HubConfig,
+    conns: BTreeMap<ConnId, ConnState>,
+    rooms: BTreeMap<RoomName, Room>,
+    timers: Timers,
+    out: VecDeque<Output>,
+    entropy: Entropy,
+    /// Members of all rooms, kept so that metrics never walk the rooms.
+    peers: usize,
+    /// Every member's session, by its current (and, just after a resume,
+    /// previous) resume token. Lookups only, never iterated.
+    tokens: HashMap<ResumeToken, Seat>,
+    /// Seats held for a resume, with the deadline after which each is given
+    /// up (a stale `ResumeDeadline` timer of a seat that resumed and dropped
+    /// again finds a later deadline here and does nothing).
+    away: BTreeMap<Seat, Instant>,
+    /// Set by [`Hub::shutdown`]: a connection that opens afterwards (its
+    /// upgrade was in flight) is told so and closed at once.
+    going_away: Option<GoingAway>,
+    /// Tokens of sessions replaced less than a resume grace ago.
+    replaced: ReplacedTokens,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("conns", &self.conns.len()).field("rooms", &self.rooms.len()).finish()
+    }
+}
+
+impl Hub {
+    /// A hub with no connections.
+    pub fn new(config: HubConfig, entropy: Entropy) -> Self {
+        Self {
+            config,
+            conns: BTreeMap::new(),
+            rooms: BTreeMap::new(),
+            timers: Timers::default(),
+            out: VecDeque::new(),
+            entropy,
+            peers: 0,
+            tokens: HashMap::new(),
+            away: BTreeMap::new(),
+            going_away: None,
+            replaced: ReplacedTokens::default(),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
+    /// Open connections (joined or not).
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Rooms with at least one member.
+    pub fn rooms(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Participants in all rooms.
+    pub fn peers(&self) -> usize {
+        self.peers
+    }
+
+    /// The next output, if any. Call until `None` after every input.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Hub::timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Participants whose connection dropped and whose seat is held.
+    pub fn away(&self) -> usize {
+        self.away.len()
+    }
+
+    /// Bytes of events kept for resumes, over every member (walks every
+    /// room: for tests and occasional inspection, not per message).
+    pub fn replay_bytes(&self) -> usize {
+        self.rooms.values().flat_map(Room::members).map(|m| m.events.bytes()).sum()
+    }
+
+    /// Bytes of chat history kept, over every room (walks every room).
+    pub fn chat_bytes(&self) -> usize {
+        self.rooms.values().map(|r| r.chat.bytes()).sum()
+    }
+
+    /// The member in `seat`, if it is still there.
+    fn member_mut(&mut self, seat: &Seat) -> Option<&mut Member> {
+        self.rooms.get_mut(&seat.room).and_then(|r| r.get_mut(&seat.peer))
+    }
+
+    /// The member `peer` of `room`, if it is still there.
+    fn member(&self, room: &RoomName, peer: &PeerId) -> Option<&Member> {
+        self.rooms.get(room).and_then(|r| r.get(peer))
+    }
+}

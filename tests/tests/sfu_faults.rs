@@ -1,0 +1,61 @@
+//! Network cuts in SFU rooms: a participant whose network is cut for 5 s
+//! gets its media back by itself, whichever side made the first offer on
+//! its link to the SFU (the side that restarts ICE). The first participant
+//! of a room got the SFU's offer; a later one offered to the SFU.
+
+use std::time::{Duration, Instant};
+use switchboard_e2e::lab_watch::{drop_host_traffic, events, video_flowing, watch};
+use switchboard_e2e::netlab::{LabProcess, NatLab, Place};
+use switchboard_e2e::{serial, workspace_binary};
+
+/// The server in SFU mode on the lab's public network; a headless peer
+/// sending the built-in clips joins `room` from `place`.
+fn peer(lab: &mut NatLab, url: &str, place: Place, name: &str) -> LabProcess {
+    let peer_bin = workspace_binary("switchboard-peer");
+    let argv = [&peer_bin, "join", url, "--room", "cut", "--name", name, "--json", "--stats", "1"];
+    lab.spawn(place, &argv)
+}
+
+/// Both receive the other's video through the SFU, `host`'s network is
+/// cut for 5 s, and both must receive video again, with nobody leaving.
+fn cut_and_recover(lab: &mut NatLab, a: &mut LabProcess, host: &mut LabProcess) {
+    watch(a, host, "media both ways through the SFU", |la, lh| video_flowing(la, 0) && video_flowing(lh, 0));
+    let (mark_a, mark_h) = (a.seen.len(), host.seen.len());
+    drop_host_traffic(lab, true);
+    std::thread::sleep(Duration::from_secs(5));
+    drop_host_traffic(lab, false);
+    let restored = Instant::now();
+    watch(a, host, "media through the SFU to recover both ways", |la, lh| {
+        video_flowing(la, mark_a) && video_flowing(lh, mark_h)
+    });
+    println!("media back {:?} after the network came back", restored.elapsed());
+    for (who, p) in [("A", &*a), ("the cut peer", &*host)] {
+        assert_eq!(events(&p.seen, "peer_left").count(), 0, "{who} saw someone leave:\n{}", p.seen.join("\n"));
+        assert_eq!(events(&p.seen, "rejoined").count(), 0, "{who} joined afresh:\n{}", p.seen.join("\n"));
+    }
+}
+
+#[tokio::test]
+async fn the_first_member_of_an_sfu_room_gets_media_back_after_a_network_cut() {
+    let _serial = serial().await;
+    let mut lab = NatLab::new();
+    let url = format!("ws://{}/v1/ws", lab.start_signaling(&["--room-mode", "sfu"]));
+    // The cut peer opens the room: the SFU joins after it and offers to it,
+    // so the SFU is the side that must restart ICE.
+    let mut host = peer(&mut lab, &url, Place::Host, "first");
+    host.wait_for("the SFU's offer", Duration::from_secs(30), |l| l.contains("\"offer_received\""));
+    let mut a = peer(&mut lab, &url, Place::Public, "second");
+    cut_and_recover(&mut lab, &mut a, &mut host);
+}
+
+#[tokio::test]
+async fn a_later_member_of_an_sfu_room_gets_media_back_after_a_network_cut() {
+    let _serial = serial().await;
+    let mut lab = NatLab::new();
+    let url = format!("ws://{}/v1/ws", lab.start_signaling(&["--room-mode", "sfu"]));
+    // The cut peer joins after the SFU: it offered, so it restarts ICE.
+    let mut a = peer(&mut lab, &url, Place::Public, "first");
+    a.wait_for("the SFU's offer", Duration::from_secs(30), |l| l.contains("\"offer_received\""));
+    let mut host = peer(&mut lab, &url, Place::Host, "second");
+    cut_and_recover(&mut lab, &mut a, &mut host);
+}
