@@ -38,6 +38,12 @@ impl SignalSender {
         self.tx.send(msg).await.map_err(|_| anyhow::anyhow!("signaling connection closed"))
     }
 
+    /// A sender over a queue the caller drains itself (tests, or another
+    /// transport).
+    pub fn over(tx: mpsc::Sender<ClientMessage>) -> Self {
+        Self { tx }
+    }
+
     /// The queue itself, for code that speaks only the protocol's types
     /// (the negotiator in `switchboard-rtc`).
     pub fn queue(&self) -> mpsc::Sender<ClientMessage> {

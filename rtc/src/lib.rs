@@ -7,7 +7,7 @@
 pub mod candidates;
 mod channel;
 pub mod convert;
-mod engine;
+pub(crate) mod engine;
 pub mod negotiator;
 mod sender;
 pub mod vp8;

@@ -416,3 +416,59 @@ fn rollback() -> RTCSessionDescription {
     rollback.sdp_type = RTCSdpType::Rollback;
     rollback
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::candidates::MAX_PENDING_CANDIDATES;
+    use crate::engine::{RtcEngine, RtcOptions};
+
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<Report>>);
+
+    impl Observer for Recorder {
+        async fn report(&self, report: Report) {
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(report);
+        }
+    }
+
+    #[tokio::test]
+    async fn candidates_before_any_description_are_held_up_to_the_cap() {
+        let engine = RtcEngine::new(&RtcOptions { loopback_only: true, relay_only: false }).expect("engine");
+        let pc = engine.connection(&[]).await.expect("connection");
+        let (signal, _signals) = mpsc::channel(8);
+        let recorder = Arc::new(Recorder::default());
+        let (me, remote) = (PeerId::new("me").expect("id"), PeerId::new("remote").expect("id"));
+        let negotiator =
+            Negotiator::start(&pc, remote.clone(), Roles::new(&me, &remote, false), signal, recorder.clone());
+        for n in 0..MAX_PENDING_CANDIDATES + 50 {
+            let candidate = IceCandidate {
+                candidate: format!("candidate:{n} 1 udp 2130706431 127.0.0.1 {} typ host", 10_000 + n),
+                sdp_mid: Some("0".into()),
+                sdp_m_line_index: Some(0),
+                username_fragment: None,
+            };
+            negotiator.input(Input::Candidate(candidate)).await;
+        }
+        // A last input that fails visibly (an answer to no offer): once its
+        // report is in, every candidate before it was handled (one task, in
+        // order).
+        let stray = SessionDescription { kind: SdpType::Answer, sdp: switchboard_protocol::Sdp::new("v=0\r\n") };
+        negotiator.input(Input::Description(stray)).await;
+        let problems = |reports: &[Report]| -> Vec<String> {
+            reports.iter().filter_map(|r| if let Report::Problem(m) = r { Some(m.clone()) } else { None }).collect()
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let seen = loop {
+            let reports = recorder.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            if problems(&reports).len() >= 2 || tokio::time::Instant::now() > deadline {
+                break problems(&reports);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let overflow: Vec<&String> = seen.iter().filter(|m| m.contains("too many candidates")).collect();
+        assert_eq!(overflow.len(), 1, "one report for the overflow, not one per candidate: {seen:?}");
+        assert_eq!(seen.len(), 2, "the overflow and the stray answer: {seen:?}");
+        let _ = pc.close().await;
+    }
+}

@@ -248,3 +248,34 @@ impl Observer for MemberObserver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_rtc::RtcOptions;
+    use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
+
+    #[tokio::test]
+    async fn a_publishers_second_track_of_a_kind_replaces_the_first_on_every_subscriber() {
+        let engine = RtcEngine::new(&RtcOptions { loopback_only: true, relay_only: false }).expect("engine");
+        let (signal, _signals) = mpsc::channel(64);
+        let (events, _events) = mpsc::channel(64);
+        let me = PeerId::new("sfu").expect("id");
+        let ctx = MemberContext { me, ice_servers: Vec::new(), signal: SignalSender::over(signal), events };
+        let subscriber = PeerId::new("ada").expect("id");
+        let mut member = Member::start(&engine, &ctx, subscriber, false).await.expect("member");
+        let key = TrackKey { publisher: PeerId::new("bob").expect("id"), kind: "video" };
+        let vp8 = RTCRtpCodecCapability { mime_type: "video/VP8".into(), clock_rate: 90_000, ..Default::default() };
+        for _ in 0..2 {
+            let track = Arc::new(TrackLocalStaticRTP::new(vp8.clone(), key.track_id(), "bob".into()));
+            member.add_outlet(key.clone(), track).await.expect("outlet");
+        }
+        let mut sending = 0;
+        for sender in member.pc.get_senders().await {
+            sending += usize::from(sender.track().await.is_some());
+        }
+        assert_eq!(sending, 1, "the first track's sender is gone, not leaked beside the second");
+        assert_eq!(member.outlets.len(), 1);
+        member.close().await;
+    }
+}
