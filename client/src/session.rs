@@ -233,6 +233,8 @@ impl Session {
     /// Remembers a chat until its echo comes back.
     pub fn sending(&mut self, msg: &ClientMessage) {
         if let ClientMessage::Chat(chat) = msg {
+            // A message sent again (the same client id) is the same message.
+            self.unacked.retain(|c| c.client_id != chat.client_id);
             if self.unacked.len() >= UNACKED_CHATS {
                 self.unacked.pop_front();
             }

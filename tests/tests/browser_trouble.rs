@@ -249,7 +249,8 @@ async fn a_server_that_accepts_then_closes_gets_a_growing_backoff_not_a_reconnec
     // must grow (0.5 s, 1 s, 2 s, 4 s ceilings), since no welcome ever came.
     page.eval(
         &format!(
-            "return import('/js/signaling.js').then((m) => {{ const s = new m.Signaling('ws://{broken}/v1/ws'); \
+            "return Promise.all([import('/js/signaling.js'), import('/js/session.js')]).then(([m, t]) => {{ \
+             const s = new m.Signaling(new t.Session({{ room: 'r', name: 'n' }}), 'ws://{broken}/v1/ws'); \
              window.waits = []; s.addEventListener('down', (e) => window.waits.push(e.detail.retryInMs)); \
              s.open(); return true; }})"
         ),

@@ -152,5 +152,60 @@ async fn the_browser_protocol_module_agrees_with_the_rust_types() {
     assert!(accepted > ServerKind::NAMES.len() && accepted < cases.len(), "the variants test both outcomes");
     println!("{} server message variants, {accepted} accepted by both", cases.len());
 
+    // The browser's session rules replay the scenarios the Rust client
+    // replays (client/tests/scenarios.rs).
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../client/fixtures/session.json");
+    let scenarios: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("JSON");
+    let failures = browser.eval(REPLAY_SESSION_SCENARIOS, vec![scenarios]).await;
+    assert_eq!(failures, json!([]), "web/js/session.js breaks these session scenarios");
+
     browser.close().await;
 }
+
+/// Replays client/fixtures/session.json against web/js/session.js; returns
+/// the steps whose outcome differs from the expectation.
+const REPLAY_SESSION_SCENARIOS: &str = r#"
+const fixture = arguments[0];
+const canon = (v) => JSON.stringify(v, (k, x) => (x && typeof x === "object" && !Array.isArray(x)
+  ? Object.fromEntries(Object.entries(x).sort(([a], [b]) => (a < b ? -1 : 1))) : x));
+return import("/js/session.js").then((s) => {
+  const failures = [];
+  for (const scenario of fixture.scenarios) {
+    const session = new s.Session(scenario.request);
+    scenario.steps.forEach((step, i) => {
+      let got;
+      switch (step.op) {
+        case "join_message": got = session.joinMessage(step.resume); break;
+        case "welcome": session.welcomed({ ...fixture.welcome_template, ...step.set }); return;
+        case "receive": session.received(step.message); return;
+        case "receive_many": for (let n = 0; n < step.count; n++) session.received(step.message); return;
+        case "send": session.sending(step.message); return;
+        case "send_many":
+          for (let n = 0; n < step.count; n++) session.sending({ type: "chat", client_id: `${step.prefix}${n}`, text: "x" });
+          return;
+        case "take_resend": { const r = session.takeResend(); got = r === null ? null : r.map((m) => m.client_id); break; }
+        case "resend_count": {
+          const r = session.takeResend() ?? [];
+          got = r.length;
+          if (r[0]?.client_id !== step.first) failures.push(`${scenario.name}, step ${i}: first ${r[0]?.client_id}`);
+          break;
+        }
+        case "give_up_replay": session.giveUpReplay(); return;
+        case "ack_due": got = session.ackDue; break;
+        case "ping": got = session.ping(); break;
+        case "refusal": got = s.refusal(step.code, step.resumed); break;
+        case "wait":
+          if (s.waitMs(step.attempt, step.floor_ms, step.unit) !== step.expect_ms) {
+            failures.push(`${scenario.name}, step ${i}: wait ${s.waitMs(step.attempt, step.floor_ms, step.unit)}`);
+          }
+          return;
+        default: failures.push(`unknown op ${step.op}`); return;
+      }
+      if (canon(got) !== canon(step.expect)) {
+        failures.push(`${scenario.name}, step ${i} (${step.op}): got ${canon(got)}, expected ${canon(step.expect)}`);
+      }
+    });
+  }
+  return failures;
+});
+"#;

@@ -2,15 +2,15 @@
 // participant, and routes every server message to the part of the page it
 // concerns. `window.switchboard` is the session, for the console and tests.
 
-import { ERROR_TEXT, EVENT_TYPES, LEAVE_REASONS, client } from "./protocol.js";
+import { ERROR_TEXT, LEAVE_REASONS, client } from "./protocol.js";
 import { Signaling } from "./signaling.js";
+import { Session as ClientSession, refusal } from "./session.js";
 import { Link } from "./link.js";
 import { ChatPanel } from "./chat.js";
 import { Tiles } from "./tiles.js";
 import { acquireLocalMedia, mediaState, setEnabled } from "./media.js";
 
 /** Message types that count as events of the session. */
-const EVENT_SET = new Set(EVENT_TYPES);
 
 const $ = (selector) => document.querySelector(selector);
 /** How long the "reconnected" banner stays up. */
@@ -38,8 +38,8 @@ class Session {
     this.stream = new MediaStream();
     this.signaling = null;
     this.joined = false;
-    // The session's resume token: a dropped connection takes the seat back.
-    this.resumeToken = null;
+    // The session's rules (session.js): resume token, event count, resends.
+    this.session = null;
     this.away = new Set();
     this.problems = [];
     this.bannerTimer = null;
@@ -47,8 +47,6 @@ class Session {
     this.chat = new ChatPanel({
       root: $("#chat"),
       send: (m) => this.signal(m),
-      resend: (messages) => this.signaling?.sendFirst(messages) ?? false,
-      unqueue: (unwanted) => this.signaling?.unqueue(unwanted),
       nameOf: (id) => this.nameOf(id),
     });
     this.chat.onUnread = (count) => showUnread(count);
@@ -68,7 +66,8 @@ class Session {
     this.tiles.local(LOCAL, name, stream);
     this.tiles.media(LOCAL, mediaState(stream));
     this.updateButtons();
-    this.signaling = new Signaling();
+    this.session = new ClientSession({ room, name, token });
+    this.signaling = new Signaling(this.session);
     this.signaling.addEventListener("open", () => this.sendJoin());
     this.signaling.addEventListener("message", (event) => this.receive(event.detail));
     this.signaling.addEventListener("down", (event) => this.down(event.detail));
@@ -138,18 +137,14 @@ class Session {
     return this.signaling?.send(message) ?? false;
   }
 
-  /** Joins, or resumes the session when it has one. */
-  sendJoin() {
-    const { room, name, token } = this;
-    const resume = this.resumeToken ? { token: this.resumeToken, received: this.signaling.received } : undefined;
-    this.signaling.sendNow(client.join({ id: "join", room, name, token, media: mediaState(this.stream), resume }));
+  /** Joins, or resumes the session when it has one and `resume`. */
+  sendJoin(resume = true) {
+    const join = this.session.joinMessage(resume);
+    this.signaling.sendNow({ ...join, id: "join", media: mediaState(this.stream) });
   }
 
   receive(m) {
     this.handle(m);
-    // Counted after the event is handled: an echo in a replay acknowledges
-    // its chat before the chat panel decides what to resend.
-    if (EVENT_SET.has(m.type)) this.chat.eventSeen();
   }
 
   handle(m) {
@@ -198,7 +193,7 @@ class Session {
 
   welcome(w) {
     this.joined = true;
-    this.resumeToken = w.resume_token;
+    this.session.welcomed(w);
     this.iceServers = w.ice_servers;
     this.scheduleIceRefresh(w.ice_servers_ttl_s);
     this.signaling.configure({
@@ -223,7 +218,7 @@ class Session {
       this.chat.joined(w);
       for (const peer of w.peers) this.addPeer(peer, true);
     }
-    this.signaling.ready(!w.resumed);
+    this.signaling.ready();
     if (this.downSince) {
       this.downSince = null;
       this.banner(w.resumed ? "Reconnected." : "Reconnected (joined again).", "up");
@@ -244,11 +239,10 @@ class Session {
   }
 
   error(m) {
-    if (m.code === "resume_failed") {
+    if (refusal(m.code, this.session.canResume) === "join_afresh") {
       // The server no longer has the session (it restarted, or the grace
       // ran out): join as a new participant.
-      this.resumeToken = null;
-      return this.sendJoin();
+      return this.sendJoin(false);
     }
     const text = ERROR_TEXT[m.code] ?? m.message;
     if (!this.joined && REFUSALS.has(m.code)) {

@@ -16,7 +16,7 @@ export class ChatPanel {
    * @param {(message: object) => boolean} o.send signaling
    * @param {(id: string) => string} o.nameOf display name of a participant
    */
-  constructor({ root, send, resend, unqueue, nameOf }) {
+  constructor({ root, send, nameOf }) {
     this.root = root;
     this.list = root.querySelector("#messages");
     this.typingLine = root.querySelector("#typing");
@@ -24,16 +24,12 @@ export class ChatPanel {
     this.input = root.querySelector("#chat-input");
     this.older = root.querySelector("#older");
     this.send = send;
-    // Queue ahead of everything waiting, and drop waiting messages: the
-    // resend of unechoed chat keeps the order in which they were typed.
-    this.resend = resend;
-    this.unqueue = unqueue;
     this.nameOf = nameOf;
     this.me = null;
     this.bySeq = new Map();
+    // Our messages shown until their echo comes (the session resends them
+    // after a drop: session.js).
     this.pending = new Map();
-    // Replayed events still to come after a resumed welcome.
-    this.replayLeft = 0;
     this.readSeqs = new Map();
     this.myReadSeq = 0;
     this.typing = new Map();
@@ -74,10 +70,9 @@ export class ChatPanel {
 
   /**
    * A (re)join: adopt the welcome's history, receipts and limits. After a
-   * resumed welcome the panel keeps its state (the missed messages follow);
-   * messages still waiting for their echo are sent again with the same
-   * client id, which the server stores once. After a fresh join, those the
-   * old session got stored are found in the history instead.
+   * resumed welcome the panel keeps its state (the missed messages follow,
+   * and the session resends what is still unechoed). After a fresh join,
+   * those the old session got stored are found in the history instead.
    */
   joined(welcome) {
     const oldMe = this.me;
@@ -85,16 +80,7 @@ export class ChatPanel {
     this.typingTtlMs = welcome.limits.typing_ttl_ms;
     this.input.maxLength = welcome.limits.max_chat_chars;
     this.historyPage = welcome.limits.chat_history_page;
-    // Chat still waiting in the signaling queue is among the pending
-    // messages: it is resent with them, in the order it was typed.
-    this.unqueue((m) => m.type === "chat" && this.pending.has(m.client_id));
-    if (welcome.resumed) {
-      // The replay comes first: its echoes acknowledge what was stored, and
-      // the server remembers only the last 64 client ids per participant.
-      this.replayLeft = welcome.replayed ?? 0;
-      if (this.replayLeft === 0) this.resendPending();
-      return;
-    }
+    if (welcome.resumed) return;
     this.readSeqs = new Map(welcome.peers.map((p) => [p.id, p.read_seq ?? 0]));
     this.myReadSeq = welcome.you.read_seq ?? 0;
     // The room's log as the server has it now (after a server restart it
@@ -110,24 +96,10 @@ export class ChatPanel {
       this.add(message);
     }
     for (const { line } of this.pending.values()) this.list.append(line);
-    this.resendPending();
     this.older.hidden = !(welcome.chat.length > 0 && welcome.chat[0].seq > 1);
     this.clearTyping();
     this.refreshReceipts();
     this.countUnread();
-  }
-
-  /** One more event of the session arrived (after it was handled). */
-  eventSeen() {
-    if (this.replayLeft === 0) return;
-    this.replayLeft -= 1;
-    if (this.replayLeft === 0) this.resendPending();
-  }
-
-  /** Sends again every message whose echo has not come, ahead of anything newer. */
-  resendPending() {
-    if (this.pending.size === 0) return;
-    this.resend([...this.pending].map(([client_id, { text }]) => client.chat({ client_id, text })));
   }
 
   /** A chat message from the room, or the echo acknowledging ours. */
@@ -233,10 +205,9 @@ export class ChatPanel {
     this.counter += 1;
     const client_id = `c${Date.now().toString(36)}-${this.counter}`;
     // While the connection is down the message waits, shown as pending,
-    // and goes out when the session is back. While a resume's replay is
-    // still arriving it waits too: it goes out after the older messages
-    // being resent then, in the order they were typed.
-    if (this.replayLeft === 0 && !this.send(client.chat({ client_id, text }))) {
+    // and goes out when the session is back, after the older messages the
+    // session resends then (signaling.js, session.js).
+    if (!this.send(client.chat({ client_id, text }))) {
       this.system("Too many messages are waiting to be sent: this one was not.");
       return;
     }

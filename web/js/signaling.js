@@ -1,37 +1,24 @@
 // The signaling socket: one WebSocket, kept alive, paced to the server's
 // rate limit, and reopened with backoff when it drops (or goes silent).
 //
-// It counts the session's events (protocol.js EVENT_TYPES) and acknowledges
-// them in its pings, so that a resume can name what it has received.
-// Messages sent while the socket is down wait in the queue and go out once
-// the session is back (`ready()`), in order.
+// The session's rules (session.js: what to count and acknowledge, what to
+// resend and when, how long to wait) decide; this class does the IO and the
+// timing. Messages sent while the socket is down wait in the queue and go
+// out once the session is back (`ready()`), in order, after the resend of
+// chat a dropped connection may have swallowed.
 //
-// It knows nothing about rooms: the session (app.js) sends `join` (with
+// It knows nothing about rooms: the app (app.js) sends `join` (with
 // `sendNow`) on every "open" event and decides what a message means.
 
-import { EVENT_TYPES, WS_PATH, client, parseServer } from "./protocol.js";
+import { WS_PATH, parseServer } from "./protocol.js";
+import { waitMs } from "./session.js";
 
-/** First reconnect delay; it doubles per failed attempt. */
-export const BACKOFF_BASE_MS = 500;
-/** Longest wait between reconnect attempts. */
-export const BACKOFF_CAP_MS = 15000;
 /** Keepalive before the welcome says otherwise (the server's default). */
 const DEFAULT_PING_INTERVAL_MS = 15000;
 /** Share of the announced rate limit the client uses, so it never hits it. */
 const RATE_SHARE = 0.9;
 /** Messages waiting (for rate tokens, or for the session to be back). */
 const MAX_QUEUED = 1000;
-/** Events between two acknowledgements at most (besides every ping). */
-const ACK_EVERY = 64;
-const EVENTS = new Set(EVENT_TYPES);
-
-/** Delay before reconnect attempt `attempt` (0-based): exponential, capped, with jitter. */
-export function backoffMs(attempt, random = Math.random) {
-  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** Math.min(attempt, 16));
-  // "Equal jitter": at least half the ceiling, so a storm of clients spreads
-  // out without any of them retrying at once.
-  return Math.round(ceiling / 2 + (random() * ceiling) / 2);
-}
 
 /** The WebSocket URL of the server that served this page. */
 export function defaultUrl(location = window.location) {
@@ -45,8 +32,10 @@ export function defaultUrl(location = window.location) {
  * frame was refused).
  */
 export class Signaling extends EventTarget {
-  constructor(url = defaultUrl()) {
+  /** `session`: a session.js Session, whose rules this connection follows. */
+  constructor(session, url = defaultUrl()) {
     super();
+    this.session = session;
     this.url = url;
     this.socket = null;
     this.attempt = 0;
@@ -57,10 +46,8 @@ export class Signaling extends EventTarget {
     this.bucket = { tokens: 10, capacity: 10, perSecond: 10, last: performance.now() };
     this.queue = [];
     this.drainTimer = null;
-    // Events received in this session, and how many were acknowledged.
-    this.received = 0;
-    this.acked = 0;
     this.isReady = false;
+    this.readyAt = 0;
     this.lastHeard = performance.now();
   }
 
@@ -98,17 +85,11 @@ export class Signaling extends EventTarget {
     return this.socket?.readyState === WebSocket.OPEN;
   }
 
-  /**
-   * The session is (back) in: send what waited. `fresh`: a new session,
-   * whose event count starts again.
-   */
-  ready(fresh) {
+  /** The session is (back) in (the app gave the session its welcome): send what waited. */
+  ready() {
     this.attempt = 0;
-    if (fresh) {
-      this.received = 0;
-      this.acked = 0;
-    }
     this.isReady = true;
+    this.readyAt = performance.now();
     this.drain();
   }
 
@@ -119,18 +100,13 @@ export class Signaling extends EventTarget {
    */
   sendFirst(messages) {
     if (!this.wanted) return false;
-    this.queue.unshift(...messages.map((m) => JSON.stringify(m)));
+    this.queue.unshift(...messages);
     const dropped = this.queue.splice(MAX_QUEUED);
     if (dropped.length > 0) {
       this.dispatchEvent(new CustomEvent("invalid", { detail: `${dropped.length} waiting messages dropped: too many` }));
     }
     this.drain();
     return true;
-  }
-
-  /** Drops waiting messages that `unwanted` picks (they will be resent). */
-  unqueue(unwanted) {
-    this.queue = this.queue.filter((text) => !unwanted(JSON.parse(text)));
   }
 
   /** Sends at once, ahead of the queue (the join). */
@@ -150,7 +126,7 @@ export class Signaling extends EventTarget {
       this.dispatchEvent(new CustomEvent("invalid", { detail: "too many messages waiting to be sent" }));
       return false;
     }
-    this.queue.push(JSON.stringify(message));
+    this.queue.push(message);
     this.drain();
     return true;
   }
@@ -176,9 +152,10 @@ export class Signaling extends EventTarget {
         this.dispatchEvent(new CustomEvent("invalid", { detail: error }));
         return;
       }
-      if (EVENTS.has(message.type)) this.received += 1;
+      this.session.received(message);
       this.dispatchEvent(new CustomEvent("message", { detail: message }));
-      if (this.received - this.acked >= ACK_EVERY) this.ping();
+      this.resendIfDue();
+      if (this.session.ackDue) this.ping();
     };
     socket.onclose = (event) => {
       if (this.socket !== socket) return;
@@ -208,7 +185,7 @@ export class Signaling extends EventTarget {
 
   scheduleRetry(reason, atLeastMs = 0) {
     if (!this.wanted) return;
-    const retryInMs = Math.max(atLeastMs, backoffMs(this.attempt));
+    const retryInMs = waitMs(this.attempt, atLeastMs);
     this.attempt += 1;
     this.retryTimer = setTimeout(() => this.connect(), retryInMs);
     this.dispatchEvent(new CustomEvent("down", { detail: { retryInMs, reason } }));
@@ -236,6 +213,13 @@ export class Signaling extends EventTarget {
         this.scheduleRetry("The connection to the server went silent.");
         return;
       }
+      // A replay that never completes (an event this client cannot read is
+      // not counted) must not hold back what it sends for good.
+      const replayStuck = this.session.resendDue && this.session.replayLeft > 0;
+      if (this.isReady && replayStuck && performance.now() - this.readyAt >= this.pingIntervalMs) {
+        this.session.giveUpReplay();
+        this.resendIfDue();
+      }
       this.ping();
     }, this.pingIntervalMs);
   }
@@ -243,8 +227,14 @@ export class Signaling extends EventTarget {
   /** A keepalive that acknowledges every event received so far. */
   ping() {
     if (!this.connected) return;
-    this.acked = this.received;
-    this.socket.send(JSON.stringify(client.ping({ ack: this.received })));
+    this.socket.send(JSON.stringify(this.session.ping()));
+  }
+
+  /** Sends the session's resend when it is due, ahead of everything waiting. */
+  resendIfDue() {
+    if (!this.isReady) return;
+    const resend = this.session.takeResend();
+    if (resend !== null) this.sendFirst(resend);
   }
 
   /** Sends what the token bucket allows now; waits for the rest. */
@@ -254,10 +244,14 @@ export class Signaling extends EventTarget {
     const now = performance.now();
     b.tokens = Math.min(b.capacity, b.tokens + ((now - b.last) / 1000) * b.perSecond);
     b.last = now;
-    if (!this.isReady || !this.connected) return;
+    // Nothing new goes out before the resend of what the old connection
+    // may have swallowed: the room stores chat in the order it arrives.
+    if (!this.isReady || !this.connected || this.session.resendDue) return;
     while (this.queue.length > 0 && b.tokens >= 1) {
       b.tokens -= 1;
-      this.socket.send(this.queue.shift());
+      const message = this.queue.shift();
+      this.session.sending(message);
+      this.socket.send(JSON.stringify(message));
     }
     if (this.queue.length > 0) {
       const waitMs = Math.ceil(((1 - b.tokens) / b.perSecond) * 1000);
