@@ -42,10 +42,13 @@ impl std::fmt::Debug for RtcEngine {
 
 /// Silence on the selected candidate pair before ICE is `disconnected`
 /// (webrtc-rs: 5 s). Shorter, so that a dead path is noticed and restarted
-/// (see `link.rs`) about as fast as a browser does.
+/// (see `negotiator.rs`) about as fast as a browser does.
 pub const ICE_DISCONNECTED_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 /// Further silence before ICE is `failed` (webrtc-rs: 25 s).
 pub const ICE_FAILED_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long the controlling side waits before nominating a succeeded
+/// peer-reflexive pair (webrtc-rs: 1 s; host pairs: 0).
+pub const PRFLX_ACCEPTANCE_MIN_WAIT: std::time::Duration = std::time::Duration::ZERO;
 /// Keepalive traffic on an idle pair, so that silence means a dead path
 /// (webrtc-rs: 2 s).
 pub const ICE_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -59,6 +62,12 @@ impl RtcEngine {
         let registry = register_default_interceptors(Registry::new(), &mut media).context("interceptors")?;
         let mut settings = SettingEngine::default();
         settings.set_ice_timeouts(Some(ICE_DISCONNECTED_AFTER), Some(ICE_FAILED_AFTER), Some(ICE_KEEPALIVE));
+        // A peer-reflexive pair is the remote's host address seen in its
+        // check before its trickled candidate arrived (the usual order when
+        // the answerer's checks outrun its candidates through the server):
+        // accept it as soon as a host pair would be, not after webrtc-rs's
+        // default 1 s, which delayed one join in a few by a second.
+        settings.set_prflx_acceptance_min_wait(Some(PRFLX_ACCEPTANCE_MIN_WAIT));
         if options.loopback_only {
             settings.set_include_loopback_candidate(true);
             settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);

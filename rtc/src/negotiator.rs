@@ -32,7 +32,7 @@ use crate::candidates::{CandidateQueue, bundle_mid, outgoing};
 use crate::convert::{candidate_to_rtc, from_rtc, to_rtc};
 use anyhow::Context;
 use std::future::Future;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use switchboard_protocol::{
     CandidateRelay, ClientMessage, DescriptionRelay, EndOfCandidatesRelay, IceCandidate, PeerId, SdpType,
@@ -147,7 +147,8 @@ impl Negotiator {
         observer: Arc<O>,
     ) -> Self {
         let (inputs, rx) = mpsc::channel(NEGOTIATOR_QUEUE);
-        trickle(pc, &remote, &signal, &observer);
+        let bundle = Arc::new(Mutex::new(None));
+        trickle(pc, &remote, &signal, &bundle, &observer);
         let weak_inputs = inputs.downgrade();
         pc.on_ice_connection_state_change(Box::new(move |state| {
             let inputs = weak_inputs.clone();
@@ -163,6 +164,7 @@ impl Negotiator {
             signal,
             observer,
             roles,
+            bundle,
             offered: false,
             settled: false,
             wants_offer: false,
@@ -211,22 +213,24 @@ impl Drop for Negotiator {
 /// The callback holds no reference to the connection (a cycle would leak
 /// it).
 fn trickle<O: Observer>(
-    pc: &Arc<RTCPeerConnection>,
+    pc: &RTCPeerConnection,
     remote: &PeerId,
     signal: &mpsc::Sender<ClientMessage>,
+    bundle: &Arc<Mutex<Option<String>>>,
     observer: &Arc<O>,
 ) {
-    let (weak, to, signal, observer) = (Arc::downgrade(pc), remote.clone(), signal.clone(), observer.clone());
+    let (to, signal, bundle, observer) = (remote.clone(), signal.clone(), bundle.clone(), observer.clone());
     pc.on_ice_candidate(Box::new(move |candidate| {
-        let (weak, to, signal, observer) = (weak.clone(), to.clone(), signal.clone(), observer.clone());
+        let (to, signal, bundle, observer) = (to.clone(), signal.clone(), bundle.clone(), observer.clone());
         Box::pin(async move {
             let msg = match candidate {
                 Some(c) => {
                     let typ = c.typ.to_string();
                     let Ok(init) = c.to_json() else { return };
-                    // Gathering starts with a local description: it is there.
-                    let Some(pc) = weak.upgrade() else { return };
-                    let mid = pc.local_description().await.and_then(|d| bundle_mid(&d.sdp));
+                    // Not `pc.local_description()`: it waits on the gatherer
+                    // and held candidates back long enough for the remote's
+                    // checks to arrive first (peer-reflexive, a 1 s wait).
+                    let mid = lock(&bundle).clone();
                     observer.report(Report::Gathered(typ)).await;
                     ClientMessage::Candidate(CandidateRelay { id: None, to, candidate: outgoing(init, mid.as_deref()) })
                 }
@@ -237,6 +241,12 @@ fn trickle<O: Observer>(
     }));
 }
 
+/// Locks a mutex whose holders only read or replace a value, so a
+/// poisoned lock is still consistent.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The negotiation state, owned by the task.
 struct State<O> {
     pc: Weak<RTCPeerConnection>,
@@ -244,6 +254,11 @@ struct State<O> {
     signal: mpsc::Sender<ClientMessage>,
     observer: Arc<O>,
     roles: Roles,
+    /// The BUNDLE mid of our local description, set before it is applied
+    /// (gathering starts then), for trickled candidates. A std mutex: the
+    /// candidate callback reads it, the task replaces it, neither across an
+    /// await.
+    bundle: Arc<Mutex<Option<String>>>,
     /// Our first offer went out.
     offered: bool,
     /// A first offer/answer exchange has completed.
@@ -327,7 +342,7 @@ impl<O: Observer> State<O> {
         self.wants_offer = false;
         self.offered = true;
         let offer = pc.create_offer(None).await.context("creating an offer")?;
-        pc.set_local_description(offer).await.context("setting the local offer")?;
+        self.set_local(pc, offer).await.context("setting the local offer")?;
         self.send_local(pc, true).await
     }
 
@@ -352,7 +367,7 @@ impl<O: Observer> State<O> {
         }
         if is_offer {
             let answer = pc.create_answer(None).await.context("creating an answer")?;
-            pc.set_local_description(answer).await.context("setting the local answer")?;
+            self.set_local(pc, answer).await.context("setting the local answer")?;
             self.send_local(pc, false).await?;
         }
         self.settled = true;
@@ -397,8 +412,14 @@ impl<O: Observer> State<O> {
         self.wants_offer = false;
         let options = RTCOfferOptions { ice_restart: true, ..RTCOfferOptions::default() };
         let offer = pc.create_offer(Some(options)).await.context("creating an ICE restart offer")?;
-        pc.set_local_description(offer).await.context("setting the ICE restart offer")?;
+        self.set_local(pc, offer).await.context("setting the ICE restart offer")?;
         self.send_local(pc, true).await
+    }
+
+    /// Applies a local offer or answer, its BUNDLE mid noted first.
+    async fn set_local(&self, pc: &RTCPeerConnection, desc: RTCSessionDescription) -> webrtc::error::Result<()> {
+        *lock(&self.bundle) = bundle_mid(&desc.sdp);
+        pc.set_local_description(desc).await
     }
 
     async fn send_local(&self, pc: &RTCPeerConnection, offer: bool) -> anyhow::Result<()> {
