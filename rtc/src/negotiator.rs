@@ -445,7 +445,7 @@ mod tests {
     use crate::engine::{RtcEngine, RtcOptions};
 
     #[derive(Default)]
-    struct Recorder(std::sync::Mutex<Vec<Report>>);
+    struct Recorder(Mutex<Vec<Report>>);
 
     impl Observer for Recorder {
         async fn report(&self, report: Report) {
