@@ -162,8 +162,9 @@ impl Peer {
         // In an SFU room the only connection is with the SFU.
         let sfu_room = ctx.sfu_room;
         for peer in welcome.peers.iter().filter(|p| !sfu_room || p.role == Role::Sfu) {
-            // The newcomer offers; the others wait for its offer.
-            links.insert(peer.id.clone(), Link::start(&engine, &ctx, peer.id.clone(), true).await?);
+            // In a mesh the newcomer offers and the others wait for its
+            // offer; in an SFU room the SFU makes every offer.
+            links.insert(peer.id.clone(), Link::start(&engine, &ctx, peer.id.clone(), !sfu_room).await?);
         }
         let (commands, commands_rx) = mpsc::channel(64);
         let ice_refresh = refresh_at(welcome.ice_servers_ttl_s);
@@ -398,7 +399,7 @@ impl Session {
         self.sfu_room = welcome.mode == RoomMode::Sfu;
         self.ctx.sfu_room = self.sfu_room;
         for peer in welcome.peers.iter().filter(|p| !self.sfu_room || p.role == Role::Sfu) {
-            match Link::start(&self.engine, &self.ctx, peer.id.clone(), true).await {
+            match Link::start(&self.engine, &self.ctx, peer.id.clone(), !self.sfu_room).await {
                 Ok(link) => {
                     self.links.insert(peer.id.clone(), link);
                 }

@@ -219,8 +219,9 @@ impl Room {
                 return self.welcomed(&w).await;
             }
             ServerMessage::PeerJoined(joined) if joined.peer.role == Role::Participant => {
-                // The newcomer offers; the SFU waits for it.
-                return self.add_member(&joined.peer, false).await;
+                // The SFU makes every offer in its room, to newcomers too:
+                // one offerer per connection, so offers never collide.
+                return self.add_member(&joined.peer, true).await;
             }
             ServerMessage::PeerLeft(left) => return self.remove_member(&left.peer_id).await,
             ServerMessage::Offer(r) | ServerMessage::Answer(r) => (r.from, Input::Description(r.description)),

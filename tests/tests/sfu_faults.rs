@@ -1,9 +1,10 @@
 //! Network cuts in SFU rooms: a participant whose network is cut for longer
-//! than ICE takes to fail gets its media back by itself, whichever side
-//! made the first offer on its link to the SFU (the side that restarts
-//! ICE). The first participant of a room got the SFU's offer; a later one
-//! offered to the SFU. (A shorter cut recovers without a restart: ICE goes
-//! `disconnected` and back.)
+//! than ICE takes to fail gets its media back by itself, by the SFU's ICE
+//! restart (the SFU makes every offer in its room), whether it was there
+//! before the SFU (the SFU offered on arriving) or joined after it (the SFU
+//! offered on its `peer_joined`). Before, the SFU never restarted and a
+//! later member offered itself. (A shorter cut recovers without a restart:
+//! ICE goes `disconnected` and back.)
 
 use std::time::{Duration, Instant};
 use switchboard_e2e::lab_watch::{drop_host_traffic, events, video_flowing, watch};
@@ -46,8 +47,7 @@ async fn the_first_member_of_an_sfu_room_gets_media_back_after_a_network_cut() {
     let _serial = serial().await;
     let mut lab = NatLab::new();
     let url = format!("ws://{}/v1/ws", lab.start_signaling(&["--room-mode", "sfu"]));
-    // The cut peer opens the room: the SFU joins after it and offers to it,
-    // so the SFU is the side that must restart ICE.
+    // The cut peer opens the room: the SFU joins after it and offers to it.
     let mut host = peer(&mut lab, &url, Place::Host, "first");
     host.wait_for("the SFU's offer", Duration::from_secs(30), |l| l.contains("\"offer_received\""));
     let mut a = peer(&mut lab, &url, Place::Public, "second");
@@ -59,7 +59,7 @@ async fn a_later_member_of_an_sfu_room_gets_media_back_after_a_network_cut() {
     let _serial = serial().await;
     let mut lab = NatLab::new();
     let url = format!("ws://{}/v1/ws", lab.start_signaling(&["--room-mode", "sfu"]));
-    // The cut peer joins after the SFU: it offered, so it restarts ICE.
+    // The cut peer joins after the SFU, which offers to it on its arrival.
     let mut a = peer(&mut lab, &url, Place::Public, "first");
     a.wait_for("the SFU's offer", Duration::from_secs(30), |l| l.contains("\"offer_received\""));
     let mut host = peer(&mut lab, &url, Place::Host, "second");

@@ -216,7 +216,8 @@ class Session {
       this.peers = new Map();
       this.away = new Set();
       this.chat.joined(w);
-      for (const peer of w.peers) this.addPeer(peer, true);
+      // In a mesh the newcomer offers; in an SFU room the SFU makes every offer.
+      for (const peer of w.peers) this.addPeer(peer, this.mode !== "sfu");
     }
     this.signaling.ready();
     if (this.downSince) {

@@ -1,0 +1,301 @@
+//! The negotiator's task: its state and what it does with each input, ICE
+//! state and timer (the rules are in the module docs of `negotiator`).
+
+use super::{
+    ANSWER_TIMEOUT, ICE_RESTART_AFTER, ICE_RESTART_RETRY, Input, MAX_CANDIDATE_BYTES, MAX_REMOTE_CANDIDATES, Observer,
+    Report, Roles,
+};
+use crate::candidates::{CandidateQueue, bundle_mid};
+use crate::convert::{candidate_to_rtc, from_rtc, to_rtc};
+use anyhow::Context;
+use std::sync::{Arc, Mutex, Weak};
+use switchboard_protocol::{ClientMessage, DescriptionRelay, PeerId, SdpType, SessionDescription};
+use tokio::sync::{mpsc, watch};
+use webrtc::ice_transport::ice_connection_state::RTCIceConnectionState;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::peer_connection::offer_answer_options::RTCOfferOptions;
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+use webrtc::peer_connection::signaling_state::RTCSignalingState;
+
+/// Locks a mutex whose holders only read or replace a value, so a
+/// poisoned lock is still consistent.
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The negotiation state, owned by the task.
+pub(super) struct State<O> {
+    pc: Weak<RTCPeerConnection>,
+    remote: PeerId,
+    signal: mpsc::Sender<ClientMessage>,
+    observer: Arc<O>,
+    roles: Roles,
+    /// The BUNDLE mid of our local description, set before it is applied
+    /// (gathering starts then), for trickled candidates. A std mutex: the
+    /// candidate callback reads it, the task replaces it, neither across an
+    /// await.
+    bundle: Arc<Mutex<Option<String>>>,
+    /// Our first offer went out.
+    offered: bool,
+    /// A first offer/answer exchange has completed.
+    settled: bool,
+    /// An offer is owed once the connection is stable (and ICE is up).
+    wants_offer: bool,
+    /// ICE is connected now (a renegotiation waits while it is not: an
+    /// offer before any candidate pair left some stacks without pairs).
+    ice_connected: bool,
+    /// A remote description has been applied: candidates can be added.
+    remote_set: bool,
+    /// Candidates that arrived before their description.
+    pending: CandidateQueue,
+    /// Remote candidates added since the latest remote description.
+    remote_added: usize,
+    /// When to restart ICE (the first offerer, while ICE is down).
+    restart_due: Option<tokio::time::Instant>,
+    /// When our outstanding offer is given up on (no answer came).
+    answer_due: Option<tokio::time::Instant>,
+    /// Restarts sent since ICE went down.
+    restarts: u32,
+}
+
+impl<O: Observer> State<O> {
+    /// A connection that has negotiated nothing yet.
+    pub(super) fn new(
+        pc: &Arc<RTCPeerConnection>,
+        remote: PeerId,
+        signal: mpsc::Sender<ClientMessage>,
+        observer: Arc<O>,
+        roles: Roles,
+        bundle: Arc<Mutex<Option<String>>>,
+    ) -> Self {
+        Self {
+            pc: Arc::downgrade(pc),
+            remote,
+            signal,
+            observer,
+            roles,
+            bundle,
+            offered: false,
+            settled: false,
+            wants_offer: false,
+            ice_connected: false,
+            remote_set: false,
+            pending: CandidateQueue::default(),
+            remote_added: 0,
+            restart_due: None,
+            answer_due: None,
+            restarts: 0,
+        }
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<Input>,
+        mut ice: watch::Receiver<RTCIceConnectionState>,
+    ) {
+        loop {
+            let (restart, answer) = (sleep_until(self.restart_due), sleep_until(self.answer_due));
+            let item = tokio::select! {
+                input = inbox.recv() => match input {
+                    Some(input) => Wake::Input(input),
+                    None => break,
+                },
+                changed = ice.changed() => match changed {
+                    Ok(()) => Wake::Ice(*ice.borrow_and_update()),
+                    Err(_) => break,
+                },
+                () = restart => Wake::Restart,
+                () = answer => Wake::NoAnswer,
+            };
+            let Some(pc) = self.pc.upgrade() else { break };
+            let result = match item {
+                Wake::Input(input) => self.handle(&pc, input).await,
+                Wake::Ice(state) => self.ice(&pc, state).await,
+                Wake::Restart => {
+                    self.restart_due = Some(tokio::time::Instant::now() + ICE_RESTART_RETRY);
+                    self.restart_ice(&pc).await.context("ICE restart")
+                }
+                Wake::NoAnswer => self.no_answer(&pc).await,
+            };
+            if let Err(err) = result {
+                self.observer.report(Report::Problem(format!("{err:#}"))).await;
+            }
+        }
+    }
+
+    async fn handle(&mut self, pc: &RTCPeerConnection, input: Input) -> anyhow::Result<()> {
+        match input {
+            Input::Negotiate => {
+                self.wants_offer = true;
+                self.offer_if_due(pc).await?;
+            }
+            Input::Description(desc) => self.remote_description(pc, &desc).await?,
+            Input::Candidate(candidate) => {
+                if candidate.candidate.len() > MAX_CANDIDATE_BYTES {
+                    anyhow::bail!("a candidate of {} bytes: dropped", candidate.candidate.len());
+                }
+                let init = candidate_to_rtc(&candidate);
+                if !self.remote_set {
+                    if !self.pending.push(init) && self.pending.dropped() == 1 {
+                        anyhow::bail!("too many candidates before a description: dropping the rest");
+                    }
+                } else if self.remote_added < MAX_REMOTE_CANDIDATES {
+                    self.remote_added += 1;
+                    pc.add_ice_candidate(init).await.context("adding a candidate")?;
+                } else if self.remote_added == MAX_REMOTE_CANDIDATES {
+                    self.remote_added += 1;
+                    anyhow::bail!("over {MAX_REMOTE_CANDIDATES} candidates for one description: dropping the rest");
+                }
+            }
+            Input::EndOfCandidates => {}
+        }
+        Ok(())
+    }
+
+    /// Sends the owed offer if the connection allows one now: before the
+    /// first exchange only the first offerer offers, once; after it, only
+    /// when stable and once ICE has connected.
+    async fn offer_if_due(&mut self, pc: &RTCPeerConnection) -> anyhow::Result<()> {
+        let stable = pc.signaling_state() == RTCSignalingState::Stable;
+        let may = if self.settled {
+            stable && self.ice_connected
+        } else {
+            self.roles.first_offer_ours && stable && !self.offered
+        };
+        if !(self.wants_offer && may) {
+            return Ok(());
+        }
+        self.wants_offer = false;
+        self.offered = true;
+        let offer = pc.create_offer(None).await.context("creating an offer")?;
+        self.set_local(pc, offer).await.context("setting the local offer")?;
+        self.send_local(pc, true).await
+    }
+
+    /// Applies a relayed offer or answer the way perfect negotiation says.
+    async fn remote_description(&mut self, pc: &RTCPeerConnection, desc: &SessionDescription) -> anyhow::Result<()> {
+        let is_offer = desc.kind == SdpType::Offer;
+        self.observer.report(if is_offer { Report::OfferReceived } else { Report::AnswerReceived }).await;
+        let collision = is_offer && pc.signaling_state() != RTCSignalingState::Stable;
+        if collision && !self.roles.polite {
+            // Our offer wins; theirs is dropped, and they will answer ours.
+            return Ok(());
+        }
+        if collision {
+            // The polite side should roll its offer back and answer, but
+            // webrtc-rs 0.17 cannot roll back a local offer (no such
+            // signaling transition). Switchboard's endpoints never collide
+            // (one offerer per connection: decision 0015); a remote that
+            // does gets its offer dropped, and ours stands.
+            anyhow::bail!("an offer collided with ours, and webrtc-rs cannot roll back: it was dropped");
+        }
+        pc.set_remote_description(to_rtc(desc)?).await.context("setting the remote description")?;
+        self.remote_set = true;
+        self.remote_added = 0;
+        if !is_offer {
+            // Our offer is answered.
+            self.answer_due = None;
+        }
+        for candidate in self.pending.take() {
+            pc.add_ice_candidate(candidate).await.context("adding a queued candidate")?;
+        }
+        if is_offer {
+            let answer = pc.create_answer(None).await.context("creating an answer")?;
+            self.set_local(pc, answer).await.context("setting the local answer")?;
+            self.send_local(pc, false).await?;
+        }
+        self.settled = true;
+        self.offer_if_due(pc).await
+    }
+
+    async fn ice(&mut self, pc: &RTCPeerConnection, state: RTCIceConnectionState) -> anyhow::Result<()> {
+        self.observer.report(Report::IceState(state)).await;
+        match state {
+            RTCIceConnectionState::Disconnected | RTCIceConnectionState::Failed => {
+                self.ice_connected = false;
+                if self.roles.first_offer_ours && self.restart_due.is_none() {
+                    self.restart_due = Some(tokio::time::Instant::now() + ICE_RESTART_AFTER);
+                }
+            }
+            RTCIceConnectionState::Checking => self.ice_connected = false,
+            RTCIceConnectionState::Connected | RTCIceConnectionState::Completed => {
+                self.ice_connected = true;
+                self.restart_due = None;
+                if std::mem::take(&mut self.restarts) > 0 {
+                    self.observer.report(Report::IceRestarted).await;
+                }
+                self.offer_if_due(pc).await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Offers with new ICE credentials. An unanswered offer of ours (lost
+    /// with the network) is replaced (webrtc-rs allows a new local offer
+    /// over a pending one); in the middle of answering the restart waits
+    /// for the next try.
+    async fn restart_ice(&mut self, pc: &RTCPeerConnection) -> anyhow::Result<()> {
+        match pc.signaling_state() {
+            RTCSignalingState::Stable | RTCSignalingState::HaveLocalOffer => {}
+            _ => return Ok(()),
+        }
+        self.restarts += 1;
+        self.observer.report(Report::IceRestarting { attempt: self.restarts }).await;
+        // The restart offer carries every current track: nothing else is owed.
+        self.wants_offer = false;
+        let options = RTCOfferOptions { ice_restart: true, ..RTCOfferOptions::default() };
+        let offer = pc.create_offer(Some(options)).await.context("creating an ICE restart offer")?;
+        self.set_local(pc, offer).await.context("setting the ICE restart offer")?;
+        self.send_local(pc, true).await
+    }
+
+    /// Our offer got no answer in time: make it again (a new local offer
+    /// replaces the pending one; webrtc-rs cannot roll one back). While ICE
+    /// is down the restart timer makes the next offer instead.
+    async fn no_answer(&mut self, pc: &RTCPeerConnection) -> anyhow::Result<()> {
+        self.answer_due = None;
+        if pc.signaling_state() != RTCSignalingState::HaveLocalOffer || self.restart_due.is_some() {
+            return Ok(());
+        }
+        self.observer.report(Report::Problem(format!("no answer within {ANSWER_TIMEOUT:?}: offering again"))).await;
+        self.wants_offer = false;
+        let offer = pc.create_offer(None).await.context("creating an offer")?;
+        self.set_local(pc, offer).await.context("setting the local offer")?;
+        self.send_local(pc, true).await
+    }
+
+    /// Applies a local offer or answer, its BUNDLE mid noted first.
+    async fn set_local(&self, pc: &RTCPeerConnection, desc: RTCSessionDescription) -> webrtc::error::Result<()> {
+        *lock(&self.bundle) = bundle_mid(&desc.sdp);
+        pc.set_local_description(desc).await
+    }
+
+    async fn send_local(&mut self, pc: &RTCPeerConnection, offer: bool) -> anyhow::Result<()> {
+        let local = pc.local_description().await.context("no local description")?;
+        let relay = DescriptionRelay { id: None, to: self.remote.clone(), description: from_rtc(&local) };
+        let msg = if offer { ClientMessage::Offer(relay) } else { ClientMessage::Answer(relay) };
+        self.signal.send(msg).await.map_err(|_| anyhow::anyhow!("signaling connection closed"))?;
+        if offer {
+            self.answer_due = Some(tokio::time::Instant::now() + ANSWER_TIMEOUT);
+        }
+        self.observer.report(if offer { Report::OfferSent } else { Report::AnswerSent }).await;
+        Ok(())
+    }
+}
+
+/// What woke the task.
+enum Wake {
+    Input(Input),
+    Ice(RTCIceConnectionState),
+    Restart,
+    NoAnswer,
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
