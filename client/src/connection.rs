@@ -175,7 +175,12 @@ impl Signaling {
 fn http_request(session: &Session) -> anyhow::Result<tokio_tungstenite::tungstenite::handshake::client::Request> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut request = session.url().into_client_request().context("signaling URL")?;
-    if let Some(key) = &session.request().internal_key {
+    // Only to this host: a `going_away` may point the session elsewhere,
+    // and the key is for the server that made it.
+    let loopback = request.uri().host().is_some_and(|h| {
+        h == "localhost" || h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    });
+    if let Some(key) = session.request().internal_key.as_ref().filter(|_| loopback) {
         request.headers_mut().insert("x-switchboard-internal", key.parse().context("internal key")?);
     }
     Ok(request)
@@ -231,9 +236,11 @@ async fn supervise(
     state: watch::Sender<SignalState>,
 ) {
     let mut ws = Some(ws);
+    // What waited in the queue across a fresh join, to go first.
+    let mut carry = Vec::new();
     loop {
         let Some(socket) = ws.take() else { break };
-        let ended = run(&mut session, socket, &mut rx, &events).await;
+        let ended = run(&mut session, socket, &mut rx, std::mem::take(&mut carry), &events).await;
         let Some(policy) = session.reconnect() else {
             let _ = state.send(SignalState::Closed { reason: "connection ended".into() });
             return;
@@ -275,6 +282,9 @@ async fn supervise(
             match result {
                 Ok((socket, welcome)) => {
                     session.welcomed(&welcome);
+                    if !welcome.resumed {
+                        carry = without_stale_relays(&mut rx);
+                    }
                     tracing::info!(resumed = welcome.resumed, attempt, "signaling reconnected");
                     if events.send(ServerMessage::Welcome(Box::new(welcome))).await.is_err() {
                         return;
@@ -298,12 +308,35 @@ async fn supervise(
     let _ = state.send(SignalState::Closed { reason: "left".into() });
 }
 
-/// Runs one connection: writes queued messages (paced), pings with an
-/// acknowledgement, reads and forwards everything, and notices silence.
+/// Empties the queue after a fresh join and returns what may still go out:
+/// offers, answers and candidates queued for the old session's connections
+/// (ICE restarts made while the socket was down) would reach the room under
+/// the new peer id, to connections that no longer exist.
+fn without_stale_relays(rx: &mut mpsc::Receiver<ClientMessage>) -> Vec<ClientMessage> {
+    let mut keep = Vec::new();
+    while let Ok(msg) = rx.try_recv() {
+        let relay = matches!(
+            msg,
+            ClientMessage::Offer(_)
+                | ClientMessage::Answer(_)
+                | ClientMessage::Candidate(_)
+                | ClientMessage::EndOfCandidates(_)
+        );
+        if !relay {
+            keep.push(msg);
+        }
+    }
+    keep
+}
+
+/// Runs one connection: writes `carry` and then queued messages (paced),
+/// pings with an acknowledgement, reads and forwards everything, and
+/// notices silence.
 async fn run(
     session: &mut Session,
     ws: Ws,
     rx: &mut mpsc::Receiver<ClientMessage>,
+    carry: Vec<ClientMessage>,
     events: &mpsc::Sender<ServerMessage>,
 ) -> Ended {
     let (mut sink, mut stream) = ws.split();
@@ -313,6 +346,13 @@ async fn run(
     };
     if let Err(err) = resend(session, &mut sink, &mut pacer).await {
         return Ended::Dropped(format!("resending: {err}"));
+    }
+    // Carried only after a fresh join, when the resend went just now.
+    for msg in carry {
+        session.sending(&msg);
+        if let Err(err) = send_paced(&mut sink, &mut pacer, &msg).await {
+            return Ended::Dropped(format!("writing: {err}"));
+        }
     }
     let ping_every = session.ping_every();
     let silence_limit = ping_every + (ping_every / 2).max(Duration::from_secs(1));
@@ -427,4 +467,32 @@ async fn send_paced(
     let Ok(text) = serde_json::to_string(msg) else { return Ok(()) };
     pacer.wait().await;
     sink.send(Message::text(text)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> ClientMessage {
+        serde_json::from_str(json).expect("a client message")
+    }
+
+    #[test]
+    fn a_fresh_join_drops_relays_queued_for_the_old_session_and_keeps_the_rest_in_order() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let queued = [
+            r#"{"type":"offer","to":"pOLD00000001","description":{"type":"offer","sdp":"v=0\r\n"}}"#,
+            r#"{"type":"chat","client_id":"c-1","text":"typed while away"}"#,
+            r#"{"type":"candidate","to":"pOLD00000001","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host"}}"#,
+            r#"{"type":"end_of_candidates","to":"pOLD00000001"}"#,
+            r#"{"type":"media","mic_muted":true,"camera_muted":false}"#,
+        ];
+        for json in queued {
+            tx.try_send(parse(json)).expect("room in the queue");
+        }
+        let kept = without_stale_relays(&mut rx);
+        let kinds: Vec<&str> = kept.iter().map(|m| m.kind().as_str()).collect();
+        assert_eq!(kinds, ["chat", "media"]);
+        assert!(rx.try_recv().is_err(), "the queue was emptied");
+    }
 }

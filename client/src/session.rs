@@ -61,8 +61,8 @@ impl ReconnectPolicy {
     }
 }
 
-/// What to join with.
-#[derive(Debug, Clone)]
+/// What to join with. Its `Debug` leaves the secrets out.
+#[derive(Clone)]
 pub struct JoinRequest {
     /// The room.
     pub room: String,
@@ -78,6 +78,19 @@ pub struct JoinRequest {
     /// `x-switchboard-internal` header. Such a connection skips admission
     /// and the message rate limit, so it is not paced either.
     pub internal_key: Option<String>,
+}
+
+impl std::fmt::Debug for JoinRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinRequest")
+            .field("room", &self.room)
+            .field("name", &self.name)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("role", &self.role)
+            .field("reconnect", &self.reconnect)
+            .field("internal_key", &self.internal_key.as_ref().map(|_| "…"))
+            .finish()
+    }
 }
 
 /// A join request that cannot be sent.
@@ -102,8 +115,8 @@ pub enum Refusal {
     Retry,
 }
 
-/// The session as the client sees it: what it needs to resume.
-#[derive(Debug)]
+/// The session as the client sees it: what it needs to resume. Its
+/// `Debug` leaves the resume token out.
 pub struct Session {
     url: String,
     request: JoinRequest,
@@ -121,6 +134,18 @@ pub struct Session {
     resend_due: bool,
     ping_every: Duration,
     limits: LimitsInfo,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("request", &self.request)
+            .field("me", &self.me)
+            .field("received", &self.received)
+            .field("unacked", &self.unacked.len())
+            .field("replay_left", &self.replay_left)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Session {

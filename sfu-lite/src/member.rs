@@ -190,11 +190,12 @@ fn watch_channel(dc: &Arc<RTCDataChannel>, channel: Channel, from: &PeerId, even
     let (open_from, open_events, open_dc) = (from.clone(), events.clone(), Arc::downgrade(dc));
     dc.on_open(Box::new(move || {
         let (from, events, dc) = (open_from.clone(), open_events.clone(), open_dc.clone());
-        Box::pin(async move {
-            if let Some(dc) = dc.upgrade() {
-                let _ = events.send(RoomEvent::ChannelOpen { from, channel, dc }).await;
-            }
-        })
+        // Must reach the room, but never by waiting inside webrtc-rs: a task
+        // per channel opening (two per member) waits instead.
+        if let Some(dc) = dc.upgrade() {
+            tokio::spawn(async move { events.send(RoomEvent::ChannelOpen { from, channel, dc }).await });
+        }
+        Box::pin(async {})
     }));
     let (from, events) = (from.clone(), events.clone());
     dc.on_message(Box::new(move |msg: DataChannelMessage| {
@@ -218,10 +219,11 @@ fn watch_tracks(pc: &Arc<RTCPeerConnection>, from: &PeerId, events: &mpsc::Sende
         // Drain the receiver's RTCP so the interceptors see the publisher's
         // sender reports.
         tokio::spawn(async move { while receiver.read_rtcp().await.is_ok() {} });
+        // Must reach the room, but never by waiting inside webrtc-rs: a task
+        // per track (one per media section) waits instead.
         let (from, events) = (from.clone(), events.clone());
-        Box::pin(async move {
-            let _ = events.send(RoomEvent::Track { from, track }).await;
-        })
+        tokio::spawn(async move { events.send(RoomEvent::Track { from, track }).await });
+        Box::pin(async {})
     }));
 }
 

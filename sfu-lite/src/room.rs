@@ -6,6 +6,7 @@
 //! forwarder reads its list of outlets from a `watch` channel the room task
 //! publishes to, so forwarding never takes a lock the room holds.
 
+use crate::forward::{Outlets, forward};
 use crate::keyframe::{KEYFRAME_INTERVAL, KeyframeThrottle};
 use crate::member::{Member, MemberContext};
 use crate::metrics::TrackMetrics;
@@ -99,8 +100,8 @@ impl std::fmt::Debug for RoomEvent {
     }
 }
 
-/// How to join a room as its SFU.
-#[derive(Debug, Clone)]
+/// How to join a room as its SFU. Its `Debug` leaves the secrets out.
+#[derive(Clone)]
 pub struct SfuOptions {
     /// Signaling URL.
     pub url: String,
@@ -116,7 +117,11 @@ pub struct SfuOptions {
     pub internal_key: Option<String>,
 }
 
-use crate::forward::{Outlets, forward};
+impl std::fmt::Debug for SfuOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SfuOptions").field("url", &self.url).field("room", &self.room).finish_non_exhaustive()
+    }
+}
 
 /// A publisher track and its subscribers.
 struct Publication {

@@ -219,3 +219,19 @@ fn a_dropped_sfu_keeps_its_seat_and_resumes_with_what_it_missed() {
     assert_eq!(s.sfu_wanted, ["forum", "forum"]);
     s.hub.check_invariants().expect("invariants");
 }
+
+#[test]
+fn room_chat_and_presence_do_not_reach_the_sfu() {
+    let mut s = Sim::new(sfu_config());
+    let now_s = s.now.unix_ms / 1000;
+    let (a, _) = s.join(1, "forum", "Ada");
+    join_as_sfu(&mut s, 3, "forum", &sfu_token(SFU_SECRET, "forum", now_s, Role::Sfu)).expect("SFU joins");
+    let sfu = switchboard_core::ConnId(3);
+    s.take(a);
+    s.send(a, r#"{"type":"chat","client_id":"c-1","text":"hello"}"#);
+    s.send(a, r#"{"type":"typing","active":true}"#);
+    s.send(a, r#"{"type":"media","mic_muted":true,"camera_muted":false}"#);
+    assert!(s.take(a).iter().any(|m| matches!(m, ServerMessage::Chat(_))), "Ada gets her echo");
+    let to_sfu = s.take(sfu);
+    assert!(to_sfu.is_empty(), "chat, typing and media state are not for the SFU: {to_sfu:?}");
+}

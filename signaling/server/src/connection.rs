@@ -75,7 +75,7 @@ async fn killed(kill: &mut Option<oneshot::Receiver<CloseSpec>>) -> CloseSpec {
 /// Serves one upgraded WebSocket until it closes. `_slot` is this
 /// connection's place under the connection limit, released on return.
 /// `internal`: the built-in SFU's connection, exempt from the rate limit.
-pub async fn run(ws: WebSocket, id: ConnId, state: Arc<AppState>, _slot: OwnedSemaphorePermit, internal: bool) {
+pub async fn run(ws: WebSocket, id: ConnId, state: Arc<AppState>, _slot: Option<OwnedSemaphorePermit>, internal: bool) {
     let span = info_span!("conn", id = id.0);
     async move {
         state.telemetry.connections.increment(1.0);

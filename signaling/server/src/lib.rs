@@ -93,6 +93,12 @@ impl BuiltinSfu {
     }
 }
 
+/// Where the server reaches itself (the built-in SFU): its bind address,
+/// or loopback for a wildcard bind.
+pub fn sfu_source_ip(addr: SocketAddr) -> std::net::IpAddr {
+    if addr.ip().is_unspecified() { std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST) } else { addr.ip() }
+}
+
 /// Binds `settings.bind` and starts serving.
 pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     settings.check()?;
@@ -138,6 +144,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         verifier: verifier(),
         ice_servers,
         internal_key: builtin.internal_key,
+        internal_ip: sfu_source_ip(addr),
     });
     let (stop_accepting, stop_rx) = watch::channel(false);
     if let Some(socket) = stun_socket {

@@ -60,18 +60,13 @@ async fn metrics(
     let local = crate::client_addr::is_loopback(peer.ip()) && !crate::client_addr::looks_proxied(&headers);
     let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(crate::turn_http::bearer);
     let authorized = match (&state.metrics_token, token) {
-        (Some(expected), Some(given)) => constant_time_eq(expected.trim().as_bytes(), given.as_bytes()),
+        (Some(expected), Some(given)) => crate::state::constant_time_eq(expected.trim().as_bytes(), given.as_bytes()),
         _ => false,
     };
     if !local && !authorized {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::render()).into_response()
-}
-
-/// Compares secrets without an early exit that would time the match.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn upgrade(
@@ -90,11 +85,17 @@ async fn upgrade(
     if state.shutting_down.load(Ordering::Relaxed) {
         return unavailable("shutting down\n", RETRY_AFTER_S);
     }
-    let Ok(slot) = state.conn_slots.clone().try_acquire_owned() else {
-        state.telemetry.rejected_connections.increment(1);
-        return unavailable("too many connections\n", RETRY_AFTER_S);
-    };
     let internal = state.is_internal(peer.ip(), &headers);
+    // The built-in SFU gets in even when every slot is taken (one
+    // connection per SFU room at most: the rooms are bounded).
+    let slot = match state.conn_slots.clone().try_acquire_owned() {
+        Ok(slot) => Some(slot),
+        Err(_) if internal => None,
+        Err(_) => {
+            state.telemetry.rejected_connections.increment(1);
+            return unavailable("too many connections\n", RETRY_AFTER_S);
+        }
+    };
     let source = crate::client_addr::source_key(state.trusted_proxies.client_ip(peer.ip(), &headers));
     if !internal && let Err(refused) = state.admission.try_admit(source, std::time::Instant::now()) {
         state.telemetry.rejected_connections.increment(1);

@@ -3,7 +3,7 @@
 //! joins over the server's own WebSocket like any other participant, with a
 //! token signed by a secret that exists only in this process.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use switchboard_core::{Claims, TokenVerifier, mint_token};
 use switchboard_protocol::{Role, RoomName, WS_PATH};
 use switchboard_rtc::RtcOptions;
@@ -11,9 +11,11 @@ use switchboard_sfu::{SfuOptions, run_room};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-/// Lifetime of the built-in SFU's tokens: they are used within
-/// milliseconds of being made.
-const SFU_TOKEN_TTL_S: u64 = 300;
+/// Lifetime of the built-in SFU's tokens. The SFU joins with its token at
+/// once, and again whenever it must join afresh (its seat was given up
+/// after a long drop), which can be days later in a long room. The secret
+/// exists only in this process and the token admits only this room's SFU.
+const SFU_TOKEN_TTL_S: u64 = 30 * 24 * 3600;
 
 /// Signs the built-in SFU's tokens; the hub checks them with
 /// [`SfuHost::verifier`].
@@ -36,8 +38,7 @@ impl SfuHost {
     /// A host for a server listening on `addr`, with a fresh secret.
     pub fn new(addr: SocketAddr, loopback_only: bool) -> Self {
         // The server's own address; a wildcard bind is reached on loopback.
-        let ip = if addr.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { addr.ip() };
-        let url = format!("ws://{}{WS_PATH}", SocketAddr::new(ip, addr.port()));
+        let url = format!("ws://{}{WS_PATH}", SocketAddr::new(crate::sfu_source_ip(addr), addr.port()));
         let key: [u8; 16] = rand::random();
         let key = key.iter().map(|b| format!("{b:02x}")).collect();
         Self { secret: rand::random(), key, url, rtc: RtcOptions { loopback_only, relay_only: false } }

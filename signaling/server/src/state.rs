@@ -49,6 +49,14 @@ pub struct AppState {
     /// limit (the SFU is the server's own, and a 32-member room's
     /// renegotiations would otherwise queue for seconds).
     pub internal_key: Option<String>,
+    /// The address the built-in SFU connects from: the bind address, or
+    /// loopback when the server binds a wildcard.
+    pub internal_ip: std::net::IpAddr,
+}
+
+/// Compares secrets without an early exit that would time the match.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The header the built-in SFU's WebSocket carries its key in.
@@ -56,11 +64,11 @@ pub const INTERNAL_HEADER: &str = "x-switchboard-internal";
 
 impl AppState {
     /// Whether a connection from `peer` with `headers` is the built-in
-    /// SFU's: loopback, and the key matches (compared in constant time).
+    /// SFU's: from this host (loopback or the bind address), and the key
+    /// matches (compared in constant time).
     pub fn is_internal(&self, peer: std::net::IpAddr, headers: &axum::http::HeaderMap) -> bool {
         let (Some(key), Some(given)) = (&self.internal_key, headers.get(INTERNAL_HEADER)) else { return false };
-        let (key, given) = (key.as_bytes(), given.as_bytes());
-        let same = key.len() == given.len() && key.iter().zip(given).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-        same && crate::client_addr::is_loopback(peer)
+        constant_time_eq(key.as_bytes(), given.as_bytes())
+            && (crate::client_addr::is_loopback(peer) || peer == self.internal_ip)
     }
 }

@@ -6,7 +6,7 @@ use crate::Now;
 use crate::events::Overflow;
 use crate::seat::Seat;
 use std::sync::Arc;
-use switchboard_protocol::{ErrorCode, ErrorMessage, LeaveReason, PeerId, RequestId, RoomName, ServerMessage};
+use switchboard_protocol::{ErrorCode, ErrorMessage, LeaveReason, PeerId, RequestId, Role, RoomName, ServerMessage};
 
 /// Who in a room an event is for.
 #[derive(Debug, Clone, Copy)]
@@ -29,12 +29,18 @@ impl Hub {
         let event = Arc::new(msg);
         let mut conns = Vec::new();
         let mut overflowed = Vec::new();
+        // The SFU forwards media: room chat and presence are not for it, and
+        // kept for its resume they would fill its replay budget for nothing.
+        let for_sfu = !matches!(
+            *event,
+            ServerMessage::Chat(_) | ServerMessage::Typing(_) | ServerMessage::Read(_) | ServerMessage::PeerUpdated(_)
+        );
         for member in room.members_mut() {
             let wanted = match audience {
                 Audience::All => true,
                 Audience::AllBut(peer) => member.info.id != *peer,
                 Audience::One(peer) => member.info.id == *peer,
-            };
+            } && (for_sfu || member.info.role != Role::Sfu);
             if !wanted {
                 continue;
             }

@@ -57,7 +57,8 @@ impl Hub {
             Err(refusal) => return self.turn_away(conn, id, &refusal),
         };
         if let Some(resume) = resume {
-            return self.resume(conn, id, &room_name, identity.as_deref(), &resume, now);
+            let who = (identity.as_deref(), role);
+            return self.resume(conn, id, &room_name, who, &resume, now);
         }
         if !self.rooms.contains_key(&room_name) && self.rooms.len() >= self.config.limits.max_rooms {
             return self.turn_away(conn, id, &Refusal::TooManyRooms);

@@ -12,7 +12,7 @@ use crate::room::{Member, PendingResume};
 use crate::seat::Seat;
 use crate::timers::Timer;
 use switchboard_protocol::{
-    ErrorCode, LeaveReason, PeerUpdated, RequestId, Resume, RoomName, ServerMessage, TypingNotice, Welcome,
+    ErrorCode, LeaveReason, PeerUpdated, RequestId, Resume, Role, RoomName, ServerMessage, TypingNotice, Welcome,
 };
 
 impl Hub {
@@ -70,7 +70,7 @@ impl Hub {
         conn: ConnId,
         id: Option<RequestId>,
         room_name: &RoomName,
-        identity: Option<&str>,
+        (identity, role): (Option<&str>, Role),
         resume: &Resume,
         now: Now,
     ) {
@@ -91,7 +91,8 @@ impl Hub {
         let Some(member) = self.member_mut(&seat) else {
             return self.error(conn, id, ErrorCode::ResumeFailed, UNKNOWN);
         };
-        if seat.room != *room_name || member.info.identity.as_deref() != identity {
+        // A participant cannot take an SFU's seat, nor the other way round.
+        if seat.room != *room_name || member.info.identity.as_deref() != identity || member.info.role != role {
             return self.error(conn, id, ErrorCode::ResumeFailed, UNKNOWN);
         }
         if member.events.since(resume.received).is_none() {
