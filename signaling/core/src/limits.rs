@@ -99,9 +99,8 @@ pub struct Limits {
     /// room still has participants, it asks again, and so on at this
     /// interval until an SFU joins or the room empties: a launch that failed
     /// (refused by admission during a reconnect storm, say) does not leave
-    /// the room without an SFU for good. A launcher slower than this may
-    /// start a second SFU (with the same identity, the later one replaces
-    /// the first). Zero: ask once, never again.
+    /// the room without an SFU for good. (The server's launcher skips a room
+    /// whose SFU task is still on its way.) Zero: ask once, never again.
     pub sfu_launch_timeout: Duration,
 }
 
