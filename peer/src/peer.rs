@@ -13,6 +13,7 @@ use switchboard_client::{JoinRequest, ReconnectPolicy, Signaling};
 use switchboard_protocol::{
     Bare, ChatSend, ClientMessage, ClientMsgId, PeerId, Role, RoomMode, ServerMessage, Welcome,
 };
+use switchboard_rtc::negotiator::rules::makes_offers;
 use switchboard_rtc::{Channel, ChannelSender, Input, RtcEngine, RtcOptions};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -164,7 +165,8 @@ impl Peer {
         for peer in welcome.peers.iter().filter(|p| !sfu_room || p.role == Role::Sfu) {
             // In a mesh the newcomer offers and the others wait for its
             // offer; in an SFU room the SFU makes every offer.
-            links.insert(peer.id.clone(), Link::start(&engine, &ctx, peer.id.clone(), !sfu_room).await?);
+            let offers = makes_offers(sfu_room, false, true);
+            links.insert(peer.id.clone(), Link::start(&engine, &ctx, peer.id.clone(), offers).await?);
         }
         let (commands, commands_rx) = mpsc::channel(64);
         let ice_refresh = refresh_at(welcome.ice_servers_ttl_s);
@@ -399,7 +401,8 @@ impl Session {
         self.sfu_room = welcome.mode == RoomMode::Sfu;
         self.ctx.sfu_room = self.sfu_room;
         for peer in welcome.peers.iter().filter(|p| !self.sfu_room || p.role == Role::Sfu) {
-            match Link::start(&self.engine, &self.ctx, peer.id.clone(), !self.sfu_room).await {
+            let offers = makes_offers(self.sfu_room, false, true);
+            match Link::start(&self.engine, &self.ctx, peer.id.clone(), offers).await {
                 Ok(link) => {
                     self.links.insert(peer.id.clone(), link);
                 }
@@ -430,7 +433,8 @@ impl Session {
             }
             ServerMessage::PeerJoined(joined) => {
                 let id = joined.peer.id.clone();
-                match Link::start(&self.engine, &self.ctx, id.clone(), false).await {
+                let offers = makes_offers(self.sfu_room, false, false);
+                match Link::start(&self.engine, &self.ctx, id.clone(), offers).await {
                     Ok(link) => {
                         self.links.insert(id, link);
                     }

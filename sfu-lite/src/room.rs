@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use switchboard_client::{JoinRequest, ReconnectPolicy, Signaling};
 use switchboard_protocol::{Bare, ClientMessage, PeerId, PeerInfo, Role, ServerMessage, Welcome};
+use switchboard_rtc::negotiator::rules::makes_offers;
 use switchboard_rtc::{Channel, Input, RtcEngine, RtcOptions};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -203,7 +204,7 @@ impl Room {
     /// The SFU is the newcomer: it offers to everyone already there.
     async fn welcomed(&mut self, welcome: &Welcome) {
         for peer in welcome.peers.iter().filter(|p| p.role == Role::Participant) {
-            self.add_member(peer, true).await;
+            self.add_member(peer, makes_offers(true, true, true)).await;
         }
     }
 
@@ -226,7 +227,7 @@ impl Room {
             ServerMessage::PeerJoined(joined) if joined.peer.role == Role::Participant => {
                 // The SFU makes every offer in its room, to newcomers too:
                 // one offerer per connection, so offers never collide.
-                return self.add_member(&joined.peer, true).await;
+                return self.add_member(&joined.peer, makes_offers(true, true, false)).await;
             }
             ServerMessage::PeerLeft(left) => return self.remove_member(&left.peer_id).await,
             ServerMessage::Offer(r) | ServerMessage::Answer(r) => (r.from, Input::Description(r.description)),

@@ -159,6 +159,13 @@ async fn the_browser_protocol_module_agrees_with_the_rust_types() {
     let failures = browser.eval(REPLAY_SESSION_SCENARIOS, vec![scenarios]).await;
     assert_eq!(failures, json!([]), "web/js/session.js breaks these session scenarios");
 
+    // And its negotiation rules the scenarios the Rust negotiator replays
+    // (rtc/src/negotiator/rules.rs).
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rtc/fixtures/negotiation.json");
+    let scenarios: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("JSON");
+    let failures = browser.eval(REPLAY_NEGOTIATION_SCENARIOS, vec![scenarios]).await;
+    assert_eq!(failures, json!([]), "web/js/negotiation.js breaks these negotiation scenarios");
+
     browser.close().await;
 }
 
@@ -204,6 +211,40 @@ return import("/js/session.js").then((s) => {
       if (canon(got) !== canon(step.expect)) {
         failures.push(`${scenario.name}, step ${i} (${step.op}): got ${canon(got)}, expected ${canon(step.expect)}`);
       }
+    });
+  }
+  return failures;
+});
+"#;
+
+/// Replays rtc/fixtures/negotiation.json against web/js/negotiation.js.
+const REPLAY_NEGOTIATION_SCENARIOS: &str = r#"
+const fixture = arguments[0];
+return import("/js/negotiation.js").then((n) => {
+  const failures = [];
+  for (const c of fixture.makes_offers) {
+    const got = n.makesOffers(c.sfu_room, c.i_am_sfu, c.i_am_newcomer);
+    if (got !== c.expect) failures.push(`makes_offers ${JSON.stringify(c)}: ${got}`);
+  }
+  for (const c of fixture.collisions) {
+    const got = n.collisionRule(n.polite(c.me, c.remote), c.can_roll_back);
+    if (got !== c.expect) failures.push(`collision ${JSON.stringify(c)}: ${got}`);
+  }
+  const dueName = (due) => (due === null ? null : due.restartIce ? `restart_ice ${due.restartIce}` : "offer_again");
+  for (const scenario of fixture.clocks) {
+    const clocks = new n.Clocks(scenario.offerer);
+    scenario.steps.forEach((step, i) => {
+      const at = `${scenario.name}, step ${i}`;
+      if (step.op === "ice") {
+        const back = clocks.onIce(n.iceKind(step.state), step.at);
+        if (back !== step.back) failures.push(`${at}: back ${back}`);
+      } else if (step.op === "offer_sent") clocks.offerSent(step.at);
+      else if (step.op === "answered") clocks.answered();
+      else if (step.op === "fire") {
+        const got = dueName(clocks.fire(step.at));
+        if (got !== step.expect) failures.push(`${at}: fired ${got}`);
+      } else failures.push(`${at}: unknown op ${step.op}`);
+      if (clocks.next() !== step.next) failures.push(`${at}: next ${clocks.next()}`);
     });
   }
   return failures;

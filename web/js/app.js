@@ -4,6 +4,7 @@
 
 import { ERROR_TEXT, LEAVE_REASONS, client } from "./protocol.js";
 import { Signaling } from "./signaling.js";
+import { makesOffers } from "./negotiation.js";
 import { Session as ClientSession, refusal } from "./session.js";
 import { Link } from "./link.js";
 import { ChatPanel } from "./chat.js";
@@ -152,7 +153,7 @@ class Session {
       case "welcome":
         return this.welcome(m);
       case "peer_joined":
-        this.addPeer(m.peer, false);
+        this.addPeer(m.peer, makesOffers(this.mode === "sfu", false, false));
         return m.peer.role === "sfu" ? undefined : this.chat.system(`${m.peer.name} joined.`);
       case "peer_left":
         return this.removePeer(m.peer_id, m.reason);
@@ -217,7 +218,7 @@ class Session {
       this.away = new Set();
       this.chat.joined(w);
       // In a mesh the newcomer offers; in an SFU room the SFU makes every offer.
-      for (const peer of w.peers) this.addPeer(peer, this.mode !== "sfu");
+      for (const peer of w.peers) this.addPeer(peer, makesOffers(this.mode === "sfu", false, true));
     }
     this.signaling.ready();
     if (this.downSince) {

@@ -1,12 +1,13 @@
 // One remote participant: its RTCPeerConnection, its two data channels, and
 // the negotiation with it.
 //
-// The rules match the headless Rust peer (peer/src/link.rs) so browsers and
-// Rust peers interoperate:
-// - the newcomer offers, the others wait for its offer;
-// - "perfect negotiation" for later renegotiation: of each pair, the peer
-//   whose id sorts greater is polite (it rolls back its own offer on a
-//   collision), the other impolite (it ignores the colliding offer);
+// The rules are the shared ones of negotiation.js (the mirror of the Rust
+// negotiator's rules, both replaying rtc/fixtures/negotiation.json), so
+// browsers, Rust peers and the SFU interoperate:
+// - one side makes every offer: the newcomer in a mesh, the SFU in an SFU
+//   room; the other answers;
+// - a colliding offer anyway: of each pair, the peer whose id sorts greater
+//   is polite (it rolls back its own offer), the other ignores it;
 // - the offerer creates the data channels `chat` (reliable, ordered) and
 //   `state` (unordered, no retransmits); the answerer accepts them by label;
 // - an offerer offers to receive every kind it does not send, or the
@@ -14,11 +15,13 @@
 // - when ICE stays disconnected (1 s) or fails, the side that made the first
 //   offer (the ICE-controlling side) restarts it (restartIce: a new offer
 //   with new ICE credentials), and again every 5 s until it is back, since
-//   the offer may be lost while signaling is down too.
+//   the offer may be lost while signaling is down too;
+// - an offer with no answer after 10 s is made again.
 // Every signaling input for a link is applied in arrival order through one
 // promise chain.
 
 import { client } from "./protocol.js";
+import { Clocks, collisionRule, iceKind, polite } from "./negotiation.js";
 import { summarize } from "./stats.js";
 
 /** The data channels of every link, by label. */
@@ -30,17 +33,13 @@ export const CHANNELS = {
 export const STATS_INTERVAL_MS = 1000;
 /** Data-channel messages kept per link for the page and its tests. */
 const DATA_LOG = 200;
-/** How long ICE may stay disconnected before the first offerer restarts it. */
-export const ICE_RESTART_AFTER_MS = 1000;
-/** How often a restart is tried again while ICE has not recovered. */
-export const ICE_RESTART_RETRY_MS = 5000;
 
 export class Link extends EventTarget {
   /**
    * @param {object} o
    * @param {string} o.me this participant's id
    * @param {string} o.remote the other participant's id
-   * @param {boolean} o.offerer true for the newcomer
+   * @param {boolean} o.offerer true for the side that makes the offers
    * @param {RTCIceServer[]} o.iceServers from the welcome
    * @param {boolean} o.relayOnly gather relay (TURN) candidates only
    * @param {MediaStream} o.stream local tracks (possibly none)
@@ -51,18 +50,21 @@ export class Link extends EventTarget {
   constructor({ me, remote, offerer, iceServers, relayOnly = false, stream, send }) {
     super();
     this.remote = remote;
-    this.polite = me > remote;
+    this.polite = polite(me, remote);
     this.send = send;
     this.pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: relayOnly ? "relay" : "all" });
     this.makingOffer = false;
     this.ignoreOffer = false;
     // The answerer's first offer comes from the other side.
     this.mayOffer = offerer;
-    // The first offerer is ICE-controlling and is the one that restarts ICE:
-    // webrtc-rs keeps its ICE role across restarts while browsers give it to
-    // whoever offers the restart, so a restart from the first answerer would
-    // leave both ends in one role and ICE would never reconnect.
-    this.restarter = offerer;
+    // The offerer's clocks (negotiation.js): it restarts ICE, being the
+    // ICE-controlling side (webrtc-rs keeps its ICE role across restarts
+    // while browsers give it to whoever offers the restart, so a restart
+    // from the answerer would leave both ends in one role), and it makes an
+    // unanswered offer again.
+    this.clocks = new Clocks(offerer);
+    this.clockTimer = null;
+    this.origin = performance.now();
     this.pending = [];
     this.chain = Promise.resolve();
     this.channels = new Map();
@@ -74,7 +76,6 @@ export class Link extends EventTarget {
     this.trackOwner = new Map();
     this.stats = null;
     this.closed = false;
-    this.restartTimer = null;
     // ICE restarts this side made, in all (for the page and its tests).
     this.iceRestarts = 0;
 
@@ -131,11 +132,15 @@ export class Link extends EventTarget {
     this.enqueue(async () => {
       const pc = this.pc;
       const collision = description.type === "offer" && (this.makingOffer || pc.signalingState !== "stable");
-      this.ignoreOffer = !this.polite && collision;
+      this.ignoreOffer = collision && collisionRule(this.polite, true) === "ignore";
       if (this.ignoreOffer) return;
       // On a collision the polite side's setRemoteDescription rolls its own
       // offer back implicitly.
       await pc.setRemoteDescription(description);
+      if (description.type === "answer") {
+        this.clocks.answered();
+        this.schedule();
+      }
       for (const candidate of this.pending.splice(0)) await this.addCandidate(candidate);
       if (description.type === "offer") {
         this.mayOffer = true;
@@ -190,7 +195,7 @@ export class Link extends EventTarget {
   close() {
     this.closed = true;
     clearInterval(this.statsTimer);
-    clearTimeout(this.restartTimer);
+    clearTimeout(this.clockTimer);
     for (const track of this.remoteStream.getTracks()) track.stop();
     this.pc.close();
     this.changed();
@@ -199,19 +204,33 @@ export class Link extends EventTarget {
   // ---- internals ----
 
   iceChanged() {
-    const state = this.pc.iceConnectionState;
-    if (state === "connected" || state === "completed") {
-      clearTimeout(this.restartTimer);
-      this.restartTimer = null;
-    } else if ((state === "disconnected" || state === "failed") && this.restarter && !this.restartTimer) {
-      this.restartTimer = setTimeout(() => this.restartIce(), ICE_RESTART_AFTER_MS);
-    }
+    this.clocks.onIce(iceKind(this.pc.iceConnectionState), this.now());
+    this.schedule();
     this.changed();
   }
 
-  /** Offers with new ICE credentials; tries again until ICE is back. */
-  restartIce() {
+  now() {
+    return performance.now() - this.origin;
+  }
+
+  /** Arms one timer for the clocks' next deadline. */
+  schedule() {
+    clearTimeout(this.clockTimer);
+    const next = this.clocks.next();
+    if (next === null || this.closed) return;
+    this.clockTimer = setTimeout(() => this.tick(), Math.max(0, next - this.now()));
+  }
+
+  tick() {
     if (this.closed) return;
+    const due = this.clocks.fire(this.now());
+    if (due?.restartIce) this.restartIce();
+    if (due?.offerAgain) this.offerAgain();
+    this.schedule();
+  }
+
+  /** Offers with new ICE credentials (the clocks try again until ICE is back). */
+  restartIce() {
     this.iceRestarts += 1;
     this.enqueue(async () => {
       // An offer of ours that was never answered (lost with the network)
@@ -220,7 +239,15 @@ export class Link extends EventTarget {
       this.mayOffer = true;
       this.pc.restartIce();
     });
-    this.restartTimer = setTimeout(() => this.restartIce(), ICE_RESTART_RETRY_MS);
+  }
+
+  /** Our offer got no answer: withdraw it and make it again. */
+  offerAgain() {
+    this.enqueue(async () => {
+      if (this.pc.signalingState !== "have-local-offer") return;
+      await this.pc.setLocalDescription({ type: "rollback" });
+      await this.offer();
+    });
   }
 
   async offer() {
@@ -229,6 +256,8 @@ export class Link extends EventTarget {
       this.makingOffer = true;
       await this.pc.setLocalDescription();
       this.send(client.offer({ to: this.remote, description: this.pc.localDescription }));
+      this.clocks.offerSent(this.now());
+      this.schedule();
     } finally {
       this.makingOffer = false;
     }

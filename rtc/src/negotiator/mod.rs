@@ -45,6 +45,7 @@ use tokio::task::JoinHandle;
 use webrtc::ice_transport::ice_connection_state::RTCIceConnectionState;
 use webrtc::peer_connection::RTCPeerConnection;
 
+pub mod rules;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -130,7 +131,7 @@ pub struct Roles {
 impl Roles {
     /// The roles of `me` towards `remote`.
     pub fn new(me: &PeerId, remote: &PeerId, first_offer_ours: bool) -> Self {
-        Self { polite: me > remote, first_offer_ours }
+        Self { polite: rules::polite(me.as_str(), remote.as_str()), first_offer_ours }
     }
 }
 

@@ -1,14 +1,13 @@
 //! The negotiator's task: its state and what it does with each input, ICE
 //! state and timer (the rules are in the module docs of `negotiator`).
 
-use super::{
-    ANSWER_TIMEOUT, ICE_RESTART_AFTER, ICE_RESTART_RETRY, Input, MAX_CANDIDATE_BYTES, MAX_REMOTE_CANDIDATES, Observer,
-    Report, Roles,
-};
+use super::rules::{Clocks, Collision, Due, Ice};
+use super::{ANSWER_TIMEOUT, Input, MAX_CANDIDATE_BYTES, MAX_REMOTE_CANDIDATES, Observer, Report, Roles};
 use crate::candidates::{CandidateQueue, bundle_mid};
 use crate::convert::{candidate_to_rtc, from_rtc, to_rtc};
 use anyhow::Context;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 use switchboard_protocol::{ClientMessage, DescriptionRelay, PeerId, SdpType, SessionDescription};
 use tokio::sync::{mpsc, watch};
 use webrtc::ice_transport::ice_connection_state::RTCIceConnectionState;
@@ -50,12 +49,10 @@ pub(super) struct State<O> {
     pending: CandidateQueue,
     /// Remote candidates added since the latest remote description.
     remote_added: usize,
-    /// When to restart ICE (the first offerer, while ICE is down).
-    restart_due: Option<tokio::time::Instant>,
-    /// When our outstanding offer is given up on (no answer came).
-    answer_due: Option<tokio::time::Instant>,
-    /// Restarts sent since ICE went down.
-    restarts: u32,
+    /// The offerer's ICE restart and answer clocks (the shared rules).
+    clocks: Clocks,
+    /// Time zero of the clocks.
+    origin: tokio::time::Instant,
 }
 
 impl<O: Observer> State<O> {
@@ -82,9 +79,8 @@ impl<O: Observer> State<O> {
             remote_set: false,
             pending: CandidateQueue::default(),
             remote_added: 0,
-            restart_due: None,
-            answer_due: None,
-            restarts: 0,
+            clocks: Clocks::new(roles.first_offer_ours),
+            origin: tokio::time::Instant::now(),
         }
     }
 
@@ -94,7 +90,7 @@ impl<O: Observer> State<O> {
         mut ice: watch::Receiver<RTCIceConnectionState>,
     ) {
         loop {
-            let (restart, answer) = (sleep_until(self.restart_due), sleep_until(self.answer_due));
+            let clock = sleep_until(self.clocks.next().map(|ms| self.origin + Duration::from_millis(ms)));
             let item = tokio::select! {
                 input = inbox.recv() => match input {
                     Some(input) => Wake::Input(input),
@@ -104,18 +100,17 @@ impl<O: Observer> State<O> {
                     Ok(()) => Wake::Ice(*ice.borrow_and_update()),
                     Err(_) => break,
                 },
-                () = restart => Wake::Restart,
-                () = answer => Wake::NoAnswer,
+                () = clock => Wake::Clock,
             };
             let Some(pc) = self.pc.upgrade() else { break };
             let result = match item {
                 Wake::Input(input) => self.handle(&pc, input).await,
                 Wake::Ice(state) => self.ice(&pc, state).await,
-                Wake::Restart => {
-                    self.restart_due = Some(tokio::time::Instant::now() + ICE_RESTART_RETRY);
-                    self.restart_ice(&pc).await.context("ICE restart")
-                }
-                Wake::NoAnswer => self.no_answer(&pc).await,
+                Wake::Clock => match self.clocks.fire(self.now()) {
+                    Some(Due::RestartIce(attempt)) => self.restart_ice(&pc, attempt).await.context("ICE restart"),
+                    Some(Due::OfferAgain) => self.no_answer(&pc).await,
+                    None => Ok(()),
+                },
             };
             if let Err(err) = result {
                 self.observer.report(Report::Problem(format!("{err:#}"))).await;
@@ -177,24 +172,24 @@ impl<O: Observer> State<O> {
         let is_offer = desc.kind == SdpType::Offer;
         self.observer.report(if is_offer { Report::OfferReceived } else { Report::AnswerReceived }).await;
         let collision = is_offer && pc.signaling_state() != RTCSignalingState::Stable;
-        if collision && !self.roles.polite {
+        // webrtc-rs 0.17 cannot roll back a local offer (no such signaling
+        // transition): the polite side drops a colliding offer instead of
+        // yielding. Switchboard's endpoints never collide (one offerer per
+        // connection: decision 0015).
+        match collision.then(|| Collision::rule(self.roles.polite, false)) {
+            None => {}
             // Our offer wins; theirs is dropped, and they will answer ours.
-            return Ok(());
-        }
-        if collision {
-            // The polite side should roll its offer back and answer, but
-            // webrtc-rs 0.17 cannot roll back a local offer (no such
-            // signaling transition). Switchboard's endpoints never collide
-            // (one offerer per connection: decision 0015); a remote that
-            // does gets its offer dropped, and ours stands.
-            anyhow::bail!("an offer collided with ours, and webrtc-rs cannot roll back: it was dropped");
+            Some(Collision::Ignore) => return Ok(()),
+            Some(Collision::Drop | Collision::RollBackAndAnswer) => {
+                anyhow::bail!("an offer collided with ours, and webrtc-rs cannot roll back: it was dropped")
+            }
         }
         pc.set_remote_description(to_rtc(desc)?).await.context("setting the remote description")?;
         self.remote_set = true;
         self.remote_added = 0;
         if !is_offer {
             // Our offer is answered.
-            self.answer_due = None;
+            self.clocks.answered();
         }
         for candidate in self.pending.take() {
             pc.add_ice_candidate(candidate).await.context("adding a queued candidate")?;
@@ -213,15 +208,12 @@ impl<O: Observer> State<O> {
         match state {
             RTCIceConnectionState::Disconnected | RTCIceConnectionState::Failed => {
                 self.ice_connected = false;
-                if self.roles.first_offer_ours && self.restart_due.is_none() {
-                    self.restart_due = Some(tokio::time::Instant::now() + ICE_RESTART_AFTER);
-                }
+                self.clocks.on_ice(Ice::Down, self.now());
             }
             RTCIceConnectionState::Checking => self.ice_connected = false,
             RTCIceConnectionState::Connected | RTCIceConnectionState::Completed => {
                 self.ice_connected = true;
-                self.restart_due = None;
-                if std::mem::take(&mut self.restarts) > 0 {
+                if self.clocks.on_ice(Ice::Up, self.now()) {
                     self.observer.report(Report::IceRestarted).await;
                 }
                 self.offer_if_due(pc).await?;
@@ -235,13 +227,12 @@ impl<O: Observer> State<O> {
     /// with the network) is replaced (webrtc-rs allows a new local offer
     /// over a pending one); in the middle of answering the restart waits
     /// for the next try.
-    async fn restart_ice(&mut self, pc: &RTCPeerConnection) -> anyhow::Result<()> {
+    async fn restart_ice(&mut self, pc: &RTCPeerConnection, attempt: u32) -> anyhow::Result<()> {
         match pc.signaling_state() {
             RTCSignalingState::Stable | RTCSignalingState::HaveLocalOffer => {}
             _ => return Ok(()),
         }
-        self.restarts += 1;
-        self.observer.report(Report::IceRestarting { attempt: self.restarts }).await;
+        self.observer.report(Report::IceRestarting { attempt }).await;
         // The restart offer carries every current track: nothing else is owed.
         self.wants_offer = false;
         let options = RTCOfferOptions { ice_restart: true, ..RTCOfferOptions::default() };
@@ -254,8 +245,7 @@ impl<O: Observer> State<O> {
     /// replaces the pending one; webrtc-rs cannot roll one back). While ICE
     /// is down the restart timer makes the next offer instead.
     async fn no_answer(&mut self, pc: &RTCPeerConnection) -> anyhow::Result<()> {
-        self.answer_due = None;
-        if pc.signaling_state() != RTCSignalingState::HaveLocalOffer || self.restart_due.is_some() {
+        if pc.signaling_state() != RTCSignalingState::HaveLocalOffer {
             return Ok(());
         }
         self.observer.report(Report::Problem(format!("no answer within {ANSWER_TIMEOUT:?}: offering again"))).await;
@@ -263,6 +253,11 @@ impl<O: Observer> State<O> {
         let offer = pc.create_offer(None).await.context("creating an offer")?;
         self.set_local(pc, offer).await.context("setting the local offer")?;
         self.send_local(pc, true).await
+    }
+
+    /// Milliseconds since the clocks' origin.
+    fn now(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Applies a local offer or answer, its BUNDLE mid noted first.
@@ -277,7 +272,7 @@ impl<O: Observer> State<O> {
         let msg = if offer { ClientMessage::Offer(relay) } else { ClientMessage::Answer(relay) };
         self.signal.send(msg).await.map_err(|_| anyhow::anyhow!("signaling connection closed"))?;
         if offer {
-            self.answer_due = Some(tokio::time::Instant::now() + ANSWER_TIMEOUT);
+            self.clocks.offer_sent(self.now());
         }
         self.observer.report(if offer { Report::OfferSent } else { Report::AnswerSent }).await;
         Ok(())
@@ -288,8 +283,7 @@ impl<O: Observer> State<O> {
 enum Wake {
     Input(Input),
     Ice(RTCIceConnectionState),
-    Restart,
-    NoAnswer,
+    Clock,
 }
 
 /// Sleeps until `at`, or forever.
