@@ -9,6 +9,7 @@ mod channel;
 pub mod convert;
 pub(crate) mod engine;
 pub mod negotiator;
+pub mod rejected;
 mod sender;
 pub mod vp8;
 

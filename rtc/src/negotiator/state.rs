@@ -5,10 +5,11 @@ use super::rules::{Clocks, Collision, Due, Ice};
 use super::{ANSWER_TIMEOUT, Input, MAX_CANDIDATE_BYTES, MAX_REMOTE_CANDIDATES, Observer, Report, Roles};
 use crate::candidates::{CandidateQueue, bundle_mid};
 use crate::convert::{candidate_to_rtc, from_rtc, to_rtc};
+use crate::rejected::{keep_rejected, rejected_mids};
 use anyhow::Context;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use switchboard_protocol::{ClientMessage, DescriptionRelay, PeerId, SdpType, SessionDescription};
+use switchboard_protocol::{ClientMessage, DescriptionRelay, PeerId, Sdp, SdpType, SessionDescription};
 use tokio::sync::{mpsc, watch};
 use webrtc::ice_transport::ice_connection_state::RTCIceConnectionState;
 use webrtc::peer_connection::RTCPeerConnection;
@@ -49,6 +50,10 @@ pub(super) struct State<O> {
     pending: CandidateQueue,
     /// Remote candidates added since the latest remote description.
     remote_added: usize,
+    /// Mids of media sections the remote's answers rejected: our later
+    /// offers keep them rejected on the wire (see `rejected.rs`). At most
+    /// one per media section.
+    rejected: Vec<String>,
     /// The offerer's ICE restart and answer clocks (the shared rules).
     clocks: Clocks,
     /// Time zero of the clocks.
@@ -79,6 +84,7 @@ impl<O: Observer> State<O> {
             remote_set: false,
             pending: CandidateQueue::default(),
             remote_added: 0,
+            rejected: Vec::new(),
             clocks: Clocks::new(roles.first_offer_ours),
             origin: tokio::time::Instant::now(),
         }
@@ -190,6 +196,11 @@ impl<O: Observer> State<O> {
         if !is_offer {
             // Our offer is answered.
             self.clocks.answered();
+            for mid in rejected_mids(&desc.sdp.text()) {
+                if !self.rejected.contains(&mid) {
+                    self.rejected.push(mid);
+                }
+            }
         }
         for candidate in self.pending.take() {
             pc.add_ice_candidate(candidate).await.context("adding a queued candidate")?;
@@ -268,7 +279,11 @@ impl<O: Observer> State<O> {
 
     async fn send_local(&mut self, pc: &RTCPeerConnection, offer: bool) -> anyhow::Result<()> {
         let local = pc.local_description().await.context("no local description")?;
-        let relay = DescriptionRelay { id: None, to: self.remote.clone(), description: from_rtc(&local) };
+        let mut description = from_rtc(&local);
+        if offer && !self.rejected.is_empty() {
+            description.sdp = Sdp::new(&keep_rejected(&local.sdp, &self.rejected));
+        }
+        let relay = DescriptionRelay { id: None, to: self.remote.clone(), description };
         let msg = if offer { ClientMessage::Offer(relay) } else { ClientMessage::Answer(relay) };
         self.signal.send(msg).await.map_err(|_| anyhow::anyhow!("signaling connection closed"))?;
         if offer {
