@@ -22,10 +22,11 @@ use webrtc::data_channel::data_channel_message::DataChannelMessage;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
 use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
+use webrtc::rtp_transceiver::{RTCRtpTransceiver, RTCRtpTransceiverInit};
+use webrtc::track::track_local::TrackLocal;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 
 /// A track forwarded to this member.
@@ -61,6 +62,9 @@ pub struct Member {
     pub outlets: HashMap<TrackKey, Outlet>,
     /// Its open data channels, by label.
     pub channels: HashMap<&'static str, Arc<RTCDataChannel>>,
+    /// Sections whose forwarded track went away, for the next one of their
+    /// kind. At most as many as outlets this member ever had at once.
+    idle: Vec<Arc<RTCRtpTransceiver>>,
     events: mpsc::Sender<RoomEvent>,
 }
 
@@ -102,7 +106,8 @@ impl Member {
         let observer = Arc::new(MemberObserver { from: id.clone(), events: ctx.events.clone() });
         let roles = Roles::new(&ctx.me, &id, offerer);
         let negotiator = Negotiator::start(&pc, id.clone(), roles, ctx.signal.queue(), observer);
-        Ok(Self { id, pc, negotiator, outlets: HashMap::new(), channels: HashMap::new(), events: ctx.events.clone() })
+        let (outlets, channels, idle) = (HashMap::new(), HashMap::new(), Vec::new());
+        Ok(Self { id, pc, negotiator, outlets, channels, idle, events: ctx.events.clone() })
     }
 
     /// Hands a signaling input to the member's negotiator. The room never
@@ -127,7 +132,26 @@ impl Member {
         // A publisher's second track of a kind replaces its first: the old
         // sender and its RTCP reader go, or each would leak per subscriber.
         self.remove_outlet(&key).await;
-        let sender = self.pc.add_track(track.clone()).await.context("adding a forwarded track")?;
+        let kind = track.kind();
+        let sender = match self.idle.iter().position(|t| t.kind() == kind) {
+            // A section a departed publisher left: reused, so a long room
+            // does not grow every subscriber's description by two sections
+            // per publisher it ever had.
+            Some(i) => {
+                let transceiver = self.idle.swap_remove(i);
+                let sender = transceiver.sender().await;
+                sender.replace_track(Some(track.clone())).await.context("reusing a section")?;
+                transceiver.set_direction(RTCRtpTransceiverDirection::Sendonly).await;
+                sender
+            }
+            None => {
+                // Send-only: the SFU receives nothing on a forwarded section.
+                let init =
+                    RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, send_encodings: vec![] };
+                let transceiver = self.pc.add_transceiver_from_track(track.clone(), Some(init)).await;
+                transceiver.context("adding a forwarded track")?.sender().await
+            }
+        };
         // Read the sender's RTCP: the interceptors (NACK responder, reports)
         // only work when someone does, and keyframe requests arrive here.
         let (events, reader_sender, wanted) = (self.events.clone(), sender.clone(), key.clone());
@@ -152,10 +176,21 @@ impl Member {
     }
 
     /// Stops forwarding a publisher track to this member.
+    /// Its section goes inactive and waits for the next forwarded track of
+    /// its kind (which replaces the old one).
     pub async fn remove_outlet(&mut self, key: &TrackKey) -> bool {
         let Some(outlet) = self.outlets.remove(key) else { return false };
         outlet.reader.abort();
-        let _ = self.pc.remove_track(&outlet.sender).await;
+        // The forwarder no longer writes to its track. The track stays on
+        // the sender: webrtc-rs 0.17 cannot put a track back on a sender
+        // whose track was taken away, and the next reuse replaces it.
+        for transceiver in self.pc.get_transceivers().await {
+            if Arc::ptr_eq(&transceiver.sender().await, &outlet.sender) {
+                transceiver.set_direction(RTCRtpTransceiverDirection::Inactive).await;
+                self.idle.push(transceiver);
+                break;
+            }
+        }
         true
     }
 
@@ -278,6 +313,16 @@ mod tests {
         }
         assert_eq!(sending, 1, "the first track's sender is gone, not leaked beside the second");
         assert_eq!(member.outlets.len(), 1);
+        // Publishers come and go: their sections are reused, not added.
+        for n in 0..5 {
+            member.remove_outlet(&key).await;
+            let publisher = PeerId::new(format!("p{n}")).expect("id");
+            let next = TrackKey { publisher, kind: "video" };
+            let track = Arc::new(TrackLocalStaticRTP::new(vp8.clone(), next.track_id(), next.publisher.to_string()));
+            member.add_outlet(next.clone(), track).await.expect("outlet");
+            member.remove_outlet(&next).await;
+        }
+        assert_eq!(member.pc.get_transceivers().await.len(), 1, "one video section, reused");
         member.close().await;
     }
 }
