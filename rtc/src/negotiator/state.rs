@@ -190,7 +190,7 @@ impl<O: Observer> State<O> {
                 anyhow::bail!("an offer collided with ours, and webrtc-rs cannot roll back: it was dropped")
             }
         }
-        pc.set_remote_description(to_rtc(desc)?).await.context("setting the remote description")?;
+        set_remote(pc, desc).await?;
         self.remote_set = true;
         self.remote_added = 0;
         if !is_offer {
@@ -306,5 +306,28 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Longest wait for webrtc-rs's ICE agent to finish gathering before a
+/// remote ICE-restart offer can be applied.
+const GATHERING_WAIT: Duration = Duration::from_secs(10);
+
+/// Applies a remote description. webrtc-rs refuses an ICE restart while its
+/// agent is still gathering (after an earlier restart, gathering through a
+/// network that has just come back can take seconds), and the restart would
+/// then be lost until the offerer's next one, which meets the same refusal:
+/// the description is applied again until it takes, for a bounded time.
+async fn set_remote(pc: &RTCPeerConnection, desc: &SessionDescription) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + GATHERING_WAIT;
+    loop {
+        match pc.set_remote_description(to_rtc(desc)?).await {
+            Err(err)
+                if err == webrtc::ice::Error::ErrRestartWhenGathering && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            result => return result.context("setting the remote description"),
+        }
     }
 }
