@@ -12,6 +12,7 @@ use std::time::Duration;
 use switchboard_protocol::{ClientMessage, DescriptionRelay, PeerId, Sdp, SdpType, SessionDescription};
 use tokio::sync::{mpsc, watch};
 use webrtc::ice_transport::ice_connection_state::RTCIceConnectionState;
+use webrtc::ice_transport::ice_gathering_state::RTCIceGatheringState;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::peer_connection::offer_answer_options::RTCOfferOptions;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
@@ -310,24 +311,21 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 }
 
 /// Longest wait for webrtc-rs's ICE agent to finish gathering before a
-/// remote ICE-restart offer can be applied.
+/// remote offer is applied.
 const GATHERING_WAIT: Duration = Duration::from_secs(10);
 
 /// Applies a remote description. webrtc-rs refuses an ICE restart while its
 /// agent is still gathering (after an earlier restart, gathering through a
-/// network that has just come back can take seconds), and the restart would
-/// then be lost until the offerer's next one, which meets the same refusal:
-/// the description is applied again until it takes, for a bounded time.
+/// network that has just come back can take seconds), and by then it has
+/// already moved to `have-remote-offer`, from which nothing but an answer
+/// gets it out: every later offer then looks like a collision. So a remote
+/// offer waits (bounded) for gathering to finish before it is applied.
 async fn set_remote(pc: &RTCPeerConnection, desc: &SessionDescription) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + GATHERING_WAIT;
-    loop {
-        match pc.set_remote_description(to_rtc(desc)?).await {
-            Err(err)
-                if err == webrtc::ice::Error::ErrRestartWhenGathering && tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            result => return result.context("setting the remote description"),
+    if desc.kind == SdpType::Offer {
+        let deadline = tokio::time::Instant::now() + GATHERING_WAIT;
+        while pc.ice_gathering_state() == RTCIceGatheringState::Gathering && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    pc.set_remote_description(to_rtc(desc)?).await.context("setting the remote description")
 }
