@@ -97,6 +97,24 @@ pub async fn recording_peer(
     Peer::join(options).await.expect("peer joins")
 }
 
+/// A join token for `sub` in `room` as `role`, signed with `secret`, valid
+/// for ten minutes.
+pub fn room_token(secret: &str, room: &str, sub: &str, role: switchboard_protocol::Role) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let claims =
+        switchboard_core::Claims { room: room.into(), sub: sub.into(), exp: now + 600, role, ..Default::default() };
+    switchboard_core::mint_token(secret.as_bytes(), &claims)
+}
+
+/// A headless Rust peer sending the built-in clips, joining with a token
+/// for its name signed with `secret`.
+pub async fn token_peer(server: &Server, room: &str, name: &str, secret: &str) -> Peer {
+    let rtc = RtcOptions { loopback_only: true, relay_only: false };
+    let token = Some(room_token(secret, room, name, switchboard_protocol::Role::Participant));
+    let options = PeerOptions { token, ..peer_options(server, room, name, MediaSource::Default, rtc) };
+    Peer::join(options).await.expect("peer joins")
+}
+
 /// A headless Rust peer with the given WebRTC options.
 pub async fn rust_peer_with(server: &Server, room: &str, name: &str, media: MediaSource, rtc: RtcOptions) -> Peer {
     Peer::join(peer_options(server, room, name, media, rtc)).await.expect("peer joins")

@@ -259,8 +259,6 @@ async fn the_room_keeps_working_while_one_participant_is_frozen() {
 
 #[tokio::test]
 async fn an_external_sfu_process_serves_a_room() {
-    use switchboard_core::{Claims, mint_token};
-    use switchboard_peer::{PeerOptions, RtcOptions};
     const SECRET: &str = "external-sfu-auth-secret-0123456789";
     let _serial = serial().await;
     let server = server_with(switchboard_server::config::Settings {
@@ -270,21 +268,8 @@ async fn an_external_sfu_process_serves_a_room() {
     })
     .await;
     let url = format!("ws://{}/v1/ws", server.local_addr());
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 600;
-    let token = |sub: &str, role: Role| {
-        mint_token(SECRET.as_bytes(), &Claims { room: "ext".into(), sub: sub.into(), exp, role, ..Claims::default() })
-    };
-    let join = |name: &str| PeerOptions {
-        url: url.clone(),
-        room: "ext".into(),
-        name: name.into(),
-        token: Some(token(name, Role::Participant)),
-        rtc: RtcOptions { loopback_only: true, relay_only: false },
-        media: MediaSource::Default,
-        record: None,
-        reconnect: Some(switchboard_peer::ReconnectPolicy::default()),
-    };
-    let mut ada = Peer::join(join("ada")).await.expect("Ada joins");
+    let token = |sub: &str, role: Role| switchboard_e2e::room_token(SECRET, "ext", sub, role);
+    let mut ada = switchboard_e2e::token_peer(&server, "ext", "ada", SECRET).await;
     let mut sfu = tokio::process::Command::new(switchboard_e2e::workspace_binary("switchboard-sfu"))
         .args([url.as_str(), "--room", "ext", "--loopback-only"])
         .env("SWITCHBOARD_TOKEN", token("sfu", Role::Sfu))
@@ -293,7 +278,7 @@ async fn an_external_sfu_process_serves_a_room() {
         .expect("switchboard-sfu starts");
     wait_for_event(&mut ada, "the external SFU", |e| matches!(e, PeerEvent::PeerJoined(p) if p.role == Role::Sfu))
         .await;
-    let mut bob = Peer::join(join("bob")).await.expect("Bob joins");
+    let mut bob = switchboard_e2e::token_peer(&server, "ext", "bob", SECRET).await;
     let (ada_id, bob_id) = (ada.id().to_string(), bob.id().to_string());
     receives_everyone(&mut ada, std::slice::from_ref(&bob_id)).await;
     receives_everyone(&mut bob, std::slice::from_ref(&ada_id)).await;

@@ -42,26 +42,30 @@ fn cut_and_recover(lab: &mut NatLab, a: &mut LabProcess, host: &mut LabProcess) 
     }
 }
 
+/// An SFU room where the peer on the lab's host joins first (`host_first`)
+/// or second; the first waits for the SFU's offer before the second joins.
+/// Then the host's network is cut.
+fn cut_a_member(host_first: bool) {
+    let mut lab = NatLab::new();
+    let url = format!("ws://{}/v1/ws", lab.start_signaling(&["--room-mode", "sfu"]));
+    let (first, second) = if host_first { (Place::Host, Place::Public) } else { (Place::Public, Place::Host) };
+    let mut early = peer(&mut lab, &url, first, "first");
+    early.wait_for("the SFU's offer", Duration::from_secs(30), |l| l.contains("\"offer_received\""));
+    let late = peer(&mut lab, &url, second, "second");
+    let (mut host, mut a) = if host_first { (early, late) } else { (late, early) };
+    cut_and_recover(&mut lab, &mut a, &mut host);
+}
+
 #[tokio::test]
 async fn the_first_member_of_an_sfu_room_gets_media_back_after_a_network_cut() {
     let _serial = serial().await;
-    let mut lab = NatLab::new();
-    let url = format!("ws://{}/v1/ws", lab.start_signaling(&["--room-mode", "sfu"]));
     // The cut peer opens the room: the SFU joins after it and offers to it.
-    let mut host = peer(&mut lab, &url, Place::Host, "first");
-    host.wait_for("the SFU's offer", Duration::from_secs(30), |l| l.contains("\"offer_received\""));
-    let mut a = peer(&mut lab, &url, Place::Public, "second");
-    cut_and_recover(&mut lab, &mut a, &mut host);
+    cut_a_member(true);
 }
 
 #[tokio::test]
 async fn a_later_member_of_an_sfu_room_gets_media_back_after_a_network_cut() {
     let _serial = serial().await;
-    let mut lab = NatLab::new();
-    let url = format!("ws://{}/v1/ws", lab.start_signaling(&["--room-mode", "sfu"]));
     // The cut peer joins after the SFU, which offers to it on its arrival.
-    let mut a = peer(&mut lab, &url, Place::Public, "first");
-    a.wait_for("the SFU's offer", Duration::from_secs(30), |l| l.contains("\"offer_received\""));
-    let mut host = peer(&mut lab, &url, Place::Host, "second");
-    cut_and_recover(&mut lab, &mut a, &mut host);
+    cut_a_member(false);
 }

@@ -34,8 +34,7 @@ async fn an_sfu_room_gets_its_sfu_while_admission_is_exhausted() {
 
 #[tokio::test]
 async fn the_sfu_resumes_after_its_signaling_socket_drops_and_media_keeps_flowing() {
-    use switchboard_core::{Claims, mint_token};
-    use switchboard_peer::{Peer, PeerOptions, RtcOptions, TrackStats};
+    use switchboard_peer::{RtcOptions, TrackStats};
     const SECRET: &str = "sfu-blip-auth-secret-0123456789abcdef";
     let server = server_with(switchboard_server::config::Settings {
         auth_secret: Some(SECRET.into()),
@@ -44,22 +43,8 @@ async fn the_sfu_resumes_after_its_signaling_socket_drops_and_media_keeps_flowin
         ..settings()
     })
     .await;
-    let url = format!("ws://{}/v1/ws", server.local_addr());
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 600;
-    let token = |sub: &str, role: Role| {
-        mint_token(SECRET.as_bytes(), &Claims { room: "blip".into(), sub: sub.into(), exp, role, ..Claims::default() })
-    };
-    let join = |name: &str| PeerOptions {
-        url: url.clone(),
-        room: "blip".into(),
-        name: name.into(),
-        token: Some(token(name, Role::Participant)),
-        rtc: RtcOptions { loopback_only: true, relay_only: false },
-        media: MediaSource::Default,
-        record: None,
-        reconnect: Some(switchboard_peer::ReconnectPolicy::default()),
-    };
-    let mut ada = Peer::join(join("ada")).await.expect("Ada joins");
+    let token = |sub: &str, role: Role| switchboard_e2e::room_token(SECRET, "blip", sub, role);
+    let mut ada = switchboard_e2e::token_peer(&server, "blip", "ada", SECRET).await;
     // The SFU reaches the server through a proxy that can cut its socket.
     let proxy = switchboard_e2e::tcp_proxy::Proxy::start(server.local_addr()).await;
     let options = switchboard_sfu::SfuOptions {
@@ -72,7 +57,7 @@ async fn the_sfu_resumes_after_its_signaling_socket_drops_and_media_keeps_flowin
     let sfu = tokio::spawn(switchboard_sfu::run_room(options));
     let joined = wait_for_event(&mut ada, "the SFU", |e| matches!(e, PeerEvent::PeerJoined(p) if p.role == Role::Sfu));
     let PeerEvent::PeerJoined(sfu_info) = joined.await else { unreachable!("matched above") };
-    let mut bob = Peer::join(join("bob")).await.expect("Bob joins");
+    let mut bob = switchboard_e2e::token_peer(&server, "blip", "bob", SECRET).await;
     let ada_id = ada.id().clone();
     let video_from_ada =
         |s: &[TrackStats]| s.iter().filter(|t| t.remote == ada_id && t.kind == "video").map(|t| t.packets).sum::<u64>();
