@@ -39,7 +39,15 @@ fn python() -> PathBuf {
     python
 }
 
-/// One aiortc participant, run for `run_s` seconds.
+/// One aiortc participant, run for `run_s` seconds: its process and the
+/// lines it has printed so far.
+struct Aiortc {
+    name: String,
+    child: Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+}
+
 fn aiortc(
     url: &str,
     room: &str,
@@ -48,7 +56,7 @@ fn aiortc(
     expect_peers: usize,
     run_s: u64,
     extra: &[&str],
-) -> Child {
+) -> Aiortc {
     let mut cmd = Command::new(python());
     cmd.arg(repo().join("tests/interop/aiortc_peer.py"))
         .args(["--url", url, "--room", room, "--name", name])
@@ -61,34 +69,61 @@ fn aiortc(
     if send_media {
         cmd.arg("--send-media");
     }
-    cmd.spawn().expect("the aiortc client starts")
+    let mut child = cmd.spawn().expect("the aiortc client starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Aiortc { name: name.to_owned(), child, lines, seen: Vec::new() }
 }
 
-/// Waits for an aiortc participant to finish; panics with its output
-/// unless it decoded what it expected and saw no JSEP violation.
-async fn succeeded(name: &str, mut child: Child) -> Vec<String> {
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = Vec::new();
-    let mut reader = BufReader::new(stdout).lines();
-    let read = async {
-        while let Ok(Some(line)) = reader.next_line().await {
-            lines.push(line);
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(90), read).await.expect("the aiortc client ends");
-    let status = child.wait().await.expect("exit status");
-    let mut stderr = String::new();
-    if let Some(mut err) = child.stderr.take() {
-        let _ = tokio::io::AsyncReadExt::read_to_string(&mut err, &mut stderr).await;
+impl Aiortc {
+    /// Waits until it has its welcome: it is in the room, so whoever starts
+    /// next joins after it.
+    async fn joined(&mut self) {
+        let wait = async {
+            while let Some(line) = self.lines.recv().await {
+                let welcome = line.contains("\"event\": \"welcome\"");
+                self.seen.push(line);
+                if welcome {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), wait).await.expect("aiortc joins");
     }
-    let violations: Vec<&String> = lines.iter().filter(|l| l.contains("\"jsep_violation\"")).collect();
-    assert!(
-        status.success() && violations.is_empty(),
-        "aiortc {name}: {status}, JSEP violations {violations:?}\n--- stdout:\n{}\n--- stderr (tail):\n{}",
-        lines.join("\n"),
-        stderr.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
-    );
-    lines
+
+    /// Waits for it to finish; panics with its output unless it decoded what
+    /// it expected and saw no JSEP violation.
+    async fn succeeded(mut self) -> Vec<String> {
+        let name = self.name.clone();
+        let read = async {
+            while let Some(line) = self.lines.recv().await {
+                self.seen.push(line);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(90), read).await.expect("the aiortc client ends");
+        let status = self.child.wait().await.expect("exit status");
+        let mut stderr = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            let _ = tokio::io::AsyncReadExt::read_to_string(&mut err, &mut stderr).await;
+        }
+        let lines = self.seen;
+        let violations: Vec<&String> = lines.iter().filter(|l| l.contains("\"jsep_violation\"")).collect();
+        assert!(
+            status.success() && violations.is_empty(),
+            "aiortc {name}: {status}, JSEP violations {violations:?}\n--- stdout:\n{}\n--- stderr (tail):\n{}",
+            lines.join("\n"),
+            stderr.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+        lines
+    }
 }
 
 fn url(server: &switchboard_server::Server) -> String {
@@ -100,11 +135,11 @@ async fn two_aiortc_peers_decode_each_other_in_a_mesh() {
     let _serial = serial().await;
     let server = server_with(settings()).await;
     let url = url(&server);
-    let first = aiortc(&url, "mesh", "first", true, 1, 14, &[]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut first = aiortc(&url, "mesh", "first", true, 1, 14, &[]);
+    first.joined().await;
     let second = aiortc(&url, "mesh", "second", true, 1, 13, &[]);
-    succeeded("first", first).await;
-    succeeded("second", second).await;
+    first.succeeded().await;
+    second.succeeded().await;
 }
 
 #[tokio::test]
@@ -117,9 +152,9 @@ async fn aiortc_and_the_headless_peer_exchange_media_in_either_join_order() {
         if rust_first {
             rust = Some(rust_peer(&server, room, "rust", MediaSource::Default).await);
         }
-        let py = aiortc(&url, room, "aiortc", true, 1, 14, &[]);
+        let mut py = aiortc(&url, room, "aiortc", true, 1, 14, &[]);
         if !rust_first {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            py.joined().await;
             rust = Some(rust_peer(&server, room, "rust", MediaSource::Default).await);
         }
         let mut rust = rust.expect("joined");
@@ -129,7 +164,7 @@ async fn aiortc_and_the_headless_peer_exchange_media_in_either_join_order() {
             got("video") > 30 && got("audio") > 30
         })
         .await;
-        succeeded(room, py).await;
+        py.succeeded().await;
         rust.leave().await;
     }
 }
@@ -147,18 +182,17 @@ async fn an_sfu_room_of_aiortc_publishers_and_subscribers_in_different_join_orde
         let mut clients = Vec::new();
         let mut publishers = 0;
         for slot in 0..3 {
-            if slot == subscriber_at {
-                let extra = ["--reject-unused"];
-                clients.push(("subscriber".to_string(), aiortc(&url, room, "subscriber", false, 2, 16, &extra)));
+            let mut client = if slot == subscriber_at {
+                aiortc(&url, room, "subscriber", false, 2, 16, &["--reject-unused"])
             } else {
                 publishers += 1;
-                let name = format!("publisher{publishers}");
-                clients.push((name.clone(), aiortc(&url, room, &name, true, 1, 16, &[])));
-            }
-            tokio::time::sleep(Duration::from_millis(1000)).await;
+                aiortc(&url, room, &format!("publisher{publishers}"), true, 1, 16, &[])
+            };
+            client.joined().await;
+            clients.push(client);
         }
-        for (name, child) in clients {
-            succeeded(&format!("{room}/{name}"), child).await;
+        for client in clients {
+            client.succeeded().await;
         }
     }
 }

@@ -128,7 +128,12 @@ async fn a_program_that_stops_reading_events_loses_only_droppable_ones_and_its_l
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Wait until the overflow has reached the deaf peer and been dropped.
+    let deadline = tokio::time::Instant::now() + switchboard_e2e::WAIT;
+    while deaf.dropped_events() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "nothing was dropped: the flood never filled the queue");
+        tokio::time::sleep(switchboard_e2e::POLL).await;
+    }
     for i in 0..3 {
         b.send(Channel::Chat, format!("reliable {i}")).await.expect("send");
     }
