@@ -235,3 +235,19 @@ fn room_chat_and_presence_do_not_reach_the_sfu() {
     let to_sfu = s.take(sfu);
     assert!(to_sfu.is_empty(), "chat, typing and media state are not for the SFU: {to_sfu:?}");
 }
+
+#[test]
+fn a_participant_cannot_resume_the_sfus_seat() {
+    let mut s = Sim::new(sfu_config());
+    let now_s = s.now.unix_ms / 1000;
+    let (_, _) = s.join(1, "forum", "Ada");
+    let sfu = join_as_sfu(&mut s, 3, "forum", &sfu_token(SFU_SECRET, "forum", now_s, Role::Sfu)).expect("SFU joins");
+    s.disconnect(switchboard_core::ConnId(3), switchboard_protocol::LeaveReason::Disconnected);
+    // Its resume token, presented by a participant's join (open room: no
+    // identity on either side), is refused.
+    let c = s.open(4);
+    let token = &sfu.resume_token;
+    s.send(c, &format!(r#"{{"type":"join","room":"forum","name":"x","resume":{{"token":"{token}","received":0}}}}"#));
+    assert_eq!(error_code(&s.take(c)), Some(ErrorCode::ResumeFailed));
+    s.hub.check_invariants().expect("invariants");
+}

@@ -73,3 +73,19 @@ async fn forwarded_addresses_count_only_from_a_trusted_proxy() {
     }
     assert_eq!(forged("192.0.2.4").await, 503, "counted as 127.0.0.2 whatever the header says");
 }
+
+#[tokio::test]
+async fn a_made_up_internal_key_is_admitted_like_anyone_else() {
+    // The built-in SFU's key exempts it from admission; a client that sends
+    // the header with any other value (or none at all, when the server has
+    // no built-in SFU) gets no exemption.
+    let srv = server(|s| {
+        s.limits.admissions_per_second = 1;
+        s.limits.admission_burst = 1;
+    })
+    .await;
+    let addr = srv.local_addr();
+    let forged = [("x-switchboard-internal", "00112233445566778899aabbccddeeff")];
+    assert_eq!(upgrade_status(IpAddr::from(CLIENT), addr, &forged).await, 101, "the burst admits one");
+    assert_eq!(upgrade_status(IpAddr::from(CLIENT), addr, &forged).await, 503, "the forged key is no exemption");
+}
