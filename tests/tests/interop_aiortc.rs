@@ -1,6 +1,7 @@
 //! Interop with an independent WebRTC stack: aiortc (Python), driven by
 //! `tests/interop/aiortc_peer.py`, a client written from docs/protocol.md
-//! alone. Mesh calls with each other and with the headless Rust peer, and
+//! alone. Mesh calls with each other, with the headless Rust peer and with
+//! Chromium running the browser client, and
 //! SFU rooms of aiortc publishers and subscribers joining in different
 //! orders; aiortc decodes every remote's video and audio (the script exits
 //! 0 only when `--expect-peers` publishers were decoded).
@@ -11,7 +12,7 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
-use switchboard_e2e::{rust_peer, serial, server_with, settings, wait_for_rust_media};
+use switchboard_e2e::{Driver, base_url, rust_peer, serial, server_with, settings, wait_for_rust_media};
 use switchboard_peer::MediaSource;
 use switchboard_protocol::RoomMode;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -99,6 +100,13 @@ impl Aiortc {
         tokio::time::timeout(Duration::from_secs(30), wait).await.expect("aiortc joins");
     }
 
+    /// The peer id its welcome gave it (after [`Aiortc::joined`]).
+    fn id(&self) -> String {
+        let welcome = self.seen.iter().find(|l| l.contains("\"event\": \"welcome\"")).expect("joined first");
+        let welcome: serde_json::Value = serde_json::from_str(welcome).expect("the welcome line is JSON");
+        welcome["id"].as_str().expect("welcome id").to_owned()
+    }
+
     /// Waits for it to finish; panics with its output unless it decoded what
     /// it expected and saw no JSEP violation.
     async fn succeeded(mut self) -> Vec<String> {
@@ -166,6 +174,35 @@ async fn aiortc_and_the_headless_peer_exchange_media_in_either_join_order() {
         .await;
         py.succeeded().await;
         rust.leave().await;
+    }
+}
+
+#[tokio::test]
+async fn aiortc_and_a_browser_exchange_media_in_either_join_order() {
+    let _serial = serial().await;
+    let server = server_with(settings()).await;
+    let (url, base) = (url(&server), base_url(&server));
+    let driver = Driver::start().await;
+    for (room, browser_first) in [("browser-first", true), ("aiortc-first", false)] {
+        let ada = driver.browser("Ada").await;
+        if browser_first {
+            ada.join(&base, room, "Ada").await;
+        }
+        // aiortc exits 0 only once it has decoded the browser's video and
+        // audio.
+        let mut py = aiortc(&url, room, "aiortc", true, 1, 16, &[]);
+        py.joined().await;
+        if !browser_first {
+            ada.join(&base, room, "Ada").await;
+        }
+        // Chromium decodes aiortc's VP8 and receives its Opus.
+        let counter = |p: &serde_json::Value, kind: &str, key: &str| p["stats"][kind][key].as_f64().unwrap_or(0.0);
+        ada.wait_for_stats(&py.id(), "aiortc's decoded video and audio", |p| {
+            counter(p, "video", "framesDecoded") > 10.0 && counter(p, "audio", "bytesReceived") > 0.0
+        })
+        .await;
+        py.succeeded().await;
+        ada.close().await;
     }
 }
 
