@@ -77,3 +77,122 @@ async fn an_offer_without_an_answer_is_made_again() {
     assert!(reports.iter().any(|r| matches!(r, Report::Problem(m) if m.contains("no answer"))), "{reports:?}");
     let _ = pc.close().await;
 }
+
+/// What a negotiator's signals mean to the test: descriptions and
+/// candidates to hand to the other side.
+fn relayed(msg: ClientMessage) -> Option<Input> {
+    match msg {
+        ClientMessage::Offer(r) | ClientMessage::Answer(r) => Some(Input::Description(r.description)),
+        ClientMessage::Candidate(r) => Some(Input::Candidate(r.candidate)),
+        ClientMessage::EndOfCandidates(_) => Some(Input::EndOfCandidates),
+        _ => None,
+    }
+}
+
+/// Waits for the next signal `pick` accepts; the others are kept in `held`.
+async fn next_signal(
+    signals: &mut mpsc::Receiver<ClientMessage>,
+    held: &mut Vec<ClientMessage>,
+    pick: impl Fn(&ClientMessage) -> bool,
+) -> ClientMessage {
+    let wait = async {
+        loop {
+            let msg = signals.recv().await.expect("the negotiator runs");
+            if pick(&msg) {
+                return msg;
+            }
+            held.push(msg);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait).await.expect("the signal comes")
+}
+
+/// Interop found that an offer made right after an answer, before a
+/// single candidate was exchanged, left some stacks' ICE agents with no
+/// pairs for good. A renegotiation asked for before ICE connected is owed,
+/// and goes once it has.
+#[tokio::test]
+async fn a_renegotiation_waits_until_ice_has_connected() {
+    let engine = RtcEngine::new(&RtcOptions { loopback_only: true, relay_only: false }).expect("engine");
+    let (a_pc, b_pc) = (engine.connection(&[]).await.expect("a"), engine.connection(&[]).await.expect("b"));
+    a_pc.create_data_channel("data", None).await.expect("a data channel to negotiate");
+    let (a_id, b_id) = (PeerId::new("a").expect("id"), PeerId::new("b").expect("id"));
+    let ((a_signal, mut a_out), (b_signal, mut b_out)) = (mpsc::channel(256), mpsc::channel(256));
+    let a_reports = Arc::new(Recorder::default());
+    let a = Negotiator::start(&a_pc, b_id.clone(), Roles::new(&a_id, &b_id, true), a_signal, a_reports.clone());
+    let b = Negotiator::start(
+        &b_pc,
+        a_id.clone(),
+        Roles::new(&b_id, &a_id, false),
+        b_signal,
+        Arc::new(Recorder::default()),
+    );
+    let is_offer = |m: &ClientMessage| matches!(m, ClientMessage::Offer(_));
+    let (mut a_held, mut b_held) = (Vec::new(), Vec::new());
+
+    // The first exchange, with no candidate handed over either way: ICE
+    // cannot connect.
+    let offer = next_signal(&mut a_out, &mut a_held, is_offer).await;
+    b.input(relayed(offer).expect("a description")).await;
+    let answer = next_signal(&mut b_out, &mut b_held, |m| matches!(m, ClientMessage::Answer(_))).await;
+    a.input(Input::Negotiate).await;
+    a.input(relayed(answer).expect("a description")).await;
+    // A stray answer after it fails visibly: once its report is in, the
+    // answer before it was applied (one task, in order), and any offer
+    // made on its back is in `a_out`.
+    let stray = SessionDescription { kind: SdpType::Answer, sdp: switchboard_protocol::Sdp::new("v=0\r\n") };
+    a.input(Input::Description(stray)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !a_reports
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .any(|r| matches!(r, Report::Problem(_)))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the stray answer is reported");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    while let Ok(msg) = a_out.try_recv() {
+        assert!(!is_offer(&msg), "a re-offer went out before ICE connected");
+        a_held.push(msg);
+    }
+
+    // Candidates cross; once ICE is connected the owed offer goes.
+    for msg in b_held.drain(..) {
+        if let Some(input) = relayed(msg) {
+            a.input(input).await;
+        }
+    }
+    for msg in a_held.drain(..) {
+        if let Some(input) = relayed(msg) {
+            b.input(input).await;
+        }
+    }
+    let b_to_a = async {
+        while let Some(msg) = b_out.recv().await {
+            if let Some(input) = relayed(msg) {
+                a.input(input).await;
+            }
+        }
+    };
+    let a_to_b_until_offer = async {
+        loop {
+            let msg = a_out.recv().await.expect("a runs");
+            if is_offer(&msg) {
+                return;
+            }
+            if let Some(input) = relayed(msg) {
+                b.input(input).await;
+            }
+        }
+    };
+    tokio::select! {
+        () = b_to_a => panic!("b stopped"),
+        r = tokio::time::timeout(Duration::from_secs(10), a_to_b_until_offer) => r.expect("the owed offer goes once ICE is up"),
+    }
+    let reports = a_reports.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let connected = reports.iter().position(|r| matches!(r, Report::IceState(RTCIceConnectionState::Connected)));
+    assert!(connected.is_some(), "ICE connected before the second offer: {reports:?}");
+    let _ = (a_pc.close().await, b_pc.close().await);
+}
