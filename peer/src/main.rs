@@ -2,7 +2,10 @@
 //!
 //! Lines typed on stdin go to every participant on the reliable `chat` data
 //! channel; `/state TEXT` uses the unreliable `state` channel and `/room TEXT`
-//! the room chat on the signaling socket. End of input leaves the room.
+//! the room chat on the signaling socket. End of input leaves the room,
+//! unless `--duration` says how long to stay (a peer run in the background
+//! has no input). SIGINT and SIGTERM leave the room too, so the others see
+//! `left` at once instead of `reconnecting` for the resume grace.
 //!
 //! `turn-check` diagnoses STUN and TURN: see [`switchboard_peer::turn_check`].
 
@@ -65,6 +68,10 @@ enum Command {
         /// with jitter, and resume the session).
         #[arg(long)]
         no_reconnect: bool,
+        /// Leave the room after this many seconds; stdin is then not read
+        /// for chat and its end does not leave (for scripts and load runs).
+        #[arg(long)]
+        duration: Option<f64>,
     },
     /// Check STUN and TURN: a binding and an authenticated allocation per
     /// server, with a diagnosis. Exits 1 when any check fails.
@@ -116,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
         stats,
         record,
         no_reconnect,
+        duration,
     } = command
     else {
         let Command::TurnCheck { target, token, username, password, secret, ttl, json } = command else {
@@ -135,6 +143,17 @@ async fn main() -> anyhow::Result<()> {
             MediaSource::Files { video: read(video)?, audio: read(audio)? }
         }
     };
+    let stay = duration
+        .map(|s| {
+            std::time::Duration::try_from_secs_f64(s)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .context("--duration is a positive number of seconds")
+        })
+        .transpose()?;
+    // Installed before joining: a signal that comes while joining leaves
+    // as soon as the peer is in, instead of killing it with its seat held.
+    let mut stopping = std::pin::pin!(stop_signal()?);
     let rtc = RtcOptions { loopback_only, relay_only };
     let reconnect = (!no_reconnect).then(switchboard_peer::ReconnectPolicy::default);
     let mut peer = Peer::join(PeerOptions { url, room, name, token, rtc, media, record, reconnect }).await?;
@@ -155,10 +174,14 @@ async fn main() -> anyhow::Result<()> {
     tick.tick().await;
     let mut last_bytes: std::collections::HashMap<(String, &'static str), u64> = std::collections::HashMap::new();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    loop {
+    let until = tokio::time::sleep(stay.unwrap_or(std::time::Duration::MAX / 4));
+    tokio::pin!(until);
+    let reason = loop {
         tokio::select! {
-            line = lines.next_line() => {
-                let Ok(Some(line)) = line else { break };
+            () = &mut until, if stay.is_some() => break "duration",
+            signal = &mut stopping => break signal,
+            line = lines.next_line(), if stay.is_none() => {
+                let Ok(Some(line)) = line else { break "end of input" };
                 let result = if let Some(text) = line.strip_prefix("/state ") {
                     peer.send(Channel::State, text).await.map(|_| ())
                 } else if let Some(text) = line.strip_prefix("/room ") {
@@ -171,11 +194,11 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             event = peer.events.recv() => {
-                let Some(event) = event else { break };
+                let Some(event) = event else { break "session ended" };
                 print_event(json, &event);
             }
             _ = tick.tick(), if stats > 0 => {
-                let Ok(reports) = peer.report().await else { break };
+                let Ok(reports) = peer.report().await else { break "session ended" };
                 for r in reports {
                     for t in &r.tracks {
                         let key = (r.remote.to_string(), t.kind);
@@ -199,9 +222,23 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
-    }
+    };
     peer.leave().await;
+    print_line(json, "left", &serde_json::json!({ "reason": reason }), || format!("left the room ({reason})"));
     Ok(())
+}
+
+/// Installs the SIGINT and SIGTERM handlers now; the future resolves with
+/// the name of the first that comes.
+fn stop_signal() -> anyhow::Result<impl Future<Output = &'static str>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut int, mut term) = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?);
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+    })
 }
 
 /// Runs the checks and prints one line (or JSON object) each; true when
