@@ -26,6 +26,7 @@ pub struct Claims {
 }
 
 /// Checks join tokens against the server's secret.
+#[derive(Clone)]
 pub struct TokenVerifier {
     key: jsonwebtoken::DecodingKey,
     validation: jsonwebtoken::Validation,

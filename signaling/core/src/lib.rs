@@ -27,6 +27,7 @@ mod chat;
 mod events;
 mod hub;
 mod limits;
+mod quota;
 mod rate;
 mod replaced;
 mod resume_token;
@@ -40,6 +41,7 @@ pub use chat::ChatLog;
 pub use events::{Budget, CHAT_DEDUP, ChatDedup, EventLog, Overflow};
 pub use hub::{CloseReason, ConnId, Entropy, Hub, HubConfig, InvariantViolation, Output, Recipients};
 pub use limits::Limits;
+pub use quota::RoomQuota;
 pub use rate::{RateLimiter, Verdict};
 pub use replaced::MAX_REPLACED_TOKENS;
 pub use turn::{

@@ -167,6 +167,10 @@ pub struct ServeArgs {
     /// Runtime worker threads [default: the number of CPU cores].
     #[arg(long, env = "SWITCHBOARD_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    /// Hub shards: tasks that each own a share of the rooms (a room lives
+    /// in one, by a hash of its name) [default: the number of CPU cores].
+    #[arg(long, env = "SWITCHBOARD_HUB_SHARDS")]
+    pub hub_shards: Option<usize>,
     /// Time allowed to close connections on shutdown, ms [default: 5000].
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
@@ -302,6 +306,8 @@ pub struct Settings {
     pub log: String,
     /// Runtime worker threads (None: one per core).
     pub worker_threads: Option<usize>,
+    /// Hub shards (None: one per core).
+    pub hub_shards: Option<usize>,
     /// Bound on the shutdown.
     pub shutdown_grace: Duration,
     /// Limits.
@@ -345,6 +351,7 @@ impl Default for Settings {
             log_format: LogFormat::Human,
             log: "info".into(),
             worker_threads: None,
+            hub_shards: None,
             shutdown_grace: Duration::from_secs(5),
             limits: Limits::default(),
         }
@@ -408,6 +415,7 @@ impl ServeArgs {
             log_format: self.log_format.or(file.log_format).unwrap_or(d.log_format),
             log: self.log.or(file.log).unwrap_or(d.log),
             worker_threads: self.worker_threads.or(file.worker_threads).filter(|n| *n > 0),
+            hub_shards: self.hub_shards.or(file.hub_shards),
             shutdown_grace: self
                 .shutdown_grace_ms
                 .or(file.shutdown_grace_ms)
@@ -530,6 +538,11 @@ impl Settings {
                 bail!("allowed origin {origin:?} must be scheme://host[:port], or * for any");
             }
         }
+        if let Some(n) = self.hub_shards
+            && !(1..=crate::shards::MAX_HUB_SHARDS).contains(&n)
+        {
+            bail!("hub_shards must be 1 to {}", crate::shards::MAX_HUB_SHARDS);
+        }
         let l = &self.limits;
         if l.max_message_bytes < 1024 {
             bail!("max_message_bytes must be at least 1024");
@@ -550,6 +563,11 @@ impl Settings {
             bail!("ping_timeout must be longer than ping_interval");
         }
         Ok(())
+    }
+
+    /// The hub shards to run: as configured, or one per core.
+    pub fn hub_shards(&self) -> usize {
+        self.hub_shards.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
     }
 }
 

@@ -11,8 +11,9 @@
 //! look the same, and holding the seat is what keeps a call alive through a
 //! network cut in a busy room.
 
-use crate::hub_task::{CloseSpec, ConnHandle, HubEvent, Outbound, PROBE_TIMEOUT};
+use crate::hub_task::{CloseSpec, ConnHandle, HubEvent, Kill, Outbound, PROBE_TIMEOUT};
 use crate::outbox::Outbox;
+use crate::router::{Route, Step};
 use crate::state::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -21,9 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard_core::{ConnId, RateLimiter, Verdict};
 use switchboard_protocol::{
-    ErrorCode, ErrorMessage, LeaveReason, RequestId, ServerMessage, parse_client, request_id_of,
+    ClientMessage, ErrorCode, ErrorMessage, LeaveReason, RequestId, ServerMessage, parse_client, request_id_of,
 };
-use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 use tracing::{Instrument, debug, info, info_span};
 
 /// A single write or flush that takes longer than this means the client is
@@ -60,18 +61,6 @@ enum End {
     Oversize,
 }
 
-/// Resolves when the hub kills the connection. A hub that drops the sender
-/// (it does so after queueing a normal close) never kills it.
-async fn killed(kill: &mut Option<oneshot::Receiver<CloseSpec>>) -> CloseSpec {
-    if let Some(rx) = kill.as_mut()
-        && let Ok(spec) = rx.await
-    {
-        return spec;
-    }
-    *kill = None;
-    std::future::pending().await
-}
-
 /// Serves one upgraded WebSocket until it closes. `_slot` is this
 /// connection's place under the connection limit, released on return.
 /// `internal`: the built-in SFU's connection, exempt from the rate limit.
@@ -81,13 +70,15 @@ pub async fn run(ws: WebSocket, id: ConnId, state: Arc<AppState>, _slot: Option<
         state.telemetry.connections.increment(1.0);
         info!("connection opened");
         let outbox = Arc::new(Outbox::new(state.limits.outbound_queue, state.limits.outbound_queue_bytes));
-        let probe = Arc::new(Notify::new());
-        let (kill_tx, kill) = oneshot::channel();
-        let handle = ConnHandle { outbox: outbox.clone(), probe: probe.clone(), kill: kill_tx };
-        if state.hub.send(HubEvent::Open { conn: id, handle }).await.is_ok() {
-            let reason = serve(ws, (id, internal), &state, &outbox, &probe, kill).await;
+        let handle =
+            ConnHandle { outbox: outbox.clone(), probe: Arc::new(Notify::new()), kill: Arc::new(Kill::default()) };
+        let home = state.shards.home(id);
+        let opened = Instant::now();
+        if state.shards.get(home).send(HubEvent::Open { conn: id, handle: handle.clone(), opened }).await.is_ok() {
+            let mut route = Route::new(home);
+            let reason = serve(ws, (id, internal, opened), &state, &handle, &mut route).await;
             outbox.close();
-            let _ = state.hub.send(HubEvent::Closed { conn: id, reason }).await;
+            let _ = state.shards.get(route.at()).send(HubEvent::Closed { conn: id, reason }).await;
         }
         state.telemetry.connections.decrement(1.0);
     }
@@ -99,21 +90,29 @@ pub async fn run(ws: WebSocket, id: ConnId, state: Arc<AppState>, _slot: Option<
 /// connection as the end requires.
 async fn serve(
     ws: WebSocket,
-    (id, internal): (ConnId, bool),
+    (id, internal, opened): (ConnId, bool, Instant),
     state: &AppState,
-    outbox: &Outbox,
-    probe: &Notify,
-    kill: oneshot::Receiver<CloseSpec>,
+    handle: &ConnHandle,
+    route: &mut Route,
 ) -> LeaveReason {
     let (mut sink, mut stream) = ws.split();
     let (direct_tx, mut direct_rx) = mpsc::channel(DIRECT_QUEUE);
-    let mut kill = Some(kill);
     let end = {
-        let mut reader = Reader { id, state, direct: direct_tx, probe_deadline: None, probes_sent: 0, internal };
+        let mut reader = Reader {
+            id,
+            state,
+            direct: direct_tx,
+            probe_deadline: None,
+            probes_sent: 0,
+            internal,
+            handle,
+            route,
+            opened,
+        };
         tokio::select! {
-            end = write(&mut sink, outbox, &mut direct_rx, state) => end,
-            end = reader.read(&mut stream, probe) => end,
-            spec = killed(&mut kill) => End::Close(spec, LeaveReason::SlowConsumer),
+            end = write(&mut sink, &handle.outbox, &mut direct_rx, state) => end,
+            end = reader.read(&mut stream) => end,
+            spec = handle.kill.fired() => End::Close(spec, LeaveReason::SlowConsumer),
         }
     };
     let Ok(mut ws) = sink.reunite(stream) else {
@@ -219,10 +218,18 @@ struct Reader<'a> {
     probes_sent: u64,
     /// The built-in SFU's connection: no rate limit.
     internal: bool,
+    /// How the hub shards reach this connection (handed to a shard it
+    /// moves to).
+    handle: &'a ConnHandle,
+    /// Which shard holds the connection.
+    route: &'a mut Route,
+    /// When it connected.
+    opened: Instant,
 }
 
 impl Reader<'_> {
-    async fn read(&mut self, stream: &mut Stream, probe: &Notify) -> End {
+    async fn read(&mut self, stream: &mut Stream) -> End {
+        let (probe, outbox) = (self.handle.probe.clone(), self.handle.outbox.clone());
         let ping_timeout = self.state.limits.ping_timeout;
         let mut rate = RateLimiter::new(&self.state.limits, Instant::now());
         // One timer for the whole connection, moved only when it fires:
@@ -232,7 +239,10 @@ impl Reader<'_> {
         tokio::pin!(silence);
         loop {
             tokio::select! {
-                inbound = stream.next() => {
+                // Nothing is read while a join is unanswered (see
+                // `crate::router`); the socket's buffer holds what comes.
+                joined = outbox.answer(), if self.route.awaiting_answer() => self.route.answered(joined),
+                inbound = stream.next(), if !self.route.awaiting_answer() => {
                     let frame = match inbound {
                         None => return End::Quiet(LeaveReason::Disconnected),
                         Some(Err(err)) => return read_failed(err),
@@ -241,7 +251,7 @@ impl Reader<'_> {
                     last_heard = tokio::time::Instant::now();
                     if self.probe_deadline.is_some() && self.answers_probe(&frame) {
                         self.probe_deadline = None;
-                        let _ = self.state.hub.send(HubEvent::Alive { conn: self.id }).await;
+                        let _ = self.shard().send(HubEvent::Alive { conn: self.id }).await;
                     }
                     if let Some(end) = self.inbound(frame, &mut rate).await {
                         return end;
@@ -325,7 +335,7 @@ impl Reader<'_> {
                 let kind = msg.kind();
                 debug!(kind = kind.as_str(), "message");
                 self.state.telemetry.message_in(kind);
-                if self.state.hub.send(HubEvent::Message { conn: self.id, msg, received }).await.is_err() {
+                if self.forward(msg, received).await.is_err() {
                     return Some(End::Quiet(LeaveReason::Shutdown));
                 }
                 None
@@ -335,6 +345,36 @@ impl Reader<'_> {
                 None
             }
         }
+    }
+
+    /// The inbox of the shard that holds the connection now.
+    fn shard(&self) -> &mpsc::Sender<HubEvent> {
+        self.state.shards.get(self.route.at())
+    }
+
+    /// Sends a message to the shard it belongs to: a join to the shard of
+    /// its room, moving the connection there when it is elsewhere.
+    async fn forward(&mut self, msg: ClientMessage, received: Instant) -> Result<(), ()> {
+        let shards = &self.state.shards;
+        let join_to = match &msg {
+            ClientMessage::Join(join) => Some(shards.place(&join.room)),
+            _ => None,
+        };
+        let step = self.route.next(join_to);
+        if self.route.awaiting_answer() {
+            self.handle.outbox.expect_answer();
+        }
+        let to = match step {
+            Step::Send(to) => to,
+            Step::Move { from, to } => {
+                let (conn, opened) = (self.id, self.opened);
+                shards.get(from).send(HubEvent::MovedOut { conn }).await.map_err(drop)?;
+                let handle = self.handle.clone();
+                shards.get(to).send(HubEvent::Open { conn, handle, opened }).await.map_err(drop)?;
+                to
+            }
+        };
+        shards.get(to).send(HubEvent::Message { conn: self.id, msg, received }).await.map_err(drop)
     }
 
     /// Sends an error straight to this socket, ahead of what the hub

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use switchboard_core::{CloseReason, ConnId, Hub, HubConfig, Output};
 use switchboard_protocol::{ClientMessage, GoingAway, LeaveReason, RoomName, ServerKind, ServerMessage};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 /// Events queued for the hub before senders wait: a burst of this many
@@ -21,12 +21,21 @@ pub const HUB_QUEUE: usize = 16 * 1024;
 /// What the hub hears from connections and from the server.
 #[derive(Debug)]
 pub enum HubEvent {
-    /// A connection is up.
+    /// A connection is up, or moved here from another shard to join a
+    /// room of this one.
     Open {
         /// Its id.
         conn: ConnId,
         /// How to reach it.
         handle: ConnHandle,
+        /// When it connected: its join timeout counts from there.
+        opened: Instant,
+    },
+    /// A connection not in a room moved to another shard: forget it
+    /// without closing it.
+    MovedOut {
+        /// Which.
+        conn: ConnId,
     },
     /// A parsed message from a connection.
     Message {
@@ -106,8 +115,35 @@ fn closed_as(reason: CloseReason) -> LeaveReason {
     }
 }
 
+/// Closes a connection at once, skipping its queue; shared by every shard
+/// that holds the connection's handle over its life.
+#[derive(Debug, Default)]
+pub struct Kill {
+    spec: std::sync::Mutex<Option<CloseSpec>>,
+    fired: tokio::sync::Notify,
+}
+
+impl Kill {
+    /// Closes the connection with `spec`.
+    pub fn fire(&self, spec: CloseSpec) {
+        *self.spec.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(spec);
+        self.fired.notify_one();
+    }
+
+    /// Resolves when the connection is to be killed. One waiter.
+    pub async fn fired(&self) -> CloseSpec {
+        loop {
+            let fired = self.fired.notified();
+            if let Some(spec) = self.spec.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                return spec;
+            }
+            fired.await;
+        }
+    }
+}
+
 /// The hub's way to reach one connection.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ConnHandle {
     /// Its bounded outbound queue.
     pub outbox: Arc<Outbox>,
@@ -118,7 +154,7 @@ pub struct ConnHandle {
     /// waits behind a busy room's frames.
     pub probe: Arc<tokio::sync::Notify>,
     /// Closes it at once, skipping the queue (for slow consumers).
-    pub kill: oneshot::Sender<CloseSpec>,
+    pub kill: Arc<Kill>,
 }
 
 /// Runs the hub until every sender is gone.
@@ -135,6 +171,7 @@ pub async fn run(
         received: None,
         sfu_requests,
         replaying: None,
+        reported: Counts::default(),
     };
     loop {
         let deadline = task.hub.poll_timeout();
@@ -173,15 +210,30 @@ struct HubTask {
     /// sends to that connection, which the hub emits right after it) is
     /// queued outside the connection's budget.
     replaying: Option<(ConnId, u64)>,
+    /// What this shard last added to the room and peer gauges (each shard
+    /// adds its own change, so the gauges hold the server's sums).
+    reported: Counts,
+}
+
+/// A shard's share of the room and peer gauges.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    rooms: usize,
+    peers: usize,
+    away: usize,
 }
 
 impl HubTask {
     fn handle(&mut self, event: HubEvent) {
         self.received = None;
         match event {
-            HubEvent::Open { conn, handle } => {
+            HubEvent::Open { conn, handle, opened } => {
                 self.conns.insert(conn, handle);
-                self.hub.open(conn, clock::now());
+                self.hub.open_since(conn, opened, clock::now());
+            }
+            HubEvent::MovedOut { conn } => {
+                self.conns.remove(&conn);
+                self.hub.moved_out(conn);
             }
             HubEvent::Message { conn, msg, received } => {
                 self.received = Some(received);
@@ -266,9 +318,14 @@ impl HubTask {
                 }
             }
         }
-        self.telemetry.rooms.set(self.hub.rooms() as f64);
-        self.telemetry.peers.set(self.hub.peers() as f64);
-        self.telemetry.peers_reconnecting.set(self.hub.away() as f64);
+        let now = Counts { rooms: self.hub.rooms(), peers: self.hub.peers(), away: self.hub.away() };
+        let was = std::mem::replace(&mut self.reported, now);
+        let change = |new: usize, old: usize| new as f64 - old as f64;
+        if (now.rooms, now.peers, now.away) != (was.rooms, was.peers, was.away) {
+            self.telemetry.rooms.increment(change(now.rooms, was.rooms));
+            self.telemetry.peers.increment(change(now.peers, was.peers));
+            self.telemetry.peers_reconnecting.increment(change(now.away, was.away));
+        }
     }
 
     /// Queues a frame outside the budget (see [`Outbox::push_unbudgeted`]).
@@ -290,7 +347,7 @@ impl HubTask {
                 // meanwhile is bounded by the replay budget, and a client
                 // that overflows that loses the seat as a slow consumer.
                 if let Some(handle) = self.conns.remove(&conn) {
-                    let _ = handle.kill.send(CloseSpec::SLOW_CONSUMER);
+                    handle.kill.fire(CloseSpec::SLOW_CONSUMER);
                 }
                 info!(conn = conn.0, "queue full: connection cut as a slow consumer");
                 self.telemetry.disconnect(LeaveReason::SlowConsumer);

@@ -1,11 +1,12 @@
 //! The Switchboard signaling server: an axum shell around the sans-IO core.
 //!
 //! Tasks and who owns what:
-//! - the **hub task** ([`hub_task`]) owns the core `Hub` (rooms, members,
-//!   chat) and every connection's outbound queue;
+//! - the **hub shards** ([`hub_task`], [`shards`]): each owns a core `Hub`
+//!   for the rooms placed on it by a hash of their name (rooms, members,
+//!   chat) and the outbound queues of the connections in them;
 //! - one **connection task** per WebSocket ([`connection`]) reads, checks and
-//!   parses frames, forwards them to the hub over a bounded channel, and
-//!   writes what the hub queues for it;
+//!   parses frames, forwards them to its room's shard over a bounded channel
+//!   ([`router`]), and writes what the shard queues for it;
 //! - axum serves HTTP: the upgrade, `/healthz`, `/readyz`, `/metrics`, and
 //!   the browser client ([`web`]) at `/`.
 //!
@@ -21,9 +22,11 @@ pub mod hub_task;
 pub mod listener;
 pub mod origins;
 pub mod outbox;
+pub mod router;
 pub mod routes;
 #[cfg(feature = "sfu")]
 pub mod sfu_host;
+pub mod shards;
 pub mod state;
 pub mod stun;
 pub mod telemetry;
@@ -37,7 +40,7 @@ use state::AppState;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use switchboard_core::{HubConfig, TokenVerifier};
+use switchboard_core::{HubConfig, RoomQuota, TokenVerifier};
 use switchboard_protocol::{GoingAway, IceServer};
 use telemetry::Telemetry;
 use tokio::net::UdpSocket;
@@ -58,7 +61,7 @@ pub struct Server {
     settings: Settings,
     stop_accepting: watch::Sender<bool>,
     http: JoinHandle<()>,
-    hub: JoinHandle<()>,
+    hubs: Vec<JoinHandle<()>>,
 }
 
 /// The built-in SFU as the rest of the server sees it: who checks its
@@ -109,20 +112,26 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     let (stun_socket, mut ice_servers) = bind_stun(&settings).await?;
     let stun_addr = stun_socket.as_ref().map(UdpSocket::local_addr).transpose()?;
     ice_servers.extend(settings.ice_servers.iter().cloned());
-    let (hub_tx, hub_rx) = mpsc::channel(hub_task::HUB_QUEUE);
     let verifier = || settings.auth_secret.as_deref().map(|s| TokenVerifier::new(s.as_bytes()));
     let builtin = BuiltinSfu::start(&settings, addr);
-    let config = HubConfig {
-        limits: settings.limits.clone(),
-        verifier: verifier(),
-        ice_servers: ice_servers.clone(),
-        turn: settings.turn.clone(),
-        room_mode: settings.room_mode,
-        sfu_verifier: builtin.verifier,
-    };
-    let hub = tokio::spawn(hub_task::run(config, hub_rx, telemetry.clone(), builtin.requests));
+    let room_quota = RoomQuota::default();
+    let (mut inboxes, mut hubs) = (Vec::new(), Vec::new());
+    for _ in 0..settings.hub_shards() {
+        let (tx, rx) = mpsc::channel(hub_task::HUB_QUEUE);
+        let config = HubConfig {
+            limits: settings.limits.clone(),
+            verifier: verifier(),
+            ice_servers: ice_servers.clone(),
+            turn: settings.turn.clone(),
+            room_mode: settings.room_mode,
+            sfu_verifier: builtin.verifier.clone(),
+            room_quota: room_quota.clone(),
+        };
+        hubs.push(tokio::spawn(hub_task::run(config, rx, telemetry.clone(), builtin.requests.clone())));
+        inboxes.push(tx);
+    }
     let state = Arc::new(AppState {
-        hub: hub_tx,
+        shards: shards::Shards::new(inboxes),
         limits: settings.limits.clone(),
         telemetry,
         conn_slots: Arc::new(Semaphore::new(settings.limits.max_connections)),
@@ -168,7 +177,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
             telemetry::prometheus().run_upkeep();
         }
     });
-    Ok(Server { addr, stun_addr, state, settings, stop_accepting, http, hub })
+    Ok(Server { addr, stun_addr, state, settings, stop_accepting, http, hubs })
 }
 
 /// Binds the embedded STUN server, if enabled, and the `stun:` entry that
@@ -208,7 +217,7 @@ impl Server {
     /// going-away notice and a close, and wait for them to go, at most the
     /// configured grace.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        let Self { state, settings, stop_accepting, http, hub, .. } = self;
+        let Self { state, settings, stop_accepting, http, hubs, .. } = self;
         state.shutting_down.store(true, Ordering::Relaxed);
         let notice = GoingAway {
             reason: "server shutting down".into(),
@@ -217,7 +226,9 @@ impl Server {
         };
         // One deadline for the whole shutdown, however its steps divide it.
         let deadline = tokio::time::Instant::now() + settings.shutdown_grace;
-        let _ = state.hub.send(HubEvent::Shutdown(notice)).await;
+        for shard in state.shards.all() {
+            let _ = shard.send(HubEvent::Shutdown(notice.clone())).await;
+        }
         let _ = stop_accepting.send(true);
         let all = u32::try_from(settings.limits.max_connections).unwrap_or(u32::MAX);
         let drained = tokio::time::timeout_at(deadline, state.conn_slots.acquire_many(all)).await;
@@ -229,7 +240,9 @@ impl Server {
             }
         }
         let _ = tokio::time::timeout_at(deadline, http).await;
-        hub.abort();
+        for hub in hubs {
+            hub.abort();
+        }
         Ok(())
     }
 }

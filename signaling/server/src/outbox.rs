@@ -14,6 +14,7 @@
 use crate::hub_task::Outbound;
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
+use switchboard_protocol::ServerKind;
 use tokio::sync::Notify;
 
 /// A drained buffer larger than this many items is freed rather than kept.
@@ -33,6 +34,8 @@ pub enum PushError {
 pub struct Outbox {
     inner: Mutex<Inner>,
     ready: Notify,
+    /// A join's answer was queued (see [`Outbox::answer`]).
+    answered: Notify,
     capacity: usize,
     byte_capacity: usize,
 }
@@ -46,6 +49,20 @@ struct Inner {
     /// Queued items that are part of a replay.
     replay_items: usize,
     closed: bool,
+    /// The latest answer to a join queued since [`Outbox::expect_answer`]:
+    /// `true` for a welcome, `false` for an error.
+    answer: Option<bool>,
+}
+
+/// What a frame of `item` says about a join in flight: a welcome admits
+/// it, an error refuses it (nothing else of the connection's is in flight
+/// while it waits, see [`crate::router`]).
+fn join_answer(item: &Outbound) -> Option<bool> {
+    match item {
+        Outbound::Frame { kind: ServerKind::Welcome, .. } => Some(true),
+        Outbound::Frame { kind: ServerKind::Error, .. } => Some(false),
+        _ => None,
+    }
 }
 
 /// Bytes an item holds in the queue (a broadcast frame's text is shared
@@ -63,7 +80,7 @@ impl Outbox {
     /// bytes of them; one item always fits into an empty queue.
     pub fn new(capacity: usize, byte_capacity: usize) -> Self {
         let inner = Mutex::new(Inner::default());
-        Self { inner, ready: Notify::new(), capacity: capacity.max(1), byte_capacity }
+        Self { inner, ready: Notify::new(), answered: Notify::new(), capacity: capacity.max(1), byte_capacity }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -86,7 +103,9 @@ impl Outbox {
                 return Err(PushError::Full);
             }
             inner.bytes += bytes;
+            let answer = join_answer(&item);
             inner.items.push_back((item, false));
+            self.note_answer(&mut inner, answer);
         }
         self.ready.notify_one();
         Ok(())
@@ -109,10 +128,38 @@ impl Outbox {
                 return Err(PushError::Closed);
             }
             inner.replay_items += 1;
+            let answer = join_answer(&item);
             inner.items.push_back((item, true));
+            self.note_answer(&mut inner, answer);
         }
         self.ready.notify_one();
         Ok(())
+    }
+
+    fn note_answer(&self, inner: &mut Inner, answer: Option<bool>) {
+        if answer.is_some() {
+            inner.answer = answer;
+            self.answered.notify_one();
+        }
+    }
+
+    /// A join is about to be sent: forget earlier answers.
+    pub fn expect_answer(&self) {
+        self.lock().answer = None;
+        // A permit left by an earlier answer would wake the next wait for
+        // nothing; `answer` would then just wait again.
+    }
+
+    /// Waits until an answer to the join in flight is queued: `true` for a
+    /// welcome, `false` for an error. Only one task may wait at a time.
+    pub async fn answer(&self) -> bool {
+        loop {
+            let queued = self.answered.notified();
+            if let Some(answer) = self.lock().answer.take() {
+                return answer;
+            }
+            queued.await;
+        }
     }
 
     /// Takes the next item, if any.
@@ -191,11 +238,7 @@ mod tests {
 
     #[test]
     fn the_byte_budget_bounds_what_a_slow_reader_holds() {
-        let frame = |n: usize| Outbound::Frame {
-            text: "x".repeat(n).into(),
-            kind: switchboard_protocol::ServerKind::Chat,
-            received: None,
-        };
+        let frame = |n: usize| Outbound::Frame { text: "x".repeat(n).into(), kind: ServerKind::Chat, received: None };
         let q = Outbox::new(1024, 100);
         assert_eq!(q.try_push(frame(60)), Ok(()));
         assert_eq!(q.try_push(frame(40)), Ok(()));
@@ -221,6 +264,25 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 12);
+    }
+
+    #[tokio::test]
+    async fn a_welcome_or_an_error_answers_the_join_in_flight() {
+        let frame = |kind| Outbound::Frame { text: "{}".into(), kind, received: None };
+        let q = std::sync::Arc::new(Outbox::new(8, 1 << 20));
+        q.try_push(frame(ServerKind::Error)).expect("room");
+        q.expect_answer();
+        let q2 = q.clone();
+        let waiter = tokio::spawn(async move { q2.answer().await });
+        tokio::task::yield_now().await;
+        q.try_push(frame(ServerKind::Pong)).expect("room");
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "a pong answers nothing, and the error before expect_answer is forgotten");
+        q.try_push(frame(ServerKind::Welcome)).expect("room");
+        assert!(waiter.await.expect("join"));
+        q.expect_answer();
+        q.push_unbudgeted(frame(ServerKind::Error)).expect("last word");
+        assert!(!q.answer().await, "a refusal");
     }
 
     #[tokio::test]

@@ -41,7 +41,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    if state.shutting_down.load(Ordering::Relaxed) || state.hub.is_closed() {
+    if state.shutting_down.load(Ordering::Relaxed) || state.shards.any_closed() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
     "ready\n".into_response()

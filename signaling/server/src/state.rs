@@ -1,19 +1,18 @@
 //! What every request handler and connection task shares.
 
-use crate::hub_task::HubEvent;
 use crate::telemetry::Telemetry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use switchboard_core::{Limits, TokenVerifier, TurnConfig};
 use switchboard_protocol::IceServer;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 
 /// Shared, read-mostly server state. The only mutable parts are atomics
 /// and the semaphore; room state belongs to the hub task alone.
 #[derive(Debug)]
 pub struct AppState {
-    /// The hub's inbox.
-    pub hub: mpsc::Sender<HubEvent>,
+    /// The hub shards' inboxes, and where each room lives.
+    pub shards: crate::shards::Shards,
     /// Limits in force.
     pub limits: Limits,
     /// Metrics.

@@ -5,6 +5,7 @@ use super::{CloseReason, ConnId, ConnState, Hub, Output, Recipients};
 use crate::Now;
 use crate::seat::Seat;
 use crate::timers::{Timer, Timers};
+use std::time::Instant;
 use switchboard_protocol::{
     Bare, ClientMessage, ErrorCode, GoingAway, IceServerList, LeaveReason, Ping, Pong, ServerMessage,
 };
@@ -12,6 +13,14 @@ use switchboard_protocol::{
 impl Hub {
     /// A new connection: it must join within the join timeout.
     pub fn open(&mut self, conn: ConnId, now: Now) {
+        self.open_since(conn, now.mono, now);
+    }
+
+    /// A connection not in a room, moved here from another hub shard (its
+    /// join is for a room of this shard): it must still have joined within
+    /// the join timeout of `opened`, when it connected, so that moving
+    /// between shards never buys a lobby connection more time.
+    pub fn open_since(&mut self, conn: ConnId, opened: Instant, _now: Now) {
         if let Some(notice) = &self.going_away {
             let msg = ServerMessage::GoingAway(notice.clone());
             self.out.push_back(Output::Send { to: Recipients::One(conn), msg, json: None });
@@ -19,7 +28,16 @@ impl Hub {
             return;
         }
         self.conns.insert(conn, ConnState::Lobby);
-        self.timers.arm(now.mono + self.config.limits.join_timeout, Timer::JoinDeadline(conn));
+        self.timers.arm(opened + self.config.limits.join_timeout, Timer::JoinDeadline(conn));
+    }
+
+    /// A connection not in a room moved to another hub shard: forget it
+    /// without a word (it is not closed). A connection in a room or
+    /// resuming is never moved; for one, this does nothing.
+    pub fn moved_out(&mut self, conn: ConnId) {
+        if matches!(self.conns.get(&conn), Some(ConnState::Lobby)) {
+            self.conns.remove(&conn);
+        }
     }
 
     /// A connection is gone (closed by the client, the network or the shell).
@@ -168,6 +186,7 @@ impl Hub {
         self.going_away = Some(notice.clone());
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         self.conns.clear();
+        self.config.room_quota.give_back(self.rooms.len());
         self.rooms.clear();
         self.tokens.clear();
         self.replaced.clear();

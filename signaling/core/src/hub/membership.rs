@@ -60,7 +60,7 @@ impl Hub {
             let who = (identity.as_deref(), role);
             return self.resume(conn, id, &room_name, who, &resume, now);
         }
-        if !self.rooms.contains_key(&room_name) && self.rooms.len() >= self.config.limits.max_rooms {
+        if !self.rooms.contains_key(&room_name) && !self.config.room_quota.try_take(self.config.limits.max_rooms) {
             return self.turn_away(conn, id, &Refusal::TooManyRooms);
         }
         // A second join of the same identity replaces the first session (live
@@ -194,6 +194,7 @@ impl Hub {
         self.peers -= 1;
         if room.is_empty() {
             self.rooms.remove(&seat.room);
+            self.config.room_quota.give_back(1);
             self.forget(seat, member, now);
             return;
         }

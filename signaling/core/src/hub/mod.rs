@@ -67,6 +67,9 @@ pub struct HubConfig {
     /// Checks the tokens of the server's own SFU (a secret of the process),
     /// so that SFU rooms work without an auth secret.
     pub sfu_verifier: Option<TokenVerifier>,
+    /// Rooms held against `limits.max_rooms`, shared with the server's
+    /// other hub shards.
+    pub room_quota: crate::quota::RoomQuota,
 }
 
 /// Where a connection is.
