@@ -13,10 +13,12 @@ pub mod lab_browser;
 pub mod lab_watch;
 pub mod netlab;
 pub mod pixels;
+pub mod redis;
 pub mod tcp_proxy;
 
 pub use browser::{Browser, Driver};
 pub use coturn::Coturn;
+pub use redis::Redis;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -204,4 +206,18 @@ pub fn artifacts_dir() -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts");
     std::fs::create_dir_all(&dir).expect("artifacts directory");
     dir
+}
+
+/// A plain HTTP/1.1 GET to a server of the test: status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("tcp connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write request");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response)).await.expect("response in time").expect("read");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
 }

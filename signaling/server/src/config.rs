@@ -171,6 +171,15 @@ pub struct ServeArgs {
     /// in one, by a hash of its name) [default: the number of CPU cores].
     #[arg(long, env = "SWITCHBOARD_HUB_SHARDS")]
     pub hub_shards: Option<usize>,
+    /// Redis to form a cluster with (`redis://host:port/` or
+    /// `redis+unix:///path/redis.sock`). Without it the server is a single
+    /// node and needs no Redis.
+    #[arg(long, env = "SWITCHBOARD_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// This node's id in the cluster (`A-Z a-z 0-9 _ - .`, 1–64) [default:
+    /// random at each start].
+    #[arg(long, env = "SWITCHBOARD_NODE_ID")]
+    pub node_id: Option<String>,
     /// Time allowed to close connections on shutdown, ms [default: 5000].
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
@@ -308,6 +317,8 @@ pub struct Settings {
     pub worker_threads: Option<usize>,
     /// Hub shards (None: one per core).
     pub hub_shards: Option<usize>,
+    /// The cluster this node is part of (None: a single node).
+    pub cluster: Option<crate::cluster::ClusterSettings>,
     /// Bound on the shutdown.
     pub shutdown_grace: Duration,
     /// Limits.
@@ -352,6 +363,7 @@ impl Default for Settings {
             log: "info".into(),
             worker_threads: None,
             hub_shards: None,
+            cluster: None,
             shutdown_grace: Duration::from_secs(5),
             limits: Limits::default(),
         }
@@ -416,6 +428,10 @@ impl ServeArgs {
             log: self.log.or(file.log).unwrap_or(d.log),
             worker_threads: self.worker_threads.or(file.worker_threads).filter(|n| *n > 0),
             hub_shards: self.hub_shards.or(file.hub_shards),
+            cluster: self.redis_url.or(file.redis_url).map(|redis_url| crate::cluster::ClusterSettings {
+                redis_url,
+                node_id: self.node_id.or(file.node_id).unwrap_or_else(crate::cluster::random_node_id),
+            }),
             shutdown_grace: self
                 .shutdown_grace_ms
                 .or(file.shutdown_grace_ms)
@@ -542,6 +558,14 @@ impl Settings {
             && !(1..=crate::shards::MAX_HUB_SHARDS).contains(&n)
         {
             bail!("hub_shards must be 1 to {}", crate::shards::MAX_HUB_SHARDS);
+        }
+        if let Some(cluster) = &self.cluster {
+            if !crate::cluster::keys::valid_node_id(&cluster.node_id) {
+                bail!("node_id must be 1-64 characters of A-Z a-z 0-9 _ - .");
+            }
+            if redis::Client::open(cluster.redis_url.as_str()).is_err() {
+                bail!("redis_url is not a Redis URL (redis://host:port/ or redis+unix:///path/redis.sock)");
+            }
         }
         let l = &self.limits;
         if l.max_message_bytes < 1024 {

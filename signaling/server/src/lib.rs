@@ -16,6 +16,7 @@
 pub mod admission;
 pub mod client_addr;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod hub_task;
@@ -132,6 +133,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     }
     let state = Arc::new(AppState {
         shards: shards::Shards::new(inboxes),
+        room_quota,
+        cluster: settings.cluster.as_ref().map(|c| Arc::new(cluster::Cluster::new(c.node_id.clone()))),
         limits: settings.limits.clone(),
         telemetry,
         conn_slots: Arc::new(Semaphore::new(settings.limits.max_connections)),
@@ -155,6 +158,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         internal_key: builtin.internal_key,
         internal_ip: sfu_source_ip(addr),
     });
+    if let (Some(cluster), Some(settings)) = (&state.cluster, &settings.cluster) {
+        let client = redis::Client::open(settings.redis_url.as_str()).context("the Redis URL")?;
+        info!(node = %cluster.node_id, "cluster mode: joining through Redis");
+        tokio::spawn(cluster::registry::run(cluster.clone(), state.clone(), client, addr.to_string()));
+    }
     let (stop_accepting, stop_rx) = watch::channel(false);
     if let Some(socket) = stun_socket {
         tokio::spawn(stun::run(socket, state.telemetry.clone(), stop_rx.clone()));

@@ -34,17 +34,53 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .route("/v1/cluster", get(cluster))
         .route(crate::turn_http::TURN_CREDENTIALS_PATH, get(crate::turn_http::credentials))
         .route("/", get(crate::web::index))
         .route("/{*path}", get(crate::web::file))
         .with_state(state)
 }
 
+/// Ready unless shutting down. A node that cannot reach Redis still serves
+/// its rooms (decision 0018), so it stays ready and says so in the body: a
+/// load balancer that pulled every node when Redis went away would end
+/// every call.
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
     if state.shutting_down.load(Ordering::Relaxed) || state.shards.any_closed() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
-    "ready\n".into_response()
+    match &state.cluster {
+        None => "ready\n".into_response(),
+        Some(cluster) if cluster.redis_up() => "ready\nredis: up\n".into_response(),
+        Some(_) => "ready\nredis: unreachable\n".into_response(),
+    }
+}
+
+/// Whether a request may see operator pages (`/metrics`, `/v1/cluster`):
+/// a direct request from loopback (a local scraper or agent, not one
+/// relayed by a proxy on the same host), or one carrying the metrics token.
+fn operator(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> bool {
+    let local = crate::client_addr::is_loopback(peer.ip()) && !crate::client_addr::looks_proxied(headers);
+    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(crate::turn_http::bearer);
+    let authorized = match (&state.metrics_token, token) {
+        (Some(expected), Some(given)) => crate::state::constant_time_eq(expected.trim().as_bytes(), given.as_bytes()),
+        _ => false,
+    };
+    local || authorized
+}
+
+/// The cluster as this node sees it: its id, whether Redis answers, and
+/// the live nodes with their load. For the operator only (it names node
+/// addresses), like `/metrics`; 404 on a single node.
+async fn cluster(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    match &state.cluster {
+        Some(cluster) if operator(&state, peer, &headers) => axum::Json(cluster.view()).into_response(),
+        _ => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
 }
 
 /// `/metrics` names rooms and peers (SFU series) and shows load: it is for
@@ -57,13 +93,7 @@ async fn metrics(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let local = crate::client_addr::is_loopback(peer.ip()) && !crate::client_addr::looks_proxied(&headers);
-    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(crate::turn_http::bearer);
-    let authorized = match (&state.metrics_token, token) {
-        (Some(expected), Some(given)) => crate::state::constant_time_eq(expected.trim().as_bytes(), given.as_bytes()),
-        _ => false,
-    };
-    if !local && !authorized {
+    if !operator(&state, peer, &headers) {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::render()).into_response()

@@ -13,6 +13,10 @@ use tokio::sync::Semaphore;
 pub struct AppState {
     /// The hub shards' inboxes, and where each room lives.
     pub shards: crate::shards::Shards,
+    /// Rooms held by all shards (against `max_rooms`).
+    pub room_quota: switchboard_core::RoomQuota,
+    /// The cluster this node is part of (None: a single node).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Limits in force.
     pub limits: Limits,
     /// Metrics.

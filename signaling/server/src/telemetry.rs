@@ -105,6 +105,14 @@ pub struct Telemetry {
     pub peers_reconnecting: Gauge,
     /// Sessions resumed after a dropped connection.
     pub resumes: Counter,
+    /// 1 while the last heartbeat reached Redis, 0 when it did not (stays 0
+    /// on a single node).
+    pub redis_up: Gauge,
+    /// Redis calls that failed or timed out.
+    pub redis_errors: Counter,
+    /// Live nodes in the cluster, this one included, as of the last
+    /// heartbeat that reached Redis.
+    pub cluster_nodes: Gauge,
     /// Upgrades refused at the connection limit or the admission rate.
     pub rejected_connections: Counter,
     /// STUN Binding requests answered.
@@ -148,6 +156,9 @@ impl Telemetry {
             peers: metrics::gauge!("switchboard_peers"),
             peers_reconnecting: metrics::gauge!("switchboard_peers_reconnecting"),
             resumes: metrics::counter!("switchboard_resumes_total"),
+            redis_up: metrics::gauge!("switchboard_redis_up"),
+            redis_errors: metrics::counter!("switchboard_redis_errors_total"),
+            cluster_nodes: metrics::gauge!("switchboard_cluster_nodes"),
             rejected_connections: metrics::counter!("switchboard_rejected_connections_total"),
             stun_answered: metrics::counter!("switchboard_stun_requests_total", "result" => "answered"),
             stun_ignored: metrics::counter!("switchboard_stun_requests_total", "result" => "ignored"),

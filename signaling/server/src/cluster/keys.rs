@@ -1,0 +1,30 @@
+//! Every Redis key and channel name the cluster uses, in one place. Names
+//! are built only from validated ids (node ids and room names allow
+//! `A-Z a-z 0-9 _ - .` only), so no client input can reach another key.
+
+/// The sorted set of live nodes, scored by when each entry expires (Unix ms).
+pub const NODES: &str = "sb:nodes";
+
+/// A node's registry entry (JSON [`super::NodeInfo`], with a TTL).
+pub fn node(id: &str) -> String {
+    format!("sb:node:{id}")
+}
+
+/// Whether `id` may be a node id (and so part of a key).
+pub fn valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_cannot_reach_other_keys() {
+        assert!(valid_node_id("node-1.a_b"));
+        for bad in ["", "a:b", "a*", "a b", "a\nb", &"x".repeat(65)] {
+            assert!(!valid_node_id(bad), "{bad:?}");
+        }
+        assert_eq!(node("n1"), "sb:node:n1");
+    }
+}

@@ -1,0 +1,99 @@
+//! The cluster on Redis (decision 0018): with `--redis-url` this node
+//! registers itself and its load, and sees the other nodes. Without it
+//! nothing here runs and the server needs no Redis.
+//!
+//! Built so far: the node registry ([`registry`]) behind `GET /v1/cluster`,
+//! and Redis health in `/readyz` and the metrics. Room leases, the bridge
+//! and durable chat follow (decision 0018 says how).
+
+pub mod keys;
+pub mod registry;
+
+use serde::Serialize;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How often a node writes its registry entry.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long a registry entry lives without a heartbeat: a node that stops
+/// (killed, or cut off from Redis) is gone from the list this long after its
+/// last heartbeat.
+pub const NODE_TTL: Duration = Duration::from_secs(3);
+/// Longest wait for one Redis round trip: past it the call counts as failed,
+/// so that an unreachable Redis never holds anything up.
+pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+/// Most nodes listed (and read back) per heartbeat: the registry a node
+/// keeps in memory is bounded whatever the key space holds.
+pub const MAX_NODES: usize = 256;
+
+/// How this node takes part in a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// `redis://host:port/`, `redis+unix:///path/to/redis.sock`, ….
+    pub redis_url: String,
+    /// This node's id (`A-Z a-z 0-9 _ - .`, 1–64); random when not given.
+    pub node_id: String,
+}
+
+/// One node as the registry shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    /// Its id.
+    pub id: String,
+    /// The address its HTTP and WebSocket listener is bound to.
+    pub addr: String,
+    /// When it started, Unix ms.
+    pub started_unix_ms: u64,
+    /// Open WebSocket connections.
+    pub connections: usize,
+    /// Rooms held by its hub shards.
+    pub rooms: usize,
+}
+
+/// What this node knows of the cluster; shared by the registry task (the
+/// only writer) and the HTTP handlers.
+#[derive(Debug)]
+pub struct Cluster {
+    /// This node's id.
+    pub node_id: String,
+    redis_up: AtomicBool,
+    nodes: Mutex<Vec<NodeInfo>>,
+}
+
+impl Cluster {
+    /// A node that has not reached Redis yet.
+    pub fn new(node_id: String) -> Self {
+        Self { node_id, redis_up: AtomicBool::new(false), nodes: Mutex::new(Vec::new()) }
+    }
+
+    /// Whether the last heartbeat reached Redis.
+    pub fn redis_up(&self) -> bool {
+        self.redis_up.load(Ordering::Relaxed)
+    }
+
+    /// The live nodes as of the last heartbeat that reached Redis, by id.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        self.nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn heard(&self, nodes: Vec<NodeInfo>) {
+        *self.nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = nodes;
+        self.redis_up.store(true, Ordering::Relaxed);
+    }
+
+    fn lost_redis(&self) {
+        self.redis_up.store(false, Ordering::Relaxed);
+    }
+
+    /// The body of `GET /v1/cluster`.
+    pub fn view(&self) -> serde_json::Value {
+        let redis = if self.redis_up() { "up" } else { "unreachable" };
+        serde_json::json!({ "node": self.node_id, "redis": redis, "nodes": self.nodes() })
+    }
+}
+
+/// A random node id: 16 hex digits.
+pub fn random_node_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
