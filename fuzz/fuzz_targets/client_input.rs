@@ -74,7 +74,10 @@ fuzz_target!(|data: &[u8]| {
                         assert!(text.is_ok(), "relayed SDP is not valid text");
                     }
                 }
-                Output::SfuWanted { .. } => {}
+                Output::SfuWanted { .. }
+                | Output::RoomStarted { .. }
+                | Output::RoomEnded { .. }
+                | Output::JoinAnswered { .. } => {}
                 Output::Probe { conn } => {
                     if answers_probes {
                         hub.alive(conn, now);

@@ -70,3 +70,35 @@ async fn a_single_node_has_no_cluster_page() {
     assert_eq!(http_get(single.local_addr(), "/v1/cluster").await.0, 404);
     assert_eq!(http_get(single.local_addr(), "/readyz").await, (200, "ready\n".into()));
 }
+
+#[tokio::test]
+async fn one_node_at_a_time_holds_a_room_and_a_lapsed_holder_cannot_act_for_the_next() {
+    use switchboard_server::cluster::lease::{self, LEASE_TTL};
+    let redis = Redis::start().await;
+    let mut conn = switchboard_server::cluster::connect(&redis.url()).await.expect("Redis");
+    let room = switchboard_protocol::RoomName::new("leased").expect("room");
+    assert_eq!(lease::owner(&mut conn, &room).await.expect("GET"), None);
+
+    let mut a = lease::acquire(&mut conn, &room, "node-a").await.expect("script").expect("free: a takes it");
+    let taken = lease::acquire(&mut conn, &room, "node-b").await.expect("script");
+    assert_eq!(taken, Err(Some(a.owner.clone())), "b is told who holds it");
+    assert_eq!(lease::owner(&mut conn, &room).await.expect("GET"), Some(a.owner.clone()));
+    // Renewal keeps it past its first TTL.
+    let deadline = tokio::time::Instant::now() + LEASE_TTL + LEASE_TTL / 2;
+    while tokio::time::Instant::now() < deadline {
+        assert!(lease::renew(&mut conn, &mut a).await.expect("script"), "a renews its own lease");
+        tokio::time::sleep(LEASE_TTL / 3).await;
+    }
+    assert!(lease::acquire(&mut conn, &room, "node-b").await.expect("script").is_err(), "still a's");
+
+    // a stops renewing (paused, or cut off): after the TTL b takes the room
+    // with a greater fence, and a can neither renew nor give it back.
+    tokio::time::sleep(LEASE_TTL + std::time::Duration::from_millis(200)).await;
+    let b = lease::acquire(&mut conn, &room, "node-b").await.expect("script").expect("lapsed: b takes it");
+    assert!(b.owner.fence > a.owner.fence, "{b:?} after {a:?}");
+    assert!(!lease::renew(&mut conn, &mut a).await.expect("script"), "a's renewal must fail");
+    assert!(!lease::release(&mut conn, &a).await.expect("script"), "a's release must not free b's lease");
+    assert_eq!(lease::owner(&mut conn, &room).await.expect("GET"), Some(b.owner.clone()));
+    assert!(lease::release(&mut conn, &b).await.expect("script"));
+    assert_eq!(lease::owner(&mut conn, &room).await.expect("GET"), None);
+}

@@ -69,6 +69,7 @@ export const ERROR_TEXT = {
   internal: "The server hit an internal error.",
   forbidden: "This room does not allow that.",
   resume_failed: "The session could not be resumed, so this client joined again.",
+  unavailable: "The server cannot take this right now. Trying again shortly.",
 };
 
 // ---- Client messages: one builder per type, fields named as in Rust. ----

@@ -45,6 +45,27 @@ fn a_shard_shutting_down_gives_its_rooms_back() {
 }
 
 #[test]
+fn the_shell_is_told_when_a_room_starts_and_ends() {
+    let mut s = shard(&RoomQuota::default(), 10);
+    let (a, _) = s.join(1, "alpha", "A");
+    let (b, _) = s.join(2, "alpha", "B");
+    s.join(3, "beta", "C");
+    assert_eq!(s.rooms_started, ["alpha", "beta"], "once per room, at its first join");
+    s.send(a, r#"{"type":"leave"}"#);
+    assert!(s.rooms_ended.is_empty(), "alpha still has B");
+    s.send(b, r#"{"type":"leave"}"#);
+    assert_eq!(s.rooms_ended, ["alpha"]);
+    let notice = switchboard_protocol::GoingAway { reason: "restart".into(), retry_after_ms: 0, reconnect_url: None };
+    s.hub.shutdown(&notice, s.now);
+    let ended: Vec<String> = std::iter::from_fn(|| s.hub.poll_output())
+        .filter_map(
+            |o| if let switchboard_core::Output::RoomEnded { room } = o { Some(room.to_string()) } else { None },
+        )
+        .collect();
+    assert_eq!(ended, ["beta"], "a shutdown ends every room");
+}
+
+#[test]
 fn a_connection_moved_between_shards_keeps_its_join_deadline_and_leaves_nothing_behind() {
     let quota = RoomQuota::default();
     let (mut from, mut to) = (shard(&quota, 10), shard(&quota, 10));
@@ -71,4 +92,66 @@ fn a_joined_connection_is_never_forgotten_by_a_move() {
     s.send(a, r#"{"type":"chat","client_id":"c1","text":"still here"}"#);
     assert!(s.take(a).iter().any(|m| matches!(m, ServerMessage::Chat(_))));
     assert_eq!(s.hub.connections(), 1);
+}
+
+#[test]
+fn an_evicted_room_tells_its_members_to_go_and_leaves_nothing_behind() {
+    use switchboard_protocol::LeaveReason;
+    let quota = RoomQuota::default();
+    let mut s = shard(&quota, 10);
+    let (a, _) = s.join(1, "moving", "A");
+    let (b, _) = s.join(2, "moving", "B");
+    let (c, _) = s.join(3, "staying", "C");
+    // B's connection drops: its seat is held for a resume.
+    s.disconnect(b, LeaveReason::Disconnected);
+    s.take(a);
+    let notice =
+        switchboard_protocol::GoingAway { reason: "room moved".into(), retry_after_ms: 500, reconnect_url: None };
+    s.hub.evict_room(&switchboard_protocol::RoomName::new("moving").expect("room"), &notice, s.now);
+    let outputs: Vec<switchboard_core::Output> = std::iter::from_fn(|| s.hub.poll_output()).collect();
+    assert!(
+        outputs.iter().any(|o| matches!(o, switchboard_core::Output::Send { msg: ServerMessage::GoingAway(_), .. })),
+        "{outputs:?}"
+    );
+    assert!(outputs.contains(&switchboard_core::Output::Close { conn: a, reason: CloseReason::GoingAway }));
+    assert!(outputs.contains(&switchboard_core::Output::RoomEnded {
+        room: switchboard_protocol::RoomName::new("moving").expect("room")
+    }));
+    assert_eq!((s.hub.rooms(), s.hub.peers(), s.hub.away(), quota.taken()), (1, 1, 0, 1), "only C's room is left");
+    s.hub.check_invariants().expect("invariants");
+    s.send(c, r#"{"type":"chat","client_id":"x","text":"unaffected"}"#);
+    assert!(s.take(c).iter().any(|m| matches!(m, ServerMessage::Chat(_))));
+}
+
+#[test]
+fn every_join_gets_one_answer_after_its_welcome_or_refusal_and_a_probed_resume_gets_it_late() {
+    use switchboard_protocol::LeaveReason;
+    let limits = Limits { max_peers_per_room: 1, ..Limits::default() };
+    let mut s = Sim::new(HubConfig { limits, ..HubConfig::default() });
+    let (a, wa) = s.join(1, "full", "A");
+    assert_eq!(s.join_answers, [(a, true)]);
+    // A refusal, then a message that is no join: one answer, for the join.
+    let b = s.open(2);
+    s.send(b, r#"{"type":"join","room":"full","name":"B"}"#);
+    s.send(b, r#"{"type":"ping"}"#);
+    assert_eq!(s.join_answers, [(a, true), (b, false)]);
+    // A joined connection's second join is no join to answer.
+    s.send(a, r#"{"type":"join","room":"other","name":"A"}"#);
+    assert_eq!(s.join_answers.len(), 2);
+    // A resume of a live-looking session waits for the probe: answered when
+    // the old connection proves dead.
+    let c = s.open(3);
+    s.send(
+        c,
+        &format!(
+            r#"{{"type":"join","room":"full","name":"A","resume":{{"token":"{}","received":0}}}}"#,
+            wa.resume_token
+        ),
+    );
+    assert_eq!(s.join_answers.len(), 2, "owed while the probe is out");
+    s.disconnect(a, LeaveReason::Disconnected);
+    assert_eq!(s.join_answers.last(), Some(&(c, true)));
+    // Answers come after the welcome they settle.
+    let last_two: Vec<&switchboard_core::Output> = s.last.iter().rev().take(2).collect();
+    assert!(matches!(last_two[0], switchboard_core::Output::JoinAnswered { .. }), "{:?}", s.last);
 }

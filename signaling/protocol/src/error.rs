@@ -56,11 +56,14 @@ pub enum ErrorCode {
     /// longer kept, or the session is live on another connection): join
     /// afresh.
     ResumeFailed,
+    /// The cluster cannot take this now (its Redis is unreachable, or the
+    /// room is between owners): retry after a short wait.
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, for metrics labels and documentation tests.
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 23] = [
         Self::MalformedJson,
         Self::InvalidMessage,
         Self::UnknownType,
@@ -83,6 +86,7 @@ impl ErrorCode {
         Self::Internal,
         Self::Forbidden,
         Self::ResumeFailed,
+        Self::Unavailable,
     ];
 
     /// The wire name.
@@ -110,6 +114,7 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::Forbidden => "forbidden",
             Self::ResumeFailed => "resume_failed",
+            Self::Unavailable => "unavailable",
         }
     }
 }

@@ -11,9 +11,10 @@
 //! look the same, and holding the seat is what keeps a call alive through a
 //! network cut in a busy room.
 
+use crate::cluster::bridge::deliver;
 use crate::hub_task::{CloseSpec, ConnHandle, HubEvent, Kill, Outbound, PROBE_TIMEOUT};
-use crate::outbox::Outbox;
-use crate::router::{Route, Step};
+use crate::outbox::{Outbox, Signal};
+use crate::router::{Route, Step, Target};
 use crate::state::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -78,7 +79,12 @@ pub async fn run(ws: WebSocket, id: ConnId, state: Arc<AppState>, _slot: Option<
             let mut route = Route::new(home);
             let reason = serve(ws, (id, internal, opened), &state, &handle, &mut route).await;
             outbox.close();
-            let _ = state.shards.get(route.at()).send(HubEvent::Closed { conn: id, reason }).await;
+            let _ = deliver(&state, route.at(), HubEvent::Closed { conn: id, reason }).await;
+            // Ended halfway through a move: the place it was leaving may
+            // still hold it.
+            if let Some(from) = route.leaving() {
+                let _ = deliver(&state, from, HubEvent::Closed { conn: id, reason }).await;
+            }
         }
         state.telemetry.connections.decrement(1.0);
     }
@@ -241,7 +247,14 @@ impl Reader<'_> {
             tokio::select! {
                 // Nothing is read while a join is unanswered (see
                 // `crate::router`); the socket's buffer holds what comes.
-                joined = outbox.answer(), if self.route.awaiting_answer() => self.route.answered(joined),
+                signal = outbox.next_signal(), if self.route.awaiting_answer() => {
+                    let Signal::JoinAnswered(joined) = signal else { continue };
+                    if let Some(step) = self.route.answered(joined)
+                        && self.step(step).await.is_err()
+                    {
+                        return End::Quiet(LeaveReason::Shutdown);
+                    }
+                }
                 inbound = stream.next(), if !self.route.awaiting_answer() => {
                     let frame = match inbound {
                         None => return End::Quiet(LeaveReason::Disconnected),
@@ -251,7 +264,7 @@ impl Reader<'_> {
                     last_heard = tokio::time::Instant::now();
                     if self.probe_deadline.is_some() && self.answers_probe(&frame) {
                         self.probe_deadline = None;
-                        let _ = self.shard().send(HubEvent::Alive { conn: self.id }).await;
+                        let _ = deliver(self.state, self.route.at(), HubEvent::Alive { conn: self.id }).await;
                     }
                     if let Some(end) = self.inbound(frame, &mut rate).await {
                         return end;
@@ -347,34 +360,53 @@ impl Reader<'_> {
         }
     }
 
-    /// The inbox of the shard that holds the connection now.
-    fn shard(&self) -> &mpsc::Sender<HubEvent> {
-        self.state.shards.get(self.route.at())
-    }
-
-    /// Sends a message to the shard it belongs to: a join to the shard of
-    /// its room, moving the connection there when it is elsewhere.
+    /// Sends a message where it belongs: a join to where its room lives
+    /// (a shard here, or the owner node), moving the connection there when
+    /// it is elsewhere. A join whose room cannot be placed now (the
+    /// cluster's Redis is unreachable) is refused as `unavailable`.
     async fn forward(&mut self, msg: ClientMessage, received: Instant) -> Result<(), ()> {
-        let shards = &self.state.shards;
         let join_to = match &msg {
-            ClientMessage::Join(join) => Some(shards.place(&join.room)),
+            ClientMessage::Join(join) => match self.place(&join.room).await {
+                Ok(to) => Some(to),
+                Err(why) => {
+                    self.reply(ErrorMessage::recoverable(join.id.clone(), ErrorCode::Unavailable, why));
+                    return Ok(());
+                }
+            },
             _ => None,
         };
         let step = self.route.next(join_to);
-        if self.route.awaiting_answer() {
-            self.handle.outbox.expect_answer();
-        }
-        let to = match step {
-            Step::Send(to) => to,
+        let to = self.step(step).await?;
+        deliver(self.state, &to, HubEvent::Message { conn: self.id, msg, received }).await
+    }
+
+    /// Carries out a routing step: where the next message goes.
+    async fn step(&mut self, step: Step) -> Result<Target, ()> {
+        match step {
+            Step::Send(to) => Ok(to),
             Step::Move { from, to } => {
                 let (conn, opened) = (self.id, self.opened);
-                shards.get(from).send(HubEvent::MovedOut { conn }).await.map_err(drop)?;
+                deliver(self.state, &from, HubEvent::MovedOut { conn }).await?;
+                if matches!(from, Target::Shard(_)) {
+                    // Replies to what was sent there before (a ping, a
+                    // refused join) are queued before the new shard's.
+                    while self.handle.outbox.next_signal().await != Signal::MovedOut {}
+                }
                 let handle = self.handle.clone();
-                shards.get(to).send(HubEvent::Open { conn, handle, opened }).await.map_err(drop)?;
-                to
+                deliver(self.state, &to, HubEvent::Open { conn, handle, opened }).await?;
+                self.route.moved();
+                Ok(to)
             }
-        };
-        shards.get(to).send(HubEvent::Message { conn: self.id, msg, received }).await.map_err(drop)
+        }
+    }
+
+    /// Where `room` lives: by the shard rule on a single node, or where the
+    /// cluster placed it.
+    async fn place(&self, room: &switchboard_protocol::RoomName) -> Result<Target, String> {
+        match &self.state.cluster {
+            None => Ok(Target::Shard(self.state.shards.place(room))),
+            Some(cluster) => crate::cluster::leases::place(self.state, cluster, room).await,
+        }
     }
 
     /// Sends an error straight to this socket, ahead of what the hub

@@ -60,6 +60,14 @@ pub enum HubEvent {
     },
     /// The server is shutting down.
     Shutdown(GoingAway),
+    /// This node lost a room to another (its lease): tell its members and
+    /// forget it.
+    Evict {
+        /// The room.
+        room: RoomName,
+        /// What its members are told.
+        notice: GoingAway,
+    },
 }
 
 /// A frame or instruction for a connection's socket.
@@ -163,8 +171,10 @@ pub async fn run(
     mut events: mpsc::Receiver<HubEvent>,
     telemetry: Arc<Telemetry>,
     sfu_requests: Option<mpsc::UnboundedSender<RoomName>>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 ) {
     let mut task = HubTask {
+        cluster,
         hub: Hub::new(config, Box::new(rand::random::<u128>)),
         conns: HashMap::new(),
         telemetry,
@@ -210,6 +220,9 @@ struct HubTask {
     /// sends to that connection, which the hub emits right after it) is
     /// queued outside the connection's budget.
     replaying: Option<(ConnId, u64)>,
+    /// The cluster this node is in: rooms made and ended here take and
+    /// give back leases.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     /// What this shard last added to the room and peer gauges (each shard
     /// adds its own change, so the gauges hold the server's sums).
     reported: Counts,
@@ -232,8 +245,16 @@ impl HubTask {
                 self.hub.open_since(conn, opened, clock::now());
             }
             HubEvent::MovedOut { conn } => {
-                self.conns.remove(&conn);
-                self.hub.moved_out(conn);
+                // A connection in a room is never moved: if the core kept
+                // it, so does the shard (its handle stays reachable).
+                if self.hub.moved_out(conn) {
+                    if let Some(handle) = self.conns.remove(&conn) {
+                        handle.outbox.signal(crate::outbox::Signal::MovedOut);
+                    }
+                } else if let Some(handle) = self.conns.get(&conn) {
+                    warn!(conn = conn.0, "a connection in a room was asked to move: closed");
+                    handle.kill.fire(CloseSpec { code: 1011, reason: "internal" });
+                }
             }
             HubEvent::Message { conn, msg, received } => {
                 self.received = Some(received);
@@ -248,6 +269,7 @@ impl HubTask {
             }
             HubEvent::Alive { conn } => self.hub.alive(conn, clock::now()),
             HubEvent::Shutdown(notice) => self.hub.shutdown(&notice, clock::now()),
+            HubEvent::Evict { room, notice } => self.hub.evict_room(&room, &notice, clock::now()),
         }
     }
 
@@ -305,6 +327,25 @@ impl HubTask {
                 Output::Probe { conn } => {
                     if let Some(handle) = self.conns.get(&conn) {
                         handle.probe.notify_one();
+                    }
+                }
+                Output::JoinAnswered { conn, joined } => {
+                    if let Some(handle) = self.conns.get(&conn) {
+                        handle.outbox.signal(crate::outbox::Signal::JoinAnswered(joined));
+                    }
+                }
+                Output::RoomStarted { room } => {
+                    debug!(%room, "room started");
+                    if let Some(cluster) = &self.cluster {
+                        cluster.leases.started(&room);
+                    }
+                }
+                Output::RoomEnded { room } => {
+                    debug!(%room, "room ended");
+                    if let Some(cluster) = self.cluster.clone() {
+                        // Given back by a task of its own: the hub never
+                        // waits on Redis.
+                        tokio::spawn(async move { cluster.leases.ended(&cluster, &room).await });
                     }
                 }
                 Output::Close { conn, reason } => {

@@ -116,6 +116,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     let verifier = || settings.auth_secret.as_deref().map(|s| TokenVerifier::new(s.as_bytes()));
     let builtin = BuiltinSfu::start(&settings, addr);
     let room_quota = RoomQuota::default();
+    let (publish_tx, publish_rx) = mpsc::channel(cluster::bridge::PUBLISH_QUEUE);
+    let cluster = settings.cluster.as_ref().map(|c| Arc::new(cluster::Cluster::new(c.node_id.clone(), publish_tx)));
     let (mut inboxes, mut hubs) = (Vec::new(), Vec::new());
     for _ in 0..settings.hub_shards() {
         let (tx, rx) = mpsc::channel(hub_task::HUB_QUEUE);
@@ -128,13 +130,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
             sfu_verifier: builtin.verifier.clone(),
             room_quota: room_quota.clone(),
         };
-        hubs.push(tokio::spawn(hub_task::run(config, rx, telemetry.clone(), builtin.requests.clone())));
+        let run = hub_task::run(config, rx, telemetry.clone(), builtin.requests.clone(), cluster.clone());
+        hubs.push(tokio::spawn(run));
         inboxes.push(tx);
     }
     let state = Arc::new(AppState {
         shards: shards::Shards::new(inboxes),
         room_quota,
-        cluster: settings.cluster.as_ref().map(|c| Arc::new(cluster::Cluster::new(c.node_id.clone()))),
+        cluster,
         limits: settings.limits.clone(),
         telemetry,
         conn_slots: Arc::new(Semaphore::new(settings.limits.max_connections)),
@@ -161,7 +164,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     if let (Some(cluster), Some(settings)) = (&state.cluster, &settings.cluster) {
         let client = redis::Client::open(settings.redis_url.as_str()).context("the Redis URL")?;
         info!(node = %cluster.node_id, "cluster mode: joining through Redis");
-        tokio::spawn(cluster::registry::run(cluster.clone(), state.clone(), client, addr.to_string()));
+        tokio::spawn(cluster::registry::run(cluster.clone(), state.clone(), client.clone(), addr.to_string()));
+        tokio::spawn(cluster::bridge::run_publisher(publish_rx, state.clone(), cluster.clone()));
+        tokio::spawn(cluster::bridge::run_subscriber(client, state.clone(), cluster.clone()));
+        tokio::spawn(cluster::leases::run_renewals(state.clone(), cluster.clone()));
     }
     let (stop_accepting, stop_rx) = watch::channel(false);
     if let Some(socket) = stun_socket {

@@ -14,7 +14,6 @@
 use crate::hub_task::Outbound;
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
-use switchboard_protocol::ServerKind;
 use tokio::sync::Notify;
 
 /// A drained buffer larger than this many items is freed rather than kept.
@@ -34,8 +33,8 @@ pub enum PushError {
 pub struct Outbox {
     inner: Mutex<Inner>,
     ready: Notify,
-    /// A join's answer was queued (see [`Outbox::answer`]).
-    answered: Notify,
+    /// A signal was given (see [`Outbox::next_signal`]).
+    signalled: Notify,
     capacity: usize,
     byte_capacity: usize,
 }
@@ -49,20 +48,19 @@ struct Inner {
     /// Queued items that are part of a replay.
     replay_items: usize,
     closed: bool,
-    /// The latest answer to a join queued since [`Outbox::expect_answer`]:
-    /// `true` for a welcome, `false` for an error.
-    answer: Option<bool>,
+    /// Signals from the hub not yet taken by the connection.
+    signals: VecDeque<Signal>,
 }
 
-/// What a frame of `item` says about a join in flight: a welcome admits
-/// it, an error refuses it (nothing else of the connection's is in flight
-/// while it waits, see [`crate::router`]).
-fn join_answer(item: &Outbound) -> Option<bool> {
-    match item {
-        Outbound::Frame { kind: ServerKind::Welcome, .. } => Some(true),
-        Outbound::Frame { kind: ServerKind::Error, .. } => Some(false),
-        _ => None,
-    }
+/// What a hub shard tells the connection task about where it stands, out
+/// of band (see [`crate::router`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// The join it sent is answered: in a room now, or not.
+    JoinAnswered(bool),
+    /// The shard it moved away from has handled everything it sent there
+    /// before, and forgot it.
+    MovedOut,
 }
 
 /// Bytes an item holds in the queue (a broadcast frame's text is shared
@@ -80,7 +78,7 @@ impl Outbox {
     /// bytes of them; one item always fits into an empty queue.
     pub fn new(capacity: usize, byte_capacity: usize) -> Self {
         let inner = Mutex::new(Inner::default());
-        Self { inner, ready: Notify::new(), answered: Notify::new(), capacity: capacity.max(1), byte_capacity }
+        Self { inner, ready: Notify::new(), signalled: Notify::new(), capacity: capacity.max(1), byte_capacity }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -103,9 +101,7 @@ impl Outbox {
                 return Err(PushError::Full);
             }
             inner.bytes += bytes;
-            let answer = join_answer(&item);
             inner.items.push_back((item, false));
-            self.note_answer(&mut inner, answer);
         }
         self.ready.notify_one();
         Ok(())
@@ -128,51 +124,47 @@ impl Outbox {
                 return Err(PushError::Closed);
             }
             inner.replay_items += 1;
-            let answer = join_answer(&item);
             inner.items.push_back((item, true));
-            self.note_answer(&mut inner, answer);
         }
         self.ready.notify_one();
         Ok(())
     }
 
-    fn note_answer(&self, inner: &mut Inner, answer: Option<bool>) {
-        if answer.is_some() {
-            inner.answer = answer;
-            self.answered.notify_one();
-        }
+    /// Gives the connection task a signal (at most a few per connection
+    /// life: one per join and per move).
+    pub fn signal(&self, signal: Signal) {
+        self.lock().signals.push_back(signal);
+        self.signalled.notify_one();
     }
 
-    /// A join is about to be sent: forget earlier answers.
-    pub fn expect_answer(&self) {
-        self.lock().answer = None;
-        // A permit left by an earlier answer would wake the next wait for
-        // nothing; `answer` would then just wait again.
-    }
-
-    /// Waits until an answer to the join in flight is queued: `true` for a
-    /// welcome, `false` for an error. Only one task may wait at a time.
-    pub async fn answer(&self) -> bool {
+    /// Waits for the next signal. Only one task may wait at a time.
+    pub async fn next_signal(&self) -> Signal {
         loop {
-            let queued = self.answered.notified();
-            if let Some(answer) = self.lock().answer.take() {
-                return answer;
+            let given = self.signalled.notified();
+            if let Some(signal) = self.lock().signals.pop_front() {
+                return signal;
             }
-            queued.await;
+            given.await;
         }
     }
 
     /// Takes the next item, if any.
     pub fn try_pop(&self) -> Option<Outbound> {
+        self.try_pop_marked().map(|(item, _)| item)
+    }
+
+    /// Takes the next item, if any, and whether it was queued outside the
+    /// budget (a replay or a last word: a bridge passes that on).
+    pub fn try_pop_marked(&self) -> Option<(Outbound, bool)> {
         let mut inner = self.lock();
         let item = match inner.items.pop_front() {
             Some((item, true)) => {
                 inner.replay_items -= 1;
-                Some(item)
+                Some((item, true))
             }
             Some((item, false)) => {
                 inner.bytes -= size(&item);
-                Some(item)
+                Some((item, false))
             }
             None => None,
         };
@@ -180,6 +172,18 @@ impl Outbox {
             inner.items = VecDeque::new();
         }
         item
+    }
+
+    /// Waits for the next item and its mark (see [`Outbox::try_pop_marked`]).
+    /// Only one task may wait at a time.
+    pub async fn pop_marked(&self) -> (Outbound, bool) {
+        loop {
+            let ready = self.ready.notified();
+            if let Some(item) = self.try_pop_marked() {
+                return item;
+            }
+            ready.await;
+        }
     }
 
     /// Waits for the next item. Only one task may wait at a time.
@@ -238,7 +242,7 @@ mod tests {
 
     #[test]
     fn the_byte_budget_bounds_what_a_slow_reader_holds() {
-        let frame = |n: usize| Outbound::Frame { text: "x".repeat(n).into(), kind: ServerKind::Chat, received: None };
+        let frame = |n: usize| Outbound::Frame { text: "x".repeat(n).into(), kind: switchboard_protocol::ServerKind::Chat, received: None };
         let q = Outbox::new(1024, 100);
         assert_eq!(q.try_push(frame(60)), Ok(()));
         assert_eq!(q.try_push(frame(40)), Ok(()));
@@ -267,22 +271,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_welcome_or_an_error_answers_the_join_in_flight() {
-        let frame = |kind| Outbound::Frame { text: "{}".into(), kind, received: None };
+    async fn signals_come_in_order_and_a_wait_sees_one_given_before_it() {
         let q = std::sync::Arc::new(Outbox::new(8, 1 << 20));
-        q.try_push(frame(ServerKind::Error)).expect("room");
-        q.expect_answer();
+        q.signal(Signal::MovedOut);
+        q.signal(Signal::JoinAnswered(false));
+        assert_eq!(q.next_signal().await, Signal::MovedOut);
+        assert_eq!(q.next_signal().await, Signal::JoinAnswered(false));
         let q2 = q.clone();
-        let waiter = tokio::spawn(async move { q2.answer().await });
+        let waiter = tokio::spawn(async move { q2.next_signal().await });
         tokio::task::yield_now().await;
-        q.try_push(frame(ServerKind::Pong)).expect("room");
-        tokio::task::yield_now().await;
-        assert!(!waiter.is_finished(), "a pong answers nothing, and the error before expect_answer is forgotten");
-        q.try_push(frame(ServerKind::Welcome)).expect("room");
-        assert!(waiter.await.expect("join"));
-        q.expect_answer();
-        q.push_unbudgeted(frame(ServerKind::Error)).expect("last word");
-        assert!(!q.answer().await, "a refusal");
+        assert!(!waiter.is_finished());
+        q.signal(Signal::JoinAnswered(true));
+        assert_eq!(waiter.await.expect("join"), Signal::JoinAnswered(true));
     }
 
     #[tokio::test]

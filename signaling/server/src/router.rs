@@ -14,20 +14,34 @@
 //! answer (a `welcome`, or an error refusing the join) comes back through
 //! the connection's queue, see [`crate::outbox::Outbox::answer`].
 //!
+//! In a cluster the room's owner may be another node: the connection then
+//! moves to that node (through the bridge) by the same rule.
+//!
 //! Pure: the caller does the sending.
 
+use std::sync::Arc;
+
+/// Where a connection's messages go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A hub shard of this node.
+    Shard(usize),
+    /// Another node, the owner of the room (through the bridge).
+    Node(Arc<str>),
+}
+
 /// What to do with one message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// Send it to this shard.
-    Send(usize),
+    /// Send it there.
+    Send(Target),
     /// Tell `from` the connection moved out, open it at `to`, and send the
     /// message there.
     Move {
         /// Where the connection was (in the lobby).
-        from: usize,
-        /// The shard of the room it joins.
-        to: usize,
+        from: Target,
+        /// Where the room it joins lives.
+        to: Target,
     },
 }
 
@@ -44,19 +58,22 @@ enum Phase {
 /// One connection's place among the shards.
 #[derive(Debug)]
 pub struct Route {
-    at: usize,
+    at: Target,
+    home: usize,
     phase: Phase,
+    /// Where a move in progress started (until [`Route::moved`]).
+    leaving: Option<Target>,
 }
 
 impl Route {
     /// A new connection at its home shard.
     pub fn new(home: usize) -> Self {
-        Self { at: home, phase: Phase::Lobby }
+        Self { at: Target::Shard(home), home, phase: Phase::Lobby, leaving: None }
     }
 
-    /// The shard that holds the connection now.
-    pub fn at(&self) -> usize {
-        self.at
+    /// Where the connection is held now.
+    pub fn at(&self) -> &Target {
+        &self.at
     }
 
     /// A join was sent and its answer has not come: send nothing else yet.
@@ -64,69 +81,114 @@ impl Route {
         self.phase == Phase::Joining
     }
 
-    /// Where the next message goes. `join_room_shard` is, for a `join`,
-    /// the shard of the room it names (and `None` for any other message).
-    pub fn next(&mut self, join_room_shard: Option<usize>) -> Step {
-        match (self.phase, join_room_shard) {
+    /// Where the next message goes. `join_room_at` is, for a `join`,
+    /// where the room it names lives (and `None` for any other message).
+    pub fn next(&mut self, join_room_at: Option<Target>) -> Step {
+        match (self.phase, join_room_at) {
             (Phase::Lobby, Some(to)) => {
-                let from = self.at;
-                self.at = to;
+                let from = std::mem::replace(&mut self.at, to.clone());
                 self.phase = Phase::Joining;
-                if from == to { Step::Send(to) } else { Step::Move { from, to } }
+                if from == to {
+                    return Step::Send(to);
+                }
+                self.leaving = Some(from.clone());
+                Step::Move { from, to }
             }
             // In a room a join is answered `already_joined` by the room's
             // shard; the caller never sends while a join is unanswered.
-            _ => Step::Send(self.at),
+            _ => Step::Send(self.at.clone()),
         }
     }
 
-    /// The join was answered: `joined` by a welcome, otherwise refused (the
-    /// connection stays where it is, in the lobby).
-    pub fn answered(&mut self, joined: bool) {
-        if self.phase == Phase::Joining {
-            self.phase = if joined { Phase::Joined } else { Phase::Lobby };
+    /// The join was answered: `joined` by a welcome, otherwise refused. A
+    /// refused connection stays in the lobby of the shard it moved to, or,
+    /// when it had moved to another node, comes back to its home shard (a
+    /// connection outside a room is always held by its own node): the
+    /// returned step says so.
+    pub fn answered(&mut self, joined: bool) -> Option<Step> {
+        if self.phase != Phase::Joining {
+            return None;
         }
+        self.phase = if joined { Phase::Joined } else { Phase::Lobby };
+        if joined || matches!(self.at, Target::Shard(_)) {
+            return None;
+        }
+        let home = Target::Shard(self.home);
+        let from = std::mem::replace(&mut self.at, home.clone());
+        self.leaving = Some(from.clone());
+        Some(Step::Move { from, to: home })
+    }
+
+    /// The move the last step asked for is done.
+    pub fn moved(&mut self) {
+        self.leaving = None;
+    }
+
+    /// Where a move that has not finished started: a connection that ends
+    /// halfway through a move must be closed there too.
+    pub fn leaving(&self) -> Option<&Target> {
+        self.leaving.as_ref()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Target::Shard;
+
+    fn node(id: &str) -> Target {
+        Target::Node(id.into())
+    }
 
     #[test]
     fn messages_before_a_join_stay_at_home_and_the_join_moves_to_its_rooms_shard() {
         let mut route = Route::new(1);
-        assert_eq!(route.next(None), Step::Send(1), "a ping in the lobby");
-        assert_eq!(route.next(Some(3)), Step::Move { from: 1, to: 3 });
+        assert_eq!(route.next(None), Step::Send(Shard(1)), "a ping in the lobby");
+        assert_eq!(route.next(Some(Shard(3))), Step::Move { from: Shard(1), to: Shard(3) });
         assert!(route.awaiting_answer());
         route.answered(true);
         assert!(!route.awaiting_answer());
-        assert_eq!(route.next(None), Step::Send(3));
-        assert_eq!(route.next(Some(0)), Step::Send(3), "a second join goes to the room's shard: already_joined");
+        assert_eq!(route.next(None), Step::Send(Shard(3)));
+        assert_eq!(
+            route.next(Some(Shard(0))),
+            Step::Send(Shard(3)),
+            "a second join goes to the room's shard: already_joined"
+        );
     }
 
     #[test]
     fn a_join_for_a_room_of_the_home_shard_does_not_move() {
         let mut route = Route::new(2);
-        assert_eq!(route.next(Some(2)), Step::Send(2));
+        assert_eq!(route.next(Some(Shard(2))), Step::Send(Shard(2)));
         assert!(route.awaiting_answer());
     }
 
     #[test]
     fn a_refused_join_leaves_the_connection_free_to_join_elsewhere() {
         let mut route = Route::new(0);
-        assert_eq!(route.next(Some(1)), Step::Move { from: 0, to: 1 });
+        assert_eq!(route.next(Some(Shard(1))), Step::Move { from: Shard(0), to: Shard(1) });
         route.answered(false);
-        assert_eq!(route.next(None), Step::Send(1), "it is in the lobby of the shard it moved to");
-        assert_eq!(route.next(Some(2)), Step::Move { from: 1, to: 2 });
+        assert_eq!(route.next(None), Step::Send(Shard(1)), "it is in the lobby of the shard it moved to");
+        assert_eq!(route.next(Some(Shard(2))), Step::Move { from: Shard(1), to: Shard(2) });
         route.answered(true);
-        assert_eq!(route.at(), 2);
+        assert_eq!(route.at(), &Shard(2));
+    }
+
+    #[test]
+    fn a_room_owned_by_another_node_is_joined_there_and_a_refusal_there_brings_it_home() {
+        let mut route = Route::new(1);
+        assert_eq!(route.next(Some(node("b"))), Step::Move { from: Shard(1), to: node("b") });
+        assert_eq!(route.answered(false), Some(Step::Move { from: node("b"), to: Shard(1) }), "back home");
+        assert_eq!(route.next(None), Step::Send(Shard(1)));
+        assert_eq!(route.next(Some(node("c"))), Step::Move { from: Shard(1), to: node("c") });
+        assert_eq!(route.answered(true), None);
+        assert_eq!(route.next(None), Step::Send(node("c")));
     }
 
     #[test]
     fn an_answer_with_no_join_out_changes_nothing() {
         let mut route = Route::new(0);
         route.answered(true);
-        assert_eq!(route.next(Some(1)), Step::Move { from: 0, to: 1 }, "still in the lobby");
+        assert_eq!(route.next(Some(Shard(1))), Step::Move { from: Shard(0), to: Shard(1) }, "still in the lobby");
     }
 }

@@ -163,3 +163,31 @@ async fn a_resume_reaches_its_rooms_shard_from_any_home_shard() {
         a.recv_until("B back", |m| matches!(m, ServerMessage::PeerUpdated(_))).await;
     }
 }
+
+#[tokio::test]
+async fn a_reply_from_the_home_shard_is_not_taken_for_the_join_answer_and_no_ghost_is_left() {
+    let srv = server(|s| s.hub_shards = Some(SHARDS)).await;
+    let addr = srv.local_addr();
+    let rooms = one_room_per_shard("ghost");
+    // The first connection of a server has id 1: its home is shard 1.
+    let (a, b) = (&rooms[2], &rooms[3]);
+    let mut c = Client::connect(addr).await;
+    // In one go: a message its home shard refuses (not_joined), a join that
+    // moves it, and a second join. The home shard's refusal must not read
+    // as the first join's answer (which sent the second join elsewhere and
+    // left the first room with a member nobody could reach).
+    c.send(r#"{"type":"chat","client_id":"early","text":"too early"}"#).await;
+    c.send(format!(r#"{{"type":"join","room":"{a}","name":"C"}}"#)).await;
+    c.send(format!(r#"{{"type":"join","room":"{b}","name":"C"}}"#)).await;
+    c.expect_error(ErrorCode::NotJoined).await;
+    c.expect_welcome().await;
+    c.expect_error(ErrorCode::AlreadyJoined).await;
+    c.send(r#"{"type":"leave"}"#).await;
+    c.expect_close().await;
+    // Nobody is left behind in either room.
+    for room in [a, b] {
+        let mut d = Client::connect(addr).await;
+        let w = d.join(room, "D").await;
+        assert!(w.peers.is_empty(), "{room}: {:?}", w.peers);
+    }
+}

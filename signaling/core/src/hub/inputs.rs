@@ -7,7 +7,7 @@ use crate::seat::Seat;
 use crate::timers::{Timer, Timers};
 use std::time::Instant;
 use switchboard_protocol::{
-    Bare, ClientMessage, ErrorCode, GoingAway, IceServerList, LeaveReason, Ping, Pong, ServerMessage,
+    Bare, ClientMessage, ErrorCode, GoingAway, IceServerList, LeaveReason, Ping, Pong, RoomName, ServerMessage,
 };
 
 impl Hub {
@@ -33,11 +33,15 @@ impl Hub {
 
     /// A connection not in a room moved to another hub shard: forget it
     /// without a word (it is not closed). A connection in a room or
-    /// resuming is never moved; for one, this does nothing.
-    pub fn moved_out(&mut self, conn: ConnId) {
+    /// resuming is never moved; for one, this does nothing and says so
+    /// (`false`: the shell must keep reaching it here).
+    pub fn moved_out(&mut self, conn: ConnId) -> bool {
         if matches!(self.conns.get(&conn), Some(ConnState::Lobby)) {
             self.conns.remove(&conn);
+            self.joins_owed.remove(&conn);
+            return true;
         }
+        false
     }
 
     /// A connection is gone (closed by the client, the network or the shell).
@@ -46,6 +50,12 @@ impl Hub {
     /// `reconnecting`; otherwise it leaves its room with `reason`. Calling it
     /// for an unknown or already closed connection does nothing.
     pub fn disconnect(&mut self, conn: ConnId, reason: LeaveReason, now: Now) {
+        self.drop_connection(conn, reason, now);
+        self.settle_joins();
+    }
+
+    fn drop_connection(&mut self, conn: ConnId, reason: LeaveReason, now: Now) {
+        self.joins_owed.remove(&conn);
         match self.conns.remove(&conn) {
             Some(ConnState::Joined(seat)) => {
                 if self.holds_seat(reason, &seat) {
@@ -74,10 +84,16 @@ impl Hub {
         if let Some(pending) = member.pending.take() {
             self.refuse(pending, "the session is live on another connection: join afresh", now);
         }
+        self.settle_joins();
     }
 
     /// Handles one message from `conn`.
     pub fn message(&mut self, conn: ConnId, msg: ClientMessage, now: Now) {
+        self.handle_message(conn, msg, now);
+        self.settle_joins();
+    }
+
+    fn handle_message(&mut self, conn: ConnId, msg: ClientMessage, now: Now) {
         let Some(state) = self.conns.get(&conn) else { return };
         let joined = match state {
             ConnState::Joined(seat) => Some(seat.clone()),
@@ -103,7 +119,10 @@ impl Hub {
                 }
                 self.out.push_back(Output::Close { conn, reason: CloseReason::Normal });
             }
-            (ClientMessage::Join(join), None) => self.join(conn, join, now),
+            (ClientMessage::Join(join), None) => {
+                self.joins_owed.insert(conn);
+                self.join(conn, join, now);
+            }
             (ClientMessage::Join(join), Some(_)) => {
                 self.error(conn, join.id, ErrorCode::AlreadyJoined, "this connection has already joined a room");
             }
@@ -125,7 +144,7 @@ impl Hub {
         match msg {
             ClientMessage::Ping(Ping { id, .. }) => self.send(conn, ServerMessage::Pong(Pong { id })),
             ClientMessage::Leave(_) => {
-                self.disconnect(conn, LeaveReason::Left, now);
+                self.drop_connection(conn, LeaveReason::Left, now);
                 self.out.push_back(Output::Close { conn, reason: CloseReason::Normal });
             }
             msg => {
@@ -177,6 +196,7 @@ impl Hub {
                 Timer::SfuLaunch(room) => self.sfu_launch_expired(&room, now),
             }
         }
+        self.settle_joins();
     }
 
     /// The server is going away: every connection is told so and closed (in
@@ -186,8 +206,11 @@ impl Hub {
         self.going_away = Some(notice.clone());
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         self.conns.clear();
+        self.joins_owed.clear();
         self.config.room_quota.give_back(self.rooms.len());
+        let ended: Vec<RoomName> = self.rooms.keys().cloned().collect();
         self.rooms.clear();
+        self.out.extend(ended.into_iter().map(|room| Output::RoomEnded { room }));
         self.tokens.clear();
         self.replaced.clear();
         self.away.clear();

@@ -3,7 +3,7 @@
 //! leaves it.
 
 use super::fanout::Audience;
-use super::{ConnId, ConnState, Entropy, Hub};
+use super::{CloseReason, ConnId, ConnState, Entropy, Hub, Output, Recipients};
 use crate::Now;
 use crate::auth::{TokenError, TokenVerifier};
 use crate::events::Budget;
@@ -73,6 +73,9 @@ impl Hub {
         }
         let limits = &self.config.limits;
         let mode = claimed_mode.unwrap_or(self.config.room_mode);
+        if !self.rooms.contains_key(&room_name) {
+            self.out.push_back(Output::RoomStarted { room: room_name.clone() });
+        }
         let room = self
             .rooms
             .entry(room_name.clone())
@@ -196,6 +199,7 @@ impl Hub {
             self.rooms.remove(&seat.room);
             self.config.room_quota.give_back(1);
             self.forget(seat, member, now);
+            self.out.push_back(Output::RoomEnded { room: seat.room.clone() });
             return;
         }
         // Noted before the event: a member removed while it is emitted (a
@@ -260,4 +264,29 @@ fn peer_id_from(entropy: &mut Entropy) -> PeerId {
     }
     // Always 13 characters of [A-Z0-9p]: a valid peer id.
     PeerId::new(id).unwrap_or_else(|e| unreachable!("generated peer id invalid: {e}"))
+}
+
+impl Hub {
+    /// This hub may no longer serve `room` (in a cluster, its lease went to
+    /// another node): every member still connected is told `notice` and
+    /// closed, seats held for a resume are dropped, and the room is gone
+    /// from here. Its members come back by joining afresh wherever the room
+    /// is now. Nobody is told `peer_left`: everyone goes at once.
+    pub fn evict_room(&mut self, room_name: &RoomName, notice: &switchboard_protocol::GoingAway, now: Now) {
+        let Some(mut room) = self.rooms.remove(room_name) else { return };
+        self.config.room_quota.give_back(1);
+        let peers: Vec<PeerId> = room.members().map(|m| m.info.id.clone()).collect();
+        for peer in peers {
+            let Some(member) = room.remove(&peer) else { continue };
+            self.peers -= 1;
+            if member.online && self.conns.remove(&member.conn).is_some() {
+                let msg = ServerMessage::GoingAway(notice.clone());
+                self.out.push_back(Output::Send { to: Recipients::One(member.conn), msg, json: None });
+                self.out.push_back(Output::Close { conn: member.conn, reason: CloseReason::GoingAway });
+            }
+            self.forget(&Seat::new(room_name, &peer), member, now);
+        }
+        self.out.push_back(Output::RoomEnded { room: room_name.clone() });
+        self.settle_joins();
+    }
 }

@@ -110,6 +110,9 @@ pub struct Hub {
     going_away: Option<GoingAway>,
     /// Tokens of sessions replaced less than a resume grace ago.
     replaced: ReplacedTokens,
+    /// Connections whose join is not answered yet (see
+    /// [`Output::JoinAnswered`]): at most one entry per connection.
+    joins_owed: std::collections::BTreeSet<ConnId>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -133,6 +136,28 @@ impl Hub {
             away: BTreeMap::new(),
             going_away: None,
             replaced: ReplacedTokens::default(),
+            joins_owed: std::collections::BTreeSet::new(),
+        }
+    }
+
+    /// Says, for every join still owed an answer, whether it is settled:
+    /// joined, or back outside a room (or closed). A resume waiting on a
+    /// probe stays owed. Called at the end of every input.
+    fn settle_joins(&mut self) {
+        if self.joins_owed.is_empty() {
+            return;
+        }
+        let owed = std::mem::take(&mut self.joins_owed);
+        for conn in owed {
+            let joined = match self.conns.get(&conn) {
+                Some(ConnState::Resuming(_)) => {
+                    self.joins_owed.insert(conn);
+                    continue;
+                }
+                Some(ConnState::Joined(_)) => true,
+                Some(ConnState::Lobby) | None => false,
+            };
+            self.out.push_back(Output::JoinAnswered { conn, joined });
         }
     }
 

@@ -72,4 +72,28 @@ pub enum Output {
         /// The connection to check.
         conn: ConnId,
     },
+    /// The join this connection sent is answered (its welcome or refusal
+    /// is queued before this): `joined`, or still outside a room. Every
+    /// join sent outside a room gets exactly one, after its answer; a
+    /// resume waiting on a probe gets it when the probe is settled. The
+    /// shell routes a connection by it (it holds the connection's later
+    /// messages until then).
+    JoinAnswered {
+        /// The connection.
+        conn: ConnId,
+        /// Whether it is in a room now.
+        joined: bool,
+    },
+    /// A room was created here (its first member joined). In a cluster the
+    /// shell holds the room's lease from now on.
+    RoomStarted {
+        /// The room.
+        room: RoomName,
+    },
+    /// A room is gone from here: its last member left, or the hub shut down.
+    /// In a cluster the shell gives the room's lease back.
+    RoomEnded {
+        /// The room.
+        room: RoomName,
+    },
 }

@@ -17,6 +17,12 @@ pub struct Sim {
     pub sfu_wanted: Vec<String>,
     /// Connections the hub asked to probe, in order.
     pub probed: Vec<ConnId>,
+    /// Rooms created, in order.
+    pub rooms_started: Vec<String>,
+    /// Rooms ended, in order.
+    pub rooms_ended: Vec<String>,
+    /// Joins answered, in order.
+    pub join_answers: Vec<(ConnId, bool)>,
 }
 
 impl Sim {
@@ -34,6 +40,9 @@ impl Sim {
             last: Vec::new(),
             sfu_wanted: Vec::new(),
             probed: Vec::new(),
+            rooms_started: Vec::new(),
+            rooms_ended: Vec::new(),
+            join_answers: Vec::new(),
         }
     }
 
@@ -51,6 +60,9 @@ impl Sim {
                 }
                 Output::SfuWanted { room } => self.sfu_wanted.push(room.to_string()),
                 Output::Probe { conn } => self.probed.push(*conn),
+                Output::RoomStarted { room } => self.rooms_started.push(room.to_string()),
+                Output::RoomEnded { room } => self.rooms_ended.push(room.to_string()),
+                Output::JoinAnswered { conn, joined } => self.join_answers.push((*conn, *joined)),
             }
             self.last.push(out);
         }

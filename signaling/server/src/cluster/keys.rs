@@ -10,6 +10,22 @@ pub fn node(id: &str) -> String {
     format!("sb:node:{id}")
 }
 
+/// A node's bridge channel (pub/sub).
+pub fn bridge(node: &str) -> String {
+    format!("sb:bridge:{node}")
+}
+
+/// A room's owner key (`<node>:<fence>`, with the lease's TTL). Room names
+/// are validated by the protocol (`A-Z a-z 0-9 _ - .`, 1–64).
+pub fn room_owner(room: &switchboard_protocol::RoomName) -> String {
+    format!("sb:room:{room}:owner")
+}
+
+/// A room's fence counter.
+pub fn room_fence(room: &switchboard_protocol::RoomName) -> String {
+    format!("sb:room:{room}:fence")
+}
+
 /// Whether `id` may be a node id (and so part of a key).
 pub fn valid_node_id(id: &str) -> bool {
     (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))

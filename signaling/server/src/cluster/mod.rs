@@ -6,8 +6,12 @@
 //! and Redis health in `/readyz` and the metrics. Room leases, the bridge
 //! and durable chat follow (decision 0018 says how).
 
+pub mod bridge;
 pub mod keys;
+pub mod lease;
+pub mod leases;
 pub mod registry;
+pub mod wire;
 
 use serde::Serialize;
 use std::sync::Mutex;
@@ -59,12 +63,40 @@ pub struct Cluster {
     pub node_id: String,
     redis_up: AtomicBool,
     nodes: Mutex<Vec<NodeInfo>>,
+    /// A Redis connection (it reconnects by itself), once one was made.
+    redis: Mutex<Option<redis::aio::ConnectionManager>>,
+    /// The rooms this node owns.
+    pub leases: leases::Leases,
+    /// Connections to and from other nodes.
+    pub bridge: bridge::Bridge,
 }
 
 impl Cluster {
-    /// A node that has not reached Redis yet.
-    pub fn new(node_id: String) -> Self {
-        Self { node_id, redis_up: AtomicBool::new(false), nodes: Mutex::new(Vec::new()) }
+    /// A node that has not reached Redis yet; its bridge publishes through
+    /// `publish` (see [`bridge::run_publisher`]).
+    pub fn new(node_id: String, publish: tokio::sync::mpsc::Sender<(String, String)>) -> Self {
+        let bridge = bridge::Bridge::new(node_id.as_str().into(), publish);
+        Self {
+            node_id,
+            redis_up: AtomicBool::new(false),
+            nodes: Mutex::new(Vec::new()),
+            redis: Mutex::new(None),
+            leases: leases::Leases::default(),
+            bridge,
+        }
+    }
+
+    /// A handle on the Redis connection, when one was made and Redis
+    /// answered the last heartbeat.
+    pub fn redis(&self) -> Option<redis::aio::ConnectionManager> {
+        if !self.redis_up() {
+            return None;
+        }
+        self.redis.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn connected(&self, conn: redis::aio::ConnectionManager) {
+        *self.redis.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(conn);
     }
 
     /// Whether the last heartbeat reached Redis.
@@ -89,8 +121,26 @@ impl Cluster {
     /// The body of `GET /v1/cluster`.
     pub fn view(&self) -> serde_json::Value {
         let redis = if self.redis_up() { "up" } else { "unreachable" };
-        serde_json::json!({ "node": self.node_id, "redis": redis, "nodes": self.nodes() })
+        let (bridged_out, bridged_in) = self.bridge.counts();
+        serde_json::json!({
+            "node": self.node_id,
+            "redis": redis,
+            "nodes": self.nodes(),
+            "rooms": self.leases.rooms(),
+            "bridged": { "to_other_nodes": bridged_out, "from_other_nodes": bridged_in },
+        })
     }
+}
+
+/// A connection to Redis that reconnects by itself (each call is bounded
+/// by its caller).
+pub async fn connect(redis_url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
+    use anyhow::Context;
+    let client = redis::Client::open(redis_url).context("the Redis URL")?;
+    tokio::time::timeout(REDIS_TIMEOUT, client.get_connection_manager())
+        .await
+        .context("connecting to Redis: timed out")?
+        .context("connecting to Redis")
 }
 
 /// A random node id: 16 hex digits.

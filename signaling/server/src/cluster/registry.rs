@@ -31,6 +31,7 @@ pub async fn run(cluster: Arc<Cluster>, state: Arc<AppState>, client: redis::Cli
                     .await
                     .context("connecting to Redis: timed out")?
                     .context("connecting to Redis")?;
+                cluster.connected(manager.clone());
                 redis = Some(manager);
             }
             let Some(conn) = redis.as_mut() else { unreachable!("connected above") };
@@ -44,7 +45,9 @@ pub async fn run(cluster: Arc<Cluster>, state: Arc<AppState>, client: redis::Cli
                 }
                 state.telemetry.redis_up.set(1.0);
                 state.telemetry.cluster_nodes.set(nodes.len() as f64);
+                let alive: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
                 cluster.heard(nodes);
+                cluster.bridge.forget_nodes_not_in(&state, &alive).await;
             }
             Err(err) => {
                 if cluster.redis_up() {

@@ -1,0 +1,460 @@
+//! The bridge (decision 0018): a connection on this node whose room lives
+//! on another node talks to that node's hub through Redis pub/sub, and the
+//! owner talks back. Each node listens on one channel
+//! ([`super::keys::bridge`]); one publisher task per node keeps its frames
+//! in order.
+//!
+//! - **Client side**: the connection task hands its hub events to
+//!   [`Bridge::to_owner`]; frames for the client come back and go into the
+//!   connection's own queue, exactly as a local shard's would.
+//! - **Owner side**: a bridged connection is a connection like any other to
+//!   the hub shard (its own `ConnId` and queue); a pump task per connection
+//!   sends what the shard queues for it back to the client's node.
+//!
+//! Pub/sub may lose a frame (a Redis reconnect). Frames are numbered per
+//! connection and direction, and a gap, a failed publish or a lost
+//! subscription ends the connections concerned as *dropped*: the client
+//! resumes and the owner's event log replays what it missed. A lost frame
+//! costs a resume, never a message.
+
+use super::wire::Frame;
+use super::{Cluster, REDIS_TIMEOUT, keys};
+use crate::hub_task::{CloseSpec, ConnHandle, HubEvent, Kill, Outbound};
+use crate::outbox::{Outbox, Signal};
+use crate::router::Target;
+use crate::state::AppState;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use switchboard_core::ConnId;
+use switchboard_protocol::{
+    ClientMessage, ErrorCode, ErrorMessage, LeaveReason, ServerKind, ServerMessage, parse_client,
+};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+/// Frames queued for the publisher before senders wait.
+pub const PUBLISH_QUEUE: usize = 16 * 1024;
+/// Frames published in one pipeline.
+pub const PUBLISH_BATCH: usize = 256;
+/// Largest frame accepted from Redis: a client message is at most
+/// `4 × max_message_bytes` and is re-serialized with a small envelope, so
+/// anything far larger is not ours.
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
+
+/// How a connection ends when the bridge lost track of it: as a drop the
+/// client recovers from by resuming.
+const RESET: CloseSpec = CloseSpec { code: 1012, reason: "bridge_reset" };
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A connection of this node whose room lives on `owner`.
+#[derive(Debug)]
+struct ClientSide {
+    owner: Arc<str>,
+    handle: ConnHandle,
+    /// Frames sent to the owner.
+    sent: u64,
+    /// Frames heard from the owner.
+    heard: u64,
+}
+
+/// A connection of another node served by a hub shard here.
+#[derive(Debug)]
+struct Hosted {
+    conn: ConnId,
+    handle: ConnHandle,
+    /// The shard of its room, once its join came.
+    shard: Option<usize>,
+    opened: Instant,
+    /// When it came here (a node is forgotten only by connections older
+    /// than a registry read).
+    since: Instant,
+    heard: u64,
+    pump: JoinHandle<()>,
+}
+
+/// Both sides of this node's bridge.
+#[derive(Debug)]
+pub struct Bridge {
+    node: Arc<str>,
+    publish: mpsc::Sender<(String, String)>,
+    clients: Mutex<HashMap<ConnId, ClientSide>>,
+    hosted: Mutex<HashMap<(Arc<str>, u64), Hosted>>,
+}
+
+impl Bridge {
+    /// A bridge whose frames go to `publish` (see [`run_publisher`]).
+    pub fn new(node: Arc<str>, publish: mpsc::Sender<(String, String)>) -> Self {
+        Self { node, publish, clients: Mutex::default(), hosted: Mutex::default() }
+    }
+
+    /// Bridged connections (client side, owner side).
+    pub fn counts(&self) -> (usize, usize) {
+        (lock(&self.clients).len(), lock(&self.hosted).len())
+    }
+
+    async fn send(&self, node: &str, frame: &Frame) -> Result<(), ()> {
+        self.publish.send((keys::bridge(node), frame.to_json())).await.map_err(drop)
+    }
+
+    /// Client side: hands one of a connection's hub events to the owner.
+    pub async fn to_owner(&self, owner: &Arc<str>, event: HubEvent) -> Result<(), ()> {
+        let from = self.node.to_string();
+        let (conn, frame) = {
+            let mut clients = lock(&self.clients);
+            let next = |side: &mut ClientSide| {
+                side.sent += 1;
+                side.sent
+            };
+            match event {
+                HubEvent::Open { conn, handle, opened } => {
+                    let side = ClientSide { owner: owner.clone(), handle, sent: 1, heard: 0 };
+                    clients.insert(conn, side);
+                    let age_ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    (conn, Frame::Open { from, c: conn.0, s: 1, age_ms })
+                }
+                HubEvent::Message { conn, msg, .. } => {
+                    let Some(side) = clients.get_mut(&conn) else { return Ok(()) };
+                    let m = serde_json::to_string(&msg).map_err(drop)?;
+                    (conn, Frame::Msg { from, c: conn.0, s: next(side), m })
+                }
+                HubEvent::Alive { conn } => {
+                    let Some(side) = clients.get_mut(&conn) else { return Ok(()) };
+                    (conn, Frame::Alive { from, c: conn.0, s: next(side) })
+                }
+                HubEvent::Closed { conn, reason } => {
+                    let Some(mut side) = clients.remove(&conn) else { return Ok(()) };
+                    // Cut off here as a slow consumer is, to the room, a
+                    // drop: its seat is held, as a local shard holds it.
+                    let reason = if reason == LeaveReason::SlowConsumer { LeaveReason::Disconnected } else { reason };
+                    (conn, Frame::Closed { from, c: conn.0, s: next(&mut side), reason })
+                }
+                HubEvent::MovedOut { conn } => {
+                    let Some(mut side) = clients.remove(&conn) else { return Ok(()) };
+                    (conn, Frame::MovedOut { from, c: conn.0, s: next(&mut side) })
+                }
+                HubEvent::Shutdown(_) | HubEvent::Evict { .. } => return Ok(()),
+            }
+        };
+        let sent = self.send(owner, &frame).await;
+        if sent.is_err() {
+            lock(&self.clients).remove(&conn);
+        }
+        sent
+    }
+
+    /// Handles one frame from Redis.
+    pub async fn receive(&self, state: &AppState, cluster: &Cluster, payload: &str) {
+        if payload.len() > MAX_FRAME_BYTES {
+            warn!(bytes = payload.len(), "bridge frame too large: dropped");
+            return;
+        }
+        let frame = match serde_json::from_str::<Frame>(payload) {
+            Ok(frame) => frame,
+            Err(err) => {
+                warn!("bridge frame unreadable: {err}");
+                return;
+            }
+        };
+        match frame {
+            Frame::Open { from, c, s, age_ms } => self.open(state, &from, c, s, age_ms),
+            Frame::Msg { from, c, s, m } => self.message(state, cluster, &from, c, s, &m).await,
+            Frame::Alive { from, c, s } => {
+                if let Some(at) = self.hosted_step(&from, c, s) {
+                    let _ = state.shards.get(at.1).send(HubEvent::Alive { conn: at.0 }).await;
+                }
+            }
+            Frame::Closed { from, c, s: _, reason } => {
+                // Whatever came before, the connection is over.
+                let removed = lock(&self.hosted).remove(&(Arc::from(from.as_str()), c));
+                if let Some(hosted) = removed {
+                    hosted.handle.outbox.close();
+                    hosted.pump.abort();
+                    if let Some(shard) = hosted.shard {
+                        let _ = state.shards.get(shard).send(HubEvent::Closed { conn: hosted.conn, reason }).await;
+                    }
+                }
+            }
+            Frame::MovedOut { from, c, s: _ } => {
+                let removed = lock(&self.hosted).remove(&(Arc::from(from.as_str()), c));
+                if let Some(hosted) = removed {
+                    hosted.handle.outbox.close();
+                    hosted.pump.abort();
+                    if let Some(shard) = hosted.shard {
+                        let _ = state.shards.get(shard).send(HubEvent::MovedOut { conn: hosted.conn }).await;
+                    }
+                }
+            }
+            Frame::Text { c, s, k, text, u } => self.to_client(c, s, |handle| {
+                let kind = ServerKind::ALL.get(usize::from(k)).copied().unwrap_or(ServerKind::Error);
+                let frame = Outbound::Frame { text: text.into(), kind, received: None };
+                let pushed = if u { handle.outbox.push_unbudgeted(frame) } else { handle.outbox.try_push(frame) };
+                if pushed == Err(crate::outbox::PushError::Full) {
+                    handle.kill.fire(CloseSpec::SLOW_CONSUMER);
+                }
+            }),
+            Frame::Close { c, s, code, reason } => self.to_client(c, s, |handle| {
+                let _ =
+                    handle.outbox.push_unbudgeted(Outbound::Close(CloseSpec { code, reason: static_reason(&reason) }));
+            }),
+            Frame::Probe { c, s } => self.to_client(c, s, |handle| handle.probe.notify_one()),
+            Frame::Signal { c, s, joined } => self.to_client(c, s, |handle| {
+                handle.outbox.signal(joined.map_or(Signal::MovedOut, Signal::JoinAnswered));
+            }),
+            Frame::Kill { c, s, code, reason } => {
+                self.to_client(c, s, |handle| handle.kill.fire(CloseSpec { code, reason: static_reason(&reason) }));
+            }
+        }
+    }
+
+    /// Client side: a frame from the owner for connection `c`, in order or
+    /// the connection is reset.
+    fn to_client(&self, c: u64, s: u64, apply: impl FnOnce(&ConnHandle)) {
+        let mut clients = lock(&self.clients);
+        let Some(side) = clients.get_mut(&ConnId(c)) else { return };
+        if s != side.heard + 1 {
+            debug!(conn = c, expected = side.heard + 1, got = s, "bridge gap: connection reset");
+            side.handle.kill.fire(RESET);
+            return;
+        }
+        side.heard = s;
+        apply(&side.handle);
+    }
+
+    /// Owner side: the next frame of a hosted connection, in order: its
+    /// id here and shard. A gap drops the connection.
+    fn hosted_step(&self, from: &str, c: u64, s: u64) -> Option<(ConnId, usize)> {
+        let mut hosted = lock(&self.hosted);
+        let key = (Arc::from(from), c);
+        let entry = hosted.get_mut(&key)?;
+        if s != entry.heard + 1 {
+            debug!(conn = c, "bridge gap from a client's node: connection reset");
+            entry.handle.kill.fire(RESET);
+            return None;
+        }
+        entry.heard = s;
+        Some((entry.conn, entry.shard?))
+    }
+
+    /// Owner side: a connection moved here to join a room.
+    fn open(&self, state: &AppState, from: &str, c: u64, s: u64, age_ms: u64) {
+        let conn = ConnId(state.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let outbox = Arc::new(Outbox::new(state.limits.outbound_queue, state.limits.outbound_queue_bytes));
+        let handle = ConnHandle { outbox, probe: Arc::new(Notify::new()), kill: Arc::new(Kill::default()) };
+        let from: Arc<str> = Arc::from(from);
+        let pump = tokio::spawn(pump(self.publish.clone(), from.clone(), c, handle.clone()));
+        let opened = Instant::now().checked_sub(Duration::from_millis(age_ms)).unwrap_or_else(Instant::now);
+        let hosted = Hosted { conn, handle, shard: None, opened, since: Instant::now(), heard: s, pump };
+        if let Some(old) = lock(&self.hosted).insert((from, c), hosted) {
+            old.pump.abort();
+        }
+    }
+
+    /// Owner side: a client message. The first (a join) places the
+    /// connection in its room's shard, once this node holds the room.
+    async fn message(&self, state: &AppState, cluster: &Cluster, from: &str, c: u64, s: u64, m: &str) {
+        let key = (Arc::from(from), c);
+        let (conn, handle, shard, opened) = {
+            let mut hosted = lock(&self.hosted);
+            let Some(entry) = hosted.get_mut(&key) else { return };
+            if s != entry.heard + 1 {
+                entry.handle.kill.fire(RESET);
+                return;
+            }
+            entry.heard = s;
+            (entry.conn, entry.handle.clone(), entry.shard, entry.opened)
+        };
+        let Ok(msg) = parse_client(m) else {
+            warn!("bridge message unreadable: dropped");
+            return;
+        };
+        if let Some(shard) = shard {
+            let _ = state.shards.get(shard).send(HubEvent::Message { conn, msg, received: Instant::now() }).await;
+            return;
+        }
+        let ClientMessage::Join(join) = &msg else { return };
+        // The client's node placed the room here; hold it before the room
+        // is made (or refuse: it may be between owners).
+        if let Err(why) = cluster.leases.hold_here(cluster, &join.room).await {
+            let error = ErrorMessage::recoverable(join.id.clone(), ErrorCode::Unavailable, why);
+            let text = ServerMessage::Error(error).to_json();
+            let _ =
+                handle.outbox.try_push(Outbound::Frame { text: text.into(), kind: ServerKind::Error, received: None });
+            handle.outbox.signal(Signal::JoinAnswered(false));
+            return;
+        }
+        let shard = state.shards.place(&join.room);
+        if let Some(entry) = lock(&self.hosted).get_mut(&key) {
+            entry.shard = Some(shard);
+        }
+        let inbox = state.shards.get(shard);
+        let _ = inbox.send(HubEvent::Open { conn, handle, opened }).await;
+        let _ = inbox.send(HubEvent::Message { conn, msg, received: Instant::now() }).await;
+    }
+
+    /// Every bridged connection whose frames may have been lost (the
+    /// subscription or a publish failed) ends as dropped: clients resume.
+    pub async fn reset_all(&self, state: &AppState) {
+        let clients: Vec<ClientSide> = lock(&self.clients).drain().map(|(_, side)| side).collect();
+        for side in clients {
+            side.handle.kill.fire(RESET);
+        }
+        let hosted: Vec<Hosted> = lock(&self.hosted).drain().map(|(_, h)| h).collect();
+        for h in hosted {
+            h.handle.outbox.close();
+            h.pump.abort();
+            if let Some(shard) = h.shard {
+                let _ = state
+                    .shards
+                    .get(shard)
+                    .send(HubEvent::Closed { conn: h.conn, reason: LeaveReason::Disconnected })
+                    .await;
+            }
+        }
+    }
+
+    /// Connections to or from nodes that are no longer alive end: a client
+    /// whose owner died reconnects (and joins the room wherever it is
+    /// placed next); a hosted connection whose node died is a drop (its
+    /// client resumes through another node).
+    pub async fn forget_nodes_not_in(&self, state: &AppState, alive: &[String]) {
+        let is_alive = |node: &str| alive.iter().any(|a| a == node);
+        let orphans: Vec<ConnId> =
+            lock(&self.clients).iter().filter(|(_, s)| !is_alive(&s.owner)).map(|(c, _)| *c).collect();
+        for conn in orphans {
+            let removed = lock(&self.clients).remove(&conn);
+            if let Some(side) = removed {
+                side.handle.kill.fire(CloseSpec { code: 1012, reason: "going_away" });
+            }
+        }
+        let dead: Vec<(Arc<str>, u64)> = lock(&self.hosted)
+            .iter()
+            .filter(|((node, _), h)| !is_alive(node) && h.since.elapsed() > super::NODE_TTL)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in dead {
+            let removed = lock(&self.hosted).remove(&key);
+            let Some(h) = removed else { continue };
+            h.handle.outbox.close();
+            h.pump.abort();
+            if let Some(shard) = h.shard {
+                let _ = state
+                    .shards
+                    .get(shard)
+                    .send(HubEvent::Closed { conn: h.conn, reason: LeaveReason::Disconnected })
+                    .await;
+            }
+        }
+    }
+}
+
+/// Owner side: sends what the shard queues for one hosted connection back
+/// to its node, numbered.
+async fn pump(publish: mpsc::Sender<(String, String)>, node: Arc<str>, c: u64, handle: ConnHandle) {
+    let channel = keys::bridge(&node);
+    let mut s = 0;
+    loop {
+        s += 1;
+        let (frame, last) = tokio::select! {
+            (item, unbudgeted) = handle.outbox.pop_marked() => match item {
+                Outbound::Frame { text, kind, .. } => {
+                    let k = u8::try_from(kind.index()).unwrap_or(u8::MAX);
+                    (Frame::Text { c, s, k, text: text.to_string(), u: unbudgeted }, false)
+                }
+                Outbound::Close(spec) => (Frame::Close { c, s, code: spec.code, reason: spec.reason.into() }, true),
+            },
+            () = handle.probe.notified() => (Frame::Probe { c, s }, false),
+            signal = handle.outbox.next_signal() => {
+                let joined = match signal { Signal::JoinAnswered(joined) => Some(joined), Signal::MovedOut => None };
+                (Frame::Signal { c, s, joined }, false)
+            }
+            spec = handle.kill.fired() => (Frame::Kill { c, s, code: spec.code, reason: spec.reason.into() }, true),
+        };
+        if publish.send((channel.clone(), frame.to_json())).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// A close reason from the wire as the `'static` text a close frame takes.
+fn static_reason(reason: &str) -> &'static str {
+    let known = ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .chain(LeaveReason::ALL.iter().map(|r| r.as_str()))
+        .chain(["going_away", "bridge_reset"]);
+    for name in known {
+        if name == reason {
+            return name;
+        }
+    }
+    "closed"
+}
+
+/// Publishes queued frames in order, a pipeline at a time. A failed
+/// publish may have lost frames: every bridged connection is reset.
+pub async fn run_publisher(mut frames: mpsc::Receiver<(String, String)>, state: Arc<AppState>, cluster: Arc<Cluster>) {
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    while frames.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+        let Some(mut conn) = cluster.redis() else {
+            batch.clear();
+            cluster.bridge.reset_all(&state).await;
+            continue;
+        };
+        let mut pipe = redis::pipe();
+        for (channel, payload) in batch.drain(..) {
+            pipe.publish(channel, payload).ignore();
+        }
+        let sent = tokio::time::timeout(REDIS_TIMEOUT, pipe.exec_async(&mut conn)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            state.telemetry.redis_errors.increment(1);
+            warn!("bridge publish failed: bridged connections reset");
+            cluster.bridge.reset_all(&state).await;
+        }
+    }
+}
+
+/// Listens on this node's channel until the server stops, subscribing
+/// again after a loss (and resetting what may have been lost meanwhile).
+pub async fn run_subscriber(client: redis::Client, state: Arc<AppState>, cluster: Arc<Cluster>) {
+    use futures_util::StreamExt;
+    let channel = keys::bridge(&cluster.node_id);
+    let mut first = true;
+    while !state.shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
+        let subscribed = async {
+            let mut pubsub = tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub()).await.ok()?.ok()?;
+            tokio::time::timeout(REDIS_TIMEOUT, pubsub.subscribe(&channel)).await.ok()?.ok()?;
+            Some(pubsub)
+        }
+        .await;
+        let Some(mut pubsub) = subscribed else {
+            tokio::time::sleep(super::HEARTBEAT).await;
+            continue;
+        };
+        if !first {
+            cluster.bridge.reset_all(&state).await;
+        }
+        first = false;
+        let mut messages = pubsub.on_message();
+        while let Some(msg) = messages.next().await {
+            let Ok(payload) = msg.get_payload::<String>() else { continue };
+            cluster.bridge.receive(&state, &cluster, &payload).await;
+        }
+        warn!("bridge subscription lost: subscribing again");
+    }
+}
+
+/// Where a target's events go: a local shard, or the bridge.
+pub async fn deliver(state: &AppState, to: &Target, event: HubEvent) -> Result<(), ()> {
+    match to {
+        Target::Shard(i) => state.shards.get(*i).send(event).await.map_err(drop),
+        Target::Node(node) => match &state.cluster {
+            Some(cluster) => cluster.bridge.to_owner(node, event).await,
+            None => Err(()),
+        },
+    }
+}

@@ -1,0 +1,235 @@
+//! The leases this node holds, and where a room is placed (decision 0018).
+//!
+//! A room is placed by the node that sees a join for it while nobody owns
+//! it: on the least loaded live node (this one on a tie). That node takes
+//! the lease *for* the chosen node, so two nodes placing one room at once
+//! cannot both win; the chosen node adopts it when the join reaches it.
+//! The holder renews every [`LEASE_RENEW`]; a lease it can no longer renew
+//! because someone else took the room evicts the room here. While Redis is
+//! unreachable the rooms stay (nobody can take a lease meanwhile), and
+//! their leases are renewed, or taken again, when it is back.
+
+use super::Cluster;
+use super::lease::{self, LEASE_RENEW, LEASE_TTL, Lease, Owner};
+use crate::hub_task::HubEvent;
+use crate::router::Target;
+use crate::state::AppState;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use switchboard_protocol::{GoingAway, RoomName};
+use tracing::{info, warn};
+
+/// A lease adopted for a join that never made its room (a refused join)
+/// is given back after this long.
+pub const UNUSED_LEASE: Duration = Duration::from_secs(10);
+/// Placement tries again this many times when it loses a race.
+const PLACEMENT_TRIES: usize = 3;
+/// How often placement looks again at a room whose owner died, until its
+/// lease lapses.
+const LAPSE_POLL: Duration = Duration::from_millis(250);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[derive(Debug)]
+struct Held {
+    lease: Lease,
+    /// The room exists in a shard here.
+    started: bool,
+    since: Instant,
+}
+
+/// The leases of this node.
+#[derive(Debug, Default)]
+pub struct Leases {
+    held: Mutex<HashMap<RoomName, Held>>,
+}
+
+impl Leases {
+    /// Rooms held.
+    pub fn len(&self) -> usize {
+        lock(&self.held).len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The rooms held, for `/v1/cluster`.
+    pub fn rooms(&self) -> Vec<String> {
+        let mut rooms: Vec<String> = lock(&self.held).keys().map(ToString::to_string).collect();
+        rooms.sort();
+        rooms
+    }
+
+    fn keep(&self, lease: Lease) {
+        let room = lease.room.clone();
+        let mut held = lock(&self.held);
+        let started = held.get(&room).is_some_and(|h| h.started);
+        held.insert(room, Held { lease, started, since: Instant::now() });
+    }
+
+    /// Whether this node holds `room` now (and may act for it).
+    pub fn holds(&self, room: &RoomName) -> bool {
+        lock(&self.held).get(room).is_some_and(|h| h.lease.valid_until > Instant::now())
+    }
+
+    /// A shard made `room`.
+    pub fn started(&self, room: &RoomName) {
+        if let Some(held) = lock(&self.held).get_mut(room) {
+            held.started = true;
+        }
+    }
+
+    /// A shard ended `room`: the lease is given back.
+    pub async fn ended(&self, cluster: &Cluster, room: &RoomName) {
+        let Some(held) = lock(&self.held).remove(room) else { return };
+        if let Some(mut conn) = cluster.redis() {
+            let _ = lease::release(&mut conn, &held.lease).await;
+        }
+    }
+
+    /// Owner side: a join placed here by another node has come. The lease
+    /// must name this node (the placing node took it for us); it is renewed
+    /// at once, so this node knows until when it may trust it.
+    pub async fn hold_here(&self, cluster: &Cluster, room: &RoomName) -> Result<(), String> {
+        if self.holds(room) {
+            return Ok(());
+        }
+        let mut conn = cluster.redis().ok_or("the cluster's Redis is unreachable")?;
+        let owner = lease::owner(&mut conn, room).await.map_err(|e| format!("{e:#}"))?;
+        let Some(owner) = owner.filter(|o| o.node == cluster.node_id) else {
+            return Err("this room is moving between nodes: join again".into());
+        };
+        let mut lease = Lease { room: room.clone(), owner, valid_until: Instant::now() };
+        match lease::renew(&mut conn, &mut lease).await {
+            Ok(true) => {
+                self.keep(lease);
+                Ok(())
+            }
+            _ => Err("this room is moving between nodes: join again".into()),
+        }
+    }
+}
+
+/// Where the room of a join lives: a shard here, or another node. Waits
+/// (at most a lease's life) for the lease of an owner that died to lapse.
+pub async fn place(state: &AppState, cluster: &Cluster, room: &RoomName) -> Result<Target, String> {
+    let here = || Target::Shard(state.shards.place(room));
+    if cluster.leases.holds(room) {
+        return Ok(here());
+    }
+    let mut conn = cluster.redis().ok_or("the cluster's Redis is unreachable: try again shortly")?;
+    let deadline = Instant::now() + LEASE_TTL + LEASE_RENEW;
+    let mut tries = 0;
+    loop {
+        let owner = lease::owner(&mut conn, room).await.map_err(|e| format!("{e:#}"))?;
+        let alive = cluster.nodes();
+        match owner {
+            Some(Owner { node, .. }) if node == cluster.node_id => {
+                cluster.leases.hold_here(cluster, room).await?;
+                return Ok(here());
+            }
+            Some(Owner { node, .. }) if alive.iter().any(|n| n.id == node) => {
+                return Ok(Target::Node(Arc::from(node.as_str())));
+            }
+            // Its owner died: the lease lapses within its TTL.
+            Some(_) if Instant::now() < deadline => tokio::time::sleep(LAPSE_POLL).await,
+            Some(_) => return Err("this room's node stopped; the room is not back yet: try again".into()),
+            None => {
+                let chosen = least_loaded(&cluster.node_id, &alive);
+                match lease::acquire(&mut conn, room, &chosen).await.map_err(|e| format!("{e:#}"))? {
+                    Ok(lease) if chosen == cluster.node_id => {
+                        info!(%room, "room placed here");
+                        cluster.leases.keep(lease);
+                        return Ok(here());
+                    }
+                    Ok(_) => {
+                        info!(%room, node = %chosen, "room placed on another node");
+                        return Ok(Target::Node(Arc::from(chosen.as_str())));
+                    }
+                    Err(_) => {
+                        tries += 1;
+                        if tries >= PLACEMENT_TRIES {
+                            return Err("this room is being placed: try again".into());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The live node with the fewest rooms, then connections; this node on a
+/// tie (and when the registry has not listed anyone yet).
+fn least_loaded(me: &str, alive: &[super::NodeInfo]) -> String {
+    let mine = alive.iter().find(|n| n.id == me);
+    let best = alive.iter().min_by_key(|n| (n.rooms, n.connections, n.id != me));
+    match (mine, best) {
+        (Some(mine), Some(best)) if (mine.rooms, mine.connections) <= (best.rooms, best.connections) => me.to_owned(),
+        (_, Some(best)) => best.id.clone(),
+        (_, None) => me.to_owned(),
+    }
+}
+
+/// Renews every lease this node holds until the server stops.
+pub async fn run_renewals(state: Arc<AppState>, cluster: Arc<Cluster>) {
+    let mut tick = tokio::time::interval(LEASE_RENEW);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !state.shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
+        tick.tick().await;
+        let Some(mut conn) = cluster.redis() else { continue };
+        let leases: Vec<(Lease, bool, Instant)> =
+            lock(&cluster.leases.held).values().map(|h| (h.lease.clone(), h.started, h.since)).collect();
+        for (mut lease, started, since) in leases {
+            if !started && since.elapsed() > UNUSED_LEASE {
+                cluster.leases.ended(&cluster, &lease.room).await;
+                continue;
+            }
+            match lease::renew(&mut conn, &mut lease).await {
+                Ok(true) => cluster.leases.keep(lease),
+                // Lapsed (Redis was away long enough): take it again if
+                // nobody else did.
+                Ok(false) => match lease::acquire(&mut conn, &lease.room, &cluster.node_id).await {
+                    Ok(Ok(again)) => cluster.leases.keep(again),
+                    Ok(Err(owner)) => {
+                        warn!(room = %lease.room, ?owner, "room taken by another node: evicted here");
+                        lock(&cluster.leases.held).remove(&lease.room);
+                        let notice = GoingAway {
+                            reason: "this room moved to another server".into(),
+                            reconnect_url: None,
+                            retry_after_ms: 500,
+                        };
+                        let shard = state.shards.get(state.shards.place(&lease.room));
+                        let _ = shard.send(HubEvent::Evict { room: lease.room.clone(), notice }).await;
+                    }
+                    Err(_) => {}
+                },
+                // Redis unreachable: keep the room (see the module docs).
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::NodeInfo;
+    use super::*;
+
+    fn node(id: &str, rooms: usize, connections: usize) -> NodeInfo {
+        NodeInfo { id: id.into(), addr: String::new(), started_unix_ms: 0, connections, rooms }
+    }
+
+    #[test]
+    fn rooms_go_to_the_least_loaded_node_and_stay_here_on_a_tie() {
+        assert_eq!(least_loaded("a", &[]), "a", "nobody listed yet");
+        assert_eq!(least_loaded("a", &[node("a", 1, 5), node("b", 1, 5)]), "a");
+        assert_eq!(least_loaded("a", &[node("a", 2, 0), node("b", 1, 9)]), "b");
+        assert_eq!(least_loaded("a", &[node("a", 1, 9), node("b", 1, 2)]), "b");
+        assert_eq!(least_loaded("a", &[node("b", 0, 0)]), "b", "this node not listed (yet)");
+    }
+}
