@@ -93,6 +93,19 @@ pub struct Signaling {
     task: JoinHandle<()>,
 }
 
+/// Longest wait for the connection task to write a `leave` and stop.
+pub const LEAVE_FLUSH: Duration = Duration::from_secs(2);
+
+impl Signaling {
+    /// Waits, at most [`LEAVE_FLUSH`], for the connection task to stop:
+    /// after a `leave` was queued, until it is written. Dropping the
+    /// connection at once could lose the `leave`, and the room would hold
+    /// the seat for the resume grace.
+    pub async fn finish(&mut self) {
+        let _ = tokio::time::timeout(LEAVE_FLUSH, &mut self.task).await;
+    }
+}
+
 impl Drop for Signaling {
     fn drop(&mut self) {
         self.task.abort();

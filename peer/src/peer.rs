@@ -304,6 +304,7 @@ impl Session {
                         for (_, link) in self.links.drain() {
                             link.close().await;
                         }
+                        self.signaling.finish().await;
                         let _ = reply.send(());
                         return;
                     }

@@ -102,3 +102,58 @@ async fn one_node_at_a_time_holds_a_room_and_a_lapsed_holder_cannot_act_for_the_
     assert!(lease::release(&mut conn, &b).await.expect("script"));
     assert_eq!(lease::owner(&mut conn, &room).await.expect("GET"), None);
 }
+
+/// Two nodes on one Redis that already list each other.
+async fn two_nodes(redis: &Redis) -> (Server, Server) {
+    let a = node(redis, "node-a").await;
+    let b = node(redis, "node-b").await;
+    cluster_until(&a, "both nodes", |v| ids(v) == ["node-a", "node-b"]).await;
+    cluster_until(&b, "both nodes", |v| ids(v) == ["node-a", "node-b"]).await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn two_headless_peers_on_two_nodes_share_a_room_through_the_bridge() {
+    use switchboard_e2e::{rust_peer, wait_for_event, wait_for_rust_media};
+    use switchboard_peer::{Channel, MediaSource, PeerEvent};
+    let redis = Redis::start().await;
+    let (a, b) = two_nodes(&redis).await;
+    // Ada's join places the room on node-a (a tie: the node she is on).
+    let mut ada = rust_peer(&a, "bridged", "Ada", MediaSource::Default).await;
+    let view = cluster_until(&a, "the room held by node-a", |v| v["rooms"] == serde_json::json!(["bridged"])).await;
+    assert_eq!(view["bridged"]["from_other_nodes"], 0);
+    // Bob is on node-b: his connection is bridged to node-a.
+    let mut bob = rust_peer(&b, "bridged", "Bob", MediaSource::Default).await;
+    assert_eq!(bob.welcome.peers.len(), 1, "Bob meets Ada: {:?}", bob.welcome.peers);
+    cluster_until(&b, "Bob bridged out", |v| v["bridged"]["to_other_nodes"] == 1).await;
+    cluster_until(&a, "Bob bridged in", |v| v["bridged"]["from_other_nodes"] == 1).await;
+    let bob_id = bob.id().to_string();
+    wait_for_event(&mut ada, "Bob joining", |e| matches!(e, PeerEvent::PeerJoined(p) if p.id.as_str() == bob_id)).await;
+
+    // Offers, answers and candidates cross the bridge: media both ways.
+    let got = |t: &[switchboard_peer::TrackStats], kind: &str| {
+        t.iter().filter(|s| s.kind == kind).map(|s| s.packets).sum::<u64>()
+    };
+    wait_for_rust_media(&mut ada, "Bob's video and audio", |t| got(t, "video") > 20 && got(t, "audio") > 20).await;
+    wait_for_rust_media(&mut bob, "Ada's video and audio", |t| got(t, "video") > 20 && got(t, "audio") > 20).await;
+    // Data channels, and the room chat with its seq through the owner.
+    wait_for_event(&mut bob, "the chat channel", |e| {
+        matches!(e, PeerEvent::ChannelOpen { channel: Channel::Chat, .. })
+    })
+    .await;
+    bob.chat("hello from node-b").await.expect("chat");
+    for peer in [&mut ada, &mut bob] {
+        wait_for_event(
+            peer,
+            "Bob's room chat",
+            |e| matches!(e, PeerEvent::Chat(m) if m.text == "hello from node-b" && m.seq == 1),
+        )
+        .await;
+    }
+    bob.leave().await;
+    wait_for_event(&mut ada, "Bob leaving", |e| matches!(e, PeerEvent::PeerLeft { .. })).await;
+    cluster_until(&a, "nothing bridged in", |v| v["bridged"]["from_other_nodes"] == 0).await;
+    ada.leave().await;
+    cluster_until(&a, "the room given back", |v| v["rooms"] == serde_json::json!([])).await;
+    let _ = b;
+}

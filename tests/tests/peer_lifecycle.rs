@@ -80,3 +80,18 @@ async fn fifty_join_leave_cycles_leak_neither_tasks_nor_memory() {
     // dozen tasks; 50 of them could not hide under these bounds.
     assert!(growth < 8 * 1024 * 1024, "RSS grew by {} KB over {CYCLES} cycles", growth / 1024);
 }
+
+/// `leave` returns once the server has the `leave`: a program that leaves
+/// and exits must not leave its seat held for the resume grace (the peer
+/// used to drop its socket with the `leave` still queued).
+#[tokio::test]
+async fn a_peer_that_leaves_is_gone_from_the_room_when_leave_returns() {
+    let server = server().await;
+    for round in 0..5 {
+        let alone = quiet_peer(&server, "leaving", &format!("alone{round}")).await;
+        alone.leave().await;
+        let next = quiet_peer(&server, "leaving", "next").await;
+        assert!(next.welcome.peers.is_empty(), "round {round}: still held: {:?}", next.welcome.peers);
+        next.leave().await;
+    }
+}

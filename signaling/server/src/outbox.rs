@@ -242,7 +242,11 @@ mod tests {
 
     #[test]
     fn the_byte_budget_bounds_what_a_slow_reader_holds() {
-        let frame = |n: usize| Outbound::Frame { text: "x".repeat(n).into(), kind: switchboard_protocol::ServerKind::Chat, received: None };
+        let frame = |n: usize| Outbound::Frame {
+            text: "x".repeat(n).into(),
+            kind: switchboard_protocol::ServerKind::Chat,
+            received: None,
+        };
         let q = Outbox::new(1024, 100);
         assert_eq!(q.try_push(frame(60)), Ok(()));
         assert_eq!(q.try_push(frame(40)), Ok(()));
