@@ -15,6 +15,7 @@ pub mod netlab;
 pub mod pixels;
 pub mod redis;
 pub mod tcp_proxy;
+pub mod ws;
 
 pub use browser::{Browser, Driver};
 pub use coturn::Coturn;

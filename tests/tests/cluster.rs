@@ -157,3 +157,77 @@ async fn two_headless_peers_on_two_nodes_share_a_room_through_the_bridge() {
     cluster_until(&a, "the room given back", |v| v["rooms"] == serde_json::json!([])).await;
     let _ = b;
 }
+
+#[tokio::test]
+async fn two_clients_on_two_nodes_relay_chat_page_history_show_presence_and_resume_through_either_node() {
+    use switchboard_e2e::ws::WsClient;
+    let redis = Redis::start().await;
+    let (a, b) = two_nodes(&redis).await;
+    let mut x = WsClient::connect(a.local_addr()).await;
+    let wx = x.join("wire", "X").await;
+    let mut y = WsClient::connect(b.local_addr()).await;
+    let wy = y.join("wire", "Y").await;
+    let (xid, yid) = (wx["you"]["id"].as_str().expect("id"), wy["you"]["id"].as_str().expect("id"));
+    assert_eq!(wy["peers"][0]["id"], xid, "{wy}");
+    x.recv("peer_joined").await;
+
+    // Relays both ways.
+    y.send(format!(r#"{{"type":"offer","to":"{xid}","description":{{"type":"offer","sdp":"v=0\r\n"}}}}"#)).await;
+    let offer = x.recv("offer").await;
+    assert_eq!(offer["from"], yid, "{offer}");
+    x.send(format!(r#"{{"type":"answer","to":"{yid}","description":{{"type":"answer","sdp":"v=0\r\n"}}}}"#)).await;
+    assert_eq!(y.recv("answer").await["from"], xid);
+
+    // Chat in order with seq, then history paged from across the bridge.
+    for i in 1..=12 {
+        x.send(format!(r#"{{"type":"chat","client_id":"x{i}","text":"m{i}"}}"#)).await;
+    }
+    for i in 1..=12 {
+        let m = y.recv("chat").await;
+        assert_eq!((m["seq"].as_u64(), m["text"].as_str()), (Some(i), Some(format!("m{i}").as_str())));
+    }
+    y.send(r#"{"type":"chat_history","id":"h","before":6,"limit":3}"#).await;
+    let page = y.recv("chat_history").await;
+    let seqs: Vec<u64> =
+        page["messages"].as_array().expect("messages").iter().filter_map(|m| m["seq"].as_u64()).collect();
+    assert_eq!((seqs, page["has_more"].as_bool()), (vec![3, 4, 5], Some(true)), "{page}");
+
+    // Presence from the bridged side.
+    y.send(r#"{"type":"typing","active":true}"#).await;
+    assert_eq!(x.recv("typing").await["from"], yid);
+    y.send(r#"{"type":"read","seq":12}"#).await;
+    assert_eq!(x.recv("read").await["seq"], 12);
+    y.send(r#"{"type":"media","mic_muted":true,"camera_muted":false}"#).await;
+    let updated = x.recv("peer_updated").await;
+    assert_eq!(updated["peer"]["media"]["mic_muted"], true, "{updated}");
+
+    // Y's connection drops; X sees it reconnecting, never leaving, and
+    // chats meanwhile. Y resumes through node-a (the owner), then drops
+    // again and resumes through node-b.
+    let mut token = wy["resume_token"].as_str().expect("token").to_owned();
+    let mut received = y.events;
+    for (round, via) in [&a, &b].into_iter().enumerate() {
+        drop(y);
+        let away = x.recv("peer_updated").await;
+        assert_eq!(away["peer"]["reconnecting"], true, "{away}");
+        x.send(format!(r#"{{"type":"chat","client_id":"away{round}","text":"while away {round}"}}"#)).await;
+        y = WsClient::connect(via.local_addr()).await;
+        y.send(format!(
+            r#"{{"type":"join","room":"wire","name":"Y","resume":{{"token":"{token}","received":{received}}}}}"#
+        ))
+        .await;
+        let back = y.recv("welcome").await;
+        assert_eq!((back["resumed"].as_bool(), back["you"]["id"].as_str()), (Some(true), Some(yid)), "{back}");
+        let missed = y.recv("chat").await;
+        assert_eq!(missed["text"], format!("while away {round}"), "the first event replayed is the missed chat");
+        let here = x.recv("peer_updated").await;
+        assert_ne!(here["peer"]["reconnecting"], true, "{here}");
+        token = back["resume_token"].as_str().expect("token").to_owned();
+        received += y.events;
+        y.events = 0;
+        // Speaking on the new connection confirms the new token.
+        y.send(r#"{"type":"ping","id":1}"#).await;
+        y.recv("pong").await;
+    }
+    assert!(!x.seen.iter().any(|m| m["type"] == "peer_left"), "X never saw Y leave: {:#?}", x.seen);
+}

@@ -8,6 +8,12 @@
 //! because someone else took the room evicts the room here. While Redis is
 //! unreachable the rooms stay (nobody can take a lease meanwhile), and
 //! their leases are renewed, or taken again, when it is back.
+//!
+//! A room first joined while Redis is unreachable is served here without a
+//! lease (the cluster falls back to independent nodes, and calls can still
+//! start); the lease is taken when Redis is back, and if another node took
+//! the room meanwhile, this node's copy is evicted and its members join
+//! the other.
 
 use super::Cluster;
 use super::lease::{self, LEASE_RENEW, LEASE_TTL, Lease, Owner};
@@ -35,7 +41,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[derive(Debug)]
 struct Held {
-    lease: Lease,
+    /// `None`: made while Redis was unreachable, not leased yet.
+    lease: Option<Lease>,
     /// The room exists in a shard here.
     started: bool,
     since: Instant,
@@ -69,12 +76,19 @@ impl Leases {
         let room = lease.room.clone();
         let mut held = lock(&self.held);
         let started = held.get(&room).is_some_and(|h| h.started);
-        held.insert(room, Held { lease, started, since: Instant::now() });
+        held.insert(room, Held { lease: Some(lease), started, since: Instant::now() });
     }
 
-    /// Whether this node holds `room` now (and may act for it).
+    /// Serves `room` here without a lease (Redis is unreachable).
+    fn keep_unleased(&self, room: &RoomName) {
+        let mut held = lock(&self.held);
+        held.entry(room.clone()).or_insert(Held { lease: None, started: false, since: Instant::now() });
+    }
+
+    /// Whether this node holds `room` now (and may act for it): leased and
+    /// trusted, or served without a lease while Redis is away.
     pub fn holds(&self, room: &RoomName) -> bool {
-        lock(&self.held).get(room).is_some_and(|h| h.lease.valid_until > Instant::now())
+        lock(&self.held).get(room).is_some_and(|h| h.lease.as_ref().is_none_or(|l| l.valid_until > Instant::now()))
     }
 
     /// A shard made `room`.
@@ -86,9 +100,10 @@ impl Leases {
 
     /// A shard ended `room`: the lease is given back.
     pub async fn ended(&self, cluster: &Cluster, room: &RoomName) {
-        let Some(held) = lock(&self.held).remove(room) else { return };
+        let removed = lock(&self.held).remove(room);
+        let Some(lease) = removed.and_then(|held| held.lease) else { return };
         if let Some(mut conn) = cluster.redis() {
-            let _ = lease::release(&mut conn, &held.lease).await;
+            let _ = lease::release(&mut conn, &lease).await;
         }
     }
 
@@ -122,7 +137,11 @@ pub async fn place(state: &AppState, cluster: &Cluster, room: &RoomName) -> Resu
     if cluster.leases.holds(room) {
         return Ok(here());
     }
-    let mut conn = cluster.redis().ok_or("the cluster's Redis is unreachable: try again shortly")?;
+    let Some(mut conn) = cluster.redis() else {
+        // No Redis: serve the room here (see the module docs).
+        cluster.leases.keep_unleased(room);
+        return Ok(here());
+    };
     let deadline = Instant::now() + LEASE_TTL + LEASE_RENEW;
     let mut tries = 0;
     loop {
@@ -182,30 +201,31 @@ pub async fn run_renewals(state: Arc<AppState>, cluster: Arc<Cluster>) {
     while !state.shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
         tick.tick().await;
         let Some(mut conn) = cluster.redis() else { continue };
-        let leases: Vec<(Lease, bool, Instant)> =
-            lock(&cluster.leases.held).values().map(|h| (h.lease.clone(), h.started, h.since)).collect();
-        for (mut lease, started, since) in leases {
+        let leases: Vec<(RoomName, Option<Lease>, bool, Instant)> = lock(&cluster.leases.held)
+            .iter()
+            .map(|(room, h)| (room.clone(), h.lease.clone(), h.started, h.since))
+            .collect();
+        for (room, lease, started, since) in leases {
             if !started && since.elapsed() > UNUSED_LEASE {
-                cluster.leases.ended(&cluster, &lease.room).await;
+                cluster.leases.ended(&cluster, &room).await;
                 continue;
             }
+            let Some(mut lease) = lease else {
+                // Made while Redis was away: lease it now, or give way.
+                match lease::acquire(&mut conn, &room, &cluster.node_id).await {
+                    Ok(Ok(taken)) => cluster.leases.keep(taken),
+                    Ok(Err(owner)) => evict(&state, &cluster, &room, owner).await,
+                    Err(_) => {}
+                }
+                continue;
+            };
             match lease::renew(&mut conn, &mut lease).await {
                 Ok(true) => cluster.leases.keep(lease),
                 // Lapsed (Redis was away long enough): take it again if
                 // nobody else did.
                 Ok(false) => match lease::acquire(&mut conn, &lease.room, &cluster.node_id).await {
                     Ok(Ok(again)) => cluster.leases.keep(again),
-                    Ok(Err(owner)) => {
-                        warn!(room = %lease.room, ?owner, "room taken by another node: evicted here");
-                        lock(&cluster.leases.held).remove(&lease.room);
-                        let notice = GoingAway {
-                            reason: "this room moved to another server".into(),
-                            reconnect_url: None,
-                            retry_after_ms: 500,
-                        };
-                        let shard = state.shards.get(state.shards.place(&lease.room));
-                        let _ = shard.send(HubEvent::Evict { room: lease.room.clone(), notice }).await;
-                    }
+                    Ok(Err(owner)) => evict(&state, &cluster, &lease.room, owner).await,
                     Err(_) => {}
                 },
                 // Redis unreachable: keep the room (see the module docs).
@@ -213,6 +233,17 @@ pub async fn run_renewals(state: Arc<AppState>, cluster: Arc<Cluster>) {
             }
         }
     }
+}
+
+/// Another node owns `room`: this node's copy goes, and its members are
+/// told to come back (they join the other node's).
+async fn evict(state: &AppState, cluster: &Cluster, room: &RoomName, owner: Option<Owner>) {
+    warn!(%room, owner = ?owner.map(|o| o.node), "room held by another node: evicted here");
+    lock(&cluster.leases.held).remove(room);
+    let notice =
+        GoingAway { reason: "this room moved to another server".into(), reconnect_url: None, retry_after_ms: 500 };
+    let shard = state.shards.get(state.shards.place(room));
+    let _ = shard.send(HubEvent::Evict { room: room.clone(), notice }).await;
 }
 
 #[cfg(test)]
