@@ -8,6 +8,7 @@
 //! browsers run at a time on a 2-core machine.
 
 pub mod browser;
+pub mod cluster_kit;
 pub mod coturn;
 pub mod lab_browser;
 pub mod lab_watch;
@@ -123,12 +124,23 @@ pub async fn rust_peer_with(server: &Server, room: &str, name: &str, media: Medi
     Peer::join(peer_options(server, room, name, media, rtc)).await.expect("peer joins")
 }
 
+/// A headless Rust peer (loopback candidates) joining through `url`: a
+/// node process or a load balancer.
+pub async fn peer_at(url: &str, room: &str, name: &str, media: MediaSource) -> Peer {
+    let rtc = RtcOptions { loopback_only: true, relay_only: false };
+    Peer::join(options_for(url, room, name, media, rtc)).await.expect("peer joins")
+}
+
 fn peer_options(server: &Server, room: &str, name: &str, media: MediaSource, rtc: RtcOptions) -> PeerOptions {
+    options_for(&format!("ws://{}/v1/ws", server.local_addr()), room, name, media, rtc)
+}
+
+fn options_for(url: &str, room: &str, name: &str, media: MediaSource, rtc: RtcOptions) -> PeerOptions {
     PeerOptions {
         media,
         record: None,
         reconnect: Some(switchboard_peer::ReconnectPolicy::default()),
-        url: format!("ws://{}/v1/ws", server.local_addr()),
+        url: url.into(),
         room: room.into(),
         name: name.into(),
         token: None,

@@ -1,0 +1,135 @@
+//! A cluster of real processes for fault tests: `switchboard` nodes (the
+//! binary, so that one can be SIGKILLed) on a real Redis, behind a real
+//! HAProxy running the repository's own `deploy/haproxy.cfg` with its ports
+//! replaced by free ones.
+
+use crate::{POLL, Redis, WAIT, free_port, http_get, workspace_binary};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// The HAProxy binary.
+pub const HAPROXY: &str = "/usr/sbin/haproxy";
+
+/// One node process; dropping it kills it.
+#[derive(Debug)]
+pub struct NodeProcess {
+    /// Its node id.
+    pub id: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl NodeProcess {
+    /// Starts node `id` on a free port and waits until it is ready and has
+    /// reached Redis.
+    pub async fn start(redis: &Redis, id: &str) -> Self {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let child = Command::new(workspace_binary("switchboard"))
+            .args(["--bind", &addr.to_string(), "--no-stun", "--redis-url", &redis.url(), "--node-id", id])
+            .args(["--log", "warn"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("switchboard starts");
+        let node = Self { id: id.into(), addr, child };
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let ready = tokio::net::TcpStream::connect(addr).await.is_ok()
+                && http_get(addr, "/readyz").await == (200, "ready\nredis: up\n".into());
+            if ready {
+                return node;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "node {id} did not become ready");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// `ws://` URL of this node.
+    pub fn url(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+
+    /// `GET /v1/cluster` of this node, parsed.
+    pub async fn view(&self) -> serde_json::Value {
+        let (status, body) = http_get(self.addr, "/v1/cluster").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("JSON")
+    }
+
+    /// SIGKILL: no goodbye to clients or Redis.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running HAProxy; dropping it stops it.
+#[derive(Debug)]
+pub struct Haproxy {
+    child: Child,
+    dir: PathBuf,
+    /// The address clients connect to.
+    pub addr: SocketAddr,
+}
+
+impl Haproxy {
+    /// Runs `deploy/haproxy.cfg` in front of `nodes` (three).
+    pub async fn start(nodes: &[&NodeProcess]) -> Self {
+        assert!(std::path::Path::new(HAPROXY).exists(), "{HAPROXY} is missing: scripts/test installs haproxy");
+        assert_eq!(nodes.len(), 3, "the repository's configuration has three nodes");
+        let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/haproxy.cfg");
+        let mut text = std::fs::read_to_string(&config).expect("deploy/haproxy.cfg");
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        text = text.replace("bind 127.0.0.1:8080", &format!("bind {addr}"));
+        for (i, node) in nodes.iter().enumerate() {
+            let from = format!("server node-{} 127.0.0.1:808{}", i + 1, i + 1);
+            assert!(text.contains(&from), "deploy/haproxy.cfg lists {from}");
+            text = text.replace(&from, &format!("server {} {}", node.id, node.addr));
+        }
+        let dir = std::env::temp_dir().join(format!("switchboard-haproxy-{}-{}", std::process::id(), addr.port()));
+        std::fs::create_dir_all(&dir).expect("haproxy directory");
+        let file = dir.join("haproxy.cfg");
+        std::fs::write(&file, text).expect("haproxy.cfg");
+        let child = Command::new(HAPROXY)
+            .arg("-db")
+            .arg("-f")
+            .arg(&file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy starts");
+        let proxy = Self { child, dir, addr };
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while http_get_ok(addr).await.is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "haproxy did not listen on {addr}");
+            tokio::time::sleep(POLL).await;
+        }
+        proxy
+    }
+
+    /// `ws://` URL through the balancer.
+    pub fn url(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+}
+
+async fn http_get_ok(addr: SocketAddr) -> Option<()> {
+    tokio::net::TcpStream::connect(addr).await.ok()?;
+    (http_get(addr, "/healthz").await.0 == 200).then_some(())
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

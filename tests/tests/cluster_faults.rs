@@ -1,0 +1,133 @@
+//! Faults in a cluster of real processes: three `switchboard` nodes on a
+//! real Redis behind a real HAProxy running `deploy/haproxy.cfg`; nodes are
+//! SIGKILLed mid-call.
+
+use std::time::Duration;
+use switchboard_e2e::cluster_kit::{Haproxy, NodeProcess};
+use switchboard_e2e::{POLL, Redis, WAIT, peer_at, wait_for_event, wait_for_rust_media};
+use switchboard_peer::{MediaSource, Peer, PeerEvent, TrackStats};
+
+async fn three_nodes(redis: &Redis) -> Vec<NodeProcess> {
+    let mut nodes = Vec::new();
+    for id in ["node-1", "node-2", "node-3"] {
+        nodes.push(NodeProcess::start(redis, id).await);
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for node in &nodes {
+        while node.view().await["nodes"].as_array().map_or(0, Vec::len) < 3 {
+            assert!(tokio::time::Instant::now() < deadline, "{} does not list all three nodes", node.id);
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    nodes
+}
+
+fn received(tracks: &[TrackStats], kind: &str) -> u64 {
+    tracks.iter().filter(|t| t.kind == kind).map(|t| t.packets).sum()
+}
+
+/// Waits until `peer`'s video and audio counters grow past where they are.
+async fn media_grows(peer: &mut Peer, what: &str) {
+    let now = peer.media_stats().await.expect("stats");
+    let (video, audio) = (received(&now, "video"), received(&now, "audio"));
+    wait_for_rust_media(peer, what, |t| received(t, "video") > video + 20 && received(t, "audio") > audio + 20).await;
+}
+
+/// The node a bridged client is on: the one with a connection to another
+/// node.
+async fn bridging_node(nodes: &[NodeProcess]) -> Option<usize> {
+    for (i, node) in nodes.iter().enumerate() {
+        if node.view().await["bridged"]["to_other_nodes"] == 1 {
+            return Some(i);
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_clients_node_killed_mid_call_its_client_resumes_through_the_balancer_and_nobody_sees_a_leave() {
+    let redis = Redis::start().await;
+    let mut nodes = three_nodes(&redis).await;
+    let lb = Haproxy::start(&[&nodes[0], &nodes[1], &nodes[2]]).await;
+    // Ada is on node-1, where the room lives.
+    let mut ada = peer_at(&nodes[0].url(), "call", "Ada", MediaSource::Default).await;
+    // Bob comes through the balancer; until he lands on another node than
+    // the room's (round robin moves on at each connection), he tries again.
+    let mut bob = None;
+    for _ in 0..3 {
+        let peer = peer_at(&lb.url(), "call", "Bob", MediaSource::Default).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let mut on = None;
+        while on.is_none() && tokio::time::Instant::now() < deadline {
+            on = bridging_node(&nodes).await;
+            tokio::time::sleep(POLL).await;
+        }
+        if let Some(on) = on {
+            bob = Some((peer, on));
+            break;
+        }
+        peer.leave().await;
+    }
+    let (mut bob, bob_node) = bob.expect("Bob lands on a node other than the room's");
+    let bob_id = bob.id().to_string();
+    wait_for_rust_media(&mut ada, "Bob's media", |t| received(t, "video") > 20 && received(t, "audio") > 20).await;
+    wait_for_rust_media(&mut bob, "Ada's media", |t| received(t, "video") > 20 && received(t, "audio") > 20).await;
+
+    for i in 1..=5 {
+        ada.chat(&format!("before {i}")).await.expect("chat");
+    }
+    wait_for_event(&mut bob, "the fifth chat", |e| matches!(e, PeerEvent::Chat(m) if m.seq == 5)).await;
+
+    // Bob's node dies without a word.
+    nodes[bob_node].kill();
+    wait_for_event(
+        &mut ada,
+        "Bob reconnecting",
+        |e| matches!(e, PeerEvent::PeerReconnecting { remote, reconnecting: true } if remote.as_str() == bob_id),
+    )
+    .await;
+    for i in 1..=5 {
+        ada.chat(&format!("during {i}")).await.expect("chat");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Bob comes back through the balancer on a live node, as himself.
+    let mut chats = Vec::new();
+    let resumed = wait_for_event(&mut bob, "Bob resumed", |e| match e {
+        PeerEvent::Chat(m) => {
+            chats.push((m.seq, m.text.clone()));
+            false
+        }
+        other => matches!(other, PeerEvent::SignalingResumed | PeerEvent::Rejoined { .. }),
+    })
+    .await;
+    assert!(matches!(resumed, PeerEvent::SignalingResumed), "the same session, not a new one: {resumed:?}");
+    assert_eq!(bob.id().as_str(), bob_id);
+    wait_for_event(
+        &mut ada,
+        "Bob back",
+        |e| matches!(e, PeerEvent::PeerReconnecting { remote, reconnecting: false } if remote.as_str() == bob_id),
+    )
+    .await;
+    while chats.len() < 5 {
+        match wait_for_event(&mut bob, "the chats sent while away", |e| matches!(e, PeerEvent::Chat(_))).await {
+            PeerEvent::Chat(m) => chats.push((m.seq, m.text.clone())),
+            _ => unreachable!(),
+        }
+    }
+    let want: Vec<(u64, String)> = (1..=5).map(|i| (5 + i, format!("during {i}"))).collect();
+    assert_eq!(chats, want, "every chat sent while Bob's node was dead, once and in order");
+    // The call never stopped.
+    media_grows(&mut bob, "Ada's media after the node died").await;
+    media_grows(&mut ada, "Bob's media after the node died").await;
+    let left = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            if let Some(PeerEvent::PeerLeft { .. }) = ada.events.recv().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(left.is_err(), "Ada never sees Bob leave");
+    bob.leave().await;
+    ada.leave().await;
+}
