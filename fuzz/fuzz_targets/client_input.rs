@@ -77,7 +77,8 @@ fuzz_target!(|data: &[u8]| {
                 Output::SfuWanted { .. }
                 | Output::RoomStarted { .. }
                 | Output::RoomEnded { .. }
-                | Output::JoinAnswered { .. } => {}
+                | Output::JoinAnswered { .. }
+                | Output::StoreChat { .. } => {}
                 Output::Probe { conn } => {
                     if answers_probes {
                         hub.alive(conn, now);

@@ -57,6 +57,12 @@ impl NodeProcess {
         serde_json::from_str(&body).expect("JSON")
     }
 
+    /// `GET /v1/cluster`, or `None` when the node does not answer (killed).
+    pub async fn try_view(&self) -> Option<serde_json::Value> {
+        tokio::net::TcpStream::connect(self.addr).await.ok()?;
+        Some(self.view().await)
+    }
+
     /// SIGKILL: no goodbye to clients or Redis.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

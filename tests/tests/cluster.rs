@@ -27,6 +27,15 @@ async fn cluster_until(server: &Server, what: &str, done: impl Fn(&Value) -> boo
     }
 }
 
+async fn wait_chat(peer: &mut switchboard_peer::Peer, seq: u64, text: &str) {
+    switchboard_e2e::wait_for_event(
+        peer,
+        text,
+        |e| matches!(e, switchboard_peer::PeerEvent::Chat(m) if m.seq == seq && m.text == text),
+    )
+    .await;
+}
+
 fn ids(view: &Value) -> Vec<&str> {
     view["nodes"].as_array().map(|n| n.iter().filter_map(|n| n["id"].as_str()).collect()).unwrap_or_default()
 }
@@ -44,20 +53,52 @@ async fn nodes_find_each_other_and_a_node_that_loses_redis_keeps_serving_and_com
     assert!(b_entry["started_unix_ms"].as_u64().is_some() && b_entry["connections"].as_u64().is_some(), "{view:#}");
     assert_eq!(http_get(a.local_addr(), "/readyz").await, (200, "ready\nredis: up\n".into()));
 
-    // Redis dies: the node stays ready (it serves its own rooms), says so,
-    // and a room on it still works.
+    // A room on node-a, chatting (chat is stored in Redis before its echo).
+    let mut ada = switchboard_e2e::quiet_peer(&a, "local", "Ada").await;
+    ada.chat("before").await.expect("chat");
+    wait_chat(&mut ada, 1, "before").await;
+
+    // Redis dies: the node stays ready (it serves its rooms), says so; the
+    // room goes on, but chat cannot be stored, so it is refused as
+    // `unavailable` rather than acknowledged and lost.
     redis.kill();
     cluster_until(&a, "Redis reported unreachable", |v| v["redis"] == "unreachable").await;
     assert_eq!(http_get(a.local_addr(), "/readyz").await, (200, "ready\nredis: unreachable\n".into()));
     let (_, metrics) = http_get(a.local_addr(), "/metrics").await;
     assert!(metrics.contains("switchboard_redis_up 0"), "{metrics}");
-    let peer = switchboard_e2e::quiet_peer(&a, "local", "Ada").await;
-    peer.chat("still here").await.expect("chat on a node without Redis");
-    peer.leave().await;
+    ada.chat("during").await.expect("chat");
+    switchboard_e2e::wait_for_event(
+        &mut ada,
+        "the refusal",
+        |e| matches!(e, switchboard_peer::PeerEvent::Error { message, .. } if message.contains("unavailable")),
+    )
+    .await;
 
     // Redis comes back (empty: no persistence): both nodes register again.
     redis.restart().await;
     cluster_until(&a, "both nodes back", |v| v["redis"] == "up" && ids(v) == ["node-a", "node-b"]).await;
+    // The room is leased again, and its chat is stored again (the stream
+    // went with Redis's data: the room's memory still numbers on).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        ada.chat("after").await.expect("chat");
+        let stored = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            loop {
+                match ada.events.recv().await {
+                    Some(switchboard_peer::PeerEvent::Chat(m)) if m.text == "after" => return m.seq,
+                    Some(_) => {}
+                    None => return 0,
+                }
+            }
+        })
+        .await;
+        if let Ok(seq) = stored {
+            assert_eq!(seq, 2, "seq goes on from the last stored message");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "chat is stored again once Redis is back");
+    }
+    ada.leave().await;
 
     // A node that stops leaves the list.
     b.shutdown().await.expect("shutdown");

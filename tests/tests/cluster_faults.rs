@@ -37,7 +37,7 @@ async fn media_grows(peer: &mut Peer, what: &str) {
 /// node.
 async fn bridging_node(nodes: &[NodeProcess]) -> Option<usize> {
     for (i, node) in nodes.iter().enumerate() {
-        if node.view().await["bridged"]["to_other_nodes"] == 1 {
+        if node.try_view().await.is_some_and(|v| v["bridged"]["to_other_nodes"] == 1) {
             return Some(i);
         }
     }
@@ -128,6 +128,79 @@ async fn a_clients_node_killed_mid_call_its_client_resumes_through_the_balancer_
     })
     .await;
     assert!(left.is_err(), "Ada never sees Bob leave");
+    bob.leave().await;
+    ada.leave().await;
+}
+
+/// The node that holds `room`, by its `/v1/cluster` view.
+async fn owner_of(nodes: &[NodeProcess], room: &str) -> Option<usize> {
+    for (i, node) in nodes.iter().enumerate() {
+        let Some(view) = node.try_view().await else { continue };
+        if view["rooms"].as_array().is_some_and(|r| r.iter().any(|n| n == room)) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn the_rooms_owner_killed_mid_call_the_room_comes_back_elsewhere_with_every_acknowledged_chat() {
+    use switchboard_e2e::ws::WsClient;
+    let redis = Redis::start().await;
+    let mut nodes = three_nodes(&redis).await;
+    let lb = Haproxy::start(&[&nodes[0], &nodes[1], &nodes[2]]).await;
+    let mut ada = peer_at(&lb.url(), "durable", "Ada", MediaSource::Default).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let owner = loop {
+        if let Some(owner) = owner_of(&nodes, "durable").await {
+            break owner;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the room is placed somewhere");
+        tokio::time::sleep(POLL).await;
+    };
+    let mut bob = peer_at(&lb.url(), "durable", "Bob", MediaSource::Default).await;
+    wait_for_rust_media(&mut ada, "Bob's media", |t| received(t, "video") > 20 && received(t, "audio") > 20).await;
+    wait_for_rust_media(&mut bob, "Ada's media", |t| received(t, "video") > 20 && received(t, "audio") > 20).await;
+    // Acknowledged chat: each echoed to its sender (stored in Redis first).
+    let mut acknowledged = Vec::new();
+    for i in 1..=5 {
+        let text = format!("kept {i}");
+        ada.chat(&text).await.expect("chat");
+        let echo = wait_for_event(&mut ada, "the echo", |e| matches!(e, PeerEvent::Chat(m) if m.text == text)).await;
+        let PeerEvent::Chat(m) = echo else { unreachable!() };
+        acknowledged.push((m.seq, m.text));
+    }
+
+    // The room's node dies.
+    let killed = tokio::time::Instant::now();
+    nodes[owner].kill();
+    // Both come back on their own, in a new session (the old one died with
+    // the node), in the room wherever it is placed now.
+    for (peer, name) in [(&mut ada, "Ada"), (&mut bob, "Bob")] {
+        wait_for_event(peer, &format!("{name} back in the room"), |e| matches!(e, PeerEvent::Rejoined { .. })).await;
+    }
+    println!("room back {:?} after its node was killed", killed.elapsed());
+    let new_owner = owner_of(&nodes, "durable").await.expect("the room lives somewhere again");
+    assert_ne!(new_owner, owner);
+
+    // Its history: every acknowledged message, once, with its seq; and seq
+    // goes on.
+    let mut check = WsClient::connect(lb.addr).await;
+    let welcome = check.join("durable", "Check").await;
+    let history: Vec<(u64, String)> = welcome["chat"]
+        .as_array()
+        .expect("chat")
+        .iter()
+        .map(|m| (m["seq"].as_u64().expect("seq"), m["text"].as_str().expect("text").to_owned()))
+        .collect();
+    assert_eq!(history, acknowledged, "the room's chat after its owner died");
+    assert_eq!(welcome["chat_seq"], 5);
+    ada.chat("after").await.expect("chat");
+    let next = check.recv("chat").await;
+    assert_eq!((next["seq"].as_u64(), next["text"].as_str()), (Some(6), Some("after")));
+    // The call goes on.
+    media_grows(&mut bob, "Ada's media after the failover").await;
+    media_grows(&mut ada, "Bob's media after the failover").await;
     bob.leave().await;
     ada.leave().await;
 }

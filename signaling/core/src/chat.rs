@@ -33,14 +33,26 @@ impl ChatLog {
         self.last_seq
     }
 
+    /// Timestamp of the newest message (0: none yet).
+    pub fn last_ts(&self) -> u64 {
+        self.last_ts
+    }
+
     /// Assigns the next sequence number and a timestamp that never goes
     /// backwards, stores the message and returns it. `build` receives the
     /// sequence number and timestamp.
     pub fn append(&mut self, now_unix_ms: u64, build: impl FnOnce(u64, u64) -> ChatMessage) -> &ChatMessage {
-        self.last_seq += 1;
-        self.last_ts = self.last_ts.max(now_unix_ms);
-        let message = build(self.last_seq, self.last_ts);
-        debug_assert_eq!(message.seq, self.last_seq);
+        let message = build(self.last_seq + 1, self.last_ts.max(now_unix_ms));
+        self.push(message)
+    }
+
+    /// Stores a message numbered elsewhere (stored durably first, or read
+    /// back from durable storage by a new owner): its `seq` must be above
+    /// every kept one; the log continues from it.
+    pub fn push(&mut self, message: ChatMessage) -> &ChatMessage {
+        debug_assert!(message.seq > self.last_seq, "chat seq goes backwards");
+        self.last_seq = self.last_seq.max(message.seq);
+        self.last_ts = self.last_ts.max(message.ts);
         let size = message_bytes(&message);
         while !self.messages.is_empty()
             && (self.messages.len() >= self.capacity || self.bytes + size > self.byte_capacity)

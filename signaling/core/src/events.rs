@@ -186,6 +186,12 @@ impl ChatDedup {
         self.recent.push_back(id.clone());
         true
     }
+
+    /// Forgets `id`: the message was not stored after all, so a resend
+    /// must be taken.
+    pub fn forget(&mut self, id: &ClientMsgId) {
+        self.recent.retain(|known| known != id);
+    }
 }
 
 #[cfg(test)]

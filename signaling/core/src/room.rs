@@ -73,6 +73,20 @@ pub struct Room {
     /// While an SFU was asked for and has not joined: when to ask again
     /// (SFU rooms only).
     pub sfu_asked_until: Option<Instant>,
+    /// Chat numbered and handed to durable storage, not yet stored (with
+    /// durable chat on): echoed, in order, once stored.
+    pub pending_chat: std::collections::VecDeque<PendingChat>,
+}
+
+/// A chat message waiting to be stored durably.
+#[derive(Debug, Clone)]
+pub struct PendingChat {
+    /// The message, numbered.
+    pub message: switchboard_protocol::ChatMessage,
+    /// The connection it came from.
+    pub conn: ConnId,
+    /// Its request id, for an error.
+    pub id: Option<RequestId>,
 }
 
 impl Room {
@@ -80,7 +94,15 @@ impl Room {
     /// `chat_bytes` of them.
     pub fn new(chat_history: usize, chat_bytes: usize, mode: RoomMode) -> Self {
         let chat = ChatLog::new(chat_history, chat_bytes);
-        Self { members: BTreeMap::new(), order: HashMap::new(), next_order: 0, chat, mode, sfu_asked_until: None }
+        Self {
+            members: BTreeMap::new(),
+            order: HashMap::new(),
+            next_order: 0,
+            chat,
+            mode,
+            sfu_asked_until: None,
+            pending_chat: std::collections::VecDeque::new(),
+        }
     }
 
     /// The room's forwarding unit, if it has joined.

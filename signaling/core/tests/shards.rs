@@ -155,3 +155,91 @@ fn every_join_gets_one_answer_after_its_welcome_or_refusal_and_a_probed_resume_g
     let last_two: Vec<&switchboard_core::Output> = s.last.iter().rev().take(2).collect();
     assert!(matches!(last_two[0], switchboard_core::Output::JoinAnswered { .. }), "{:?}", s.last);
 }
+
+fn durable() -> Sim {
+    Sim::new(HubConfig { durable_chat: true, ..HubConfig::default() })
+}
+
+fn chats(msgs: &[ServerMessage]) -> Vec<(u64, String)> {
+    msgs.iter()
+        .filter_map(|m| if let ServerMessage::Chat(c) = m { Some((c.seq, c.text.clone())) } else { None })
+        .collect()
+}
+
+fn stores(s: &Sim) -> Vec<u64> {
+    s.last
+        .iter()
+        .filter_map(
+            |o| if let switchboard_core::Output::StoreChat { message, .. } = o { Some(message.seq) } else { None },
+        )
+        .collect()
+}
+
+#[test]
+fn durable_chat_is_echoed_only_once_stored_and_in_order() {
+    let mut s = durable();
+    let (a, _) = s.join(1, "room", "A");
+    let (b, _) = s.join(2, "room", "B");
+    s.take(a);
+    s.send(a, r#"{"type":"chat","client_id":"c1","text":"one"}"#);
+    assert_eq!(stores(&s), [1]);
+    s.send(b, r#"{"type":"chat","client_id":"c2","text":"two"}"#);
+    assert_eq!(stores(&s), [2]);
+    assert!(chats(&s.take(a)).is_empty() && chats(&s.take(b)).is_empty(), "nothing echoed before it is stored");
+    let room = switchboard_protocol::RoomName::new("room").expect("room");
+    s.hub.chat_stored(&room, 1, true, s.now);
+    s.hub.chat_stored(&room, 2, true, s.now);
+    while let Some(out) = s.hub.poll_output() {
+        if let switchboard_core::Output::Send { to, msg, .. } = out {
+            for conn in to.as_slice() {
+                s.inbox.entry(*conn).or_default().push(msg.clone());
+            }
+        }
+    }
+    assert_eq!(chats(&s.take(a)), [(1, "one".into()), (2, "two".into())]);
+    assert_eq!(chats(&s.take(b)), [(1, "one".into()), (2, "two".into())]);
+}
+
+#[test]
+fn chat_that_could_not_be_stored_is_refused_with_what_came_after_it_and_seq_has_no_gap() {
+    let mut s = durable();
+    let (a, _) = s.join(1, "room", "A");
+    let room = switchboard_protocol::RoomName::new("room").expect("room");
+    s.send(a, r#"{"type":"chat","id":"x","client_id":"c1","text":"one"}"#);
+    s.send(a, r#"{"type":"chat","id":"y","client_id":"c2","text":"two"}"#);
+    s.hub.chat_stored(&room, 1, false, s.now);
+    let errors: Vec<ErrorCode> = std::iter::from_fn(|| s.hub.poll_output())
+        .filter_map(|o| match o {
+            switchboard_core::Output::Send { msg: ServerMessage::Error(e), .. } => Some(e.code),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors, [ErrorCode::Unavailable, ErrorCode::Unavailable], "both refused, the second unstored too");
+    // An answer for the second, given up already, changes nothing.
+    s.hub.chat_stored(&room, 2, true, s.now);
+    assert!(s.hub.poll_output().is_none());
+    // Sent again (same client id: not taken for a resend), it is seq 1.
+    s.send(a, r#"{"type":"chat","client_id":"c1","text":"one"}"#);
+    assert_eq!(stores(&s), [1]);
+}
+
+#[test]
+fn a_room_made_after_a_seed_continues_its_chat_and_seq() {
+    let mut s = durable();
+    let seeded: Vec<switchboard_protocol::ChatMessage> = (41..=43)
+        .map(|seq| switchboard_protocol::ChatMessage {
+            seq,
+            ts: 1000 + seq,
+            from: switchboard_protocol::PeerId::new("pOLD").expect("id"),
+            name: switchboard_protocol::DisplayName::new("Old").expect("name"),
+            client_id: switchboard_protocol::ClientMsgId::new(format!("old{seq}")).expect("id"),
+            text: format!("before {seq}"),
+        })
+        .collect();
+    s.hub.seed_chat(switchboard_protocol::RoomName::new("room").expect("room"), seeded);
+    let (a, welcome) = s.join(1, "room", "A");
+    assert_eq!(welcome.chat_seq, 43);
+    assert_eq!(welcome.chat.iter().map(|m| m.seq).collect::<Vec<_>>(), [41, 42, 43]);
+    s.send(a, r#"{"type":"chat","client_id":"c1","text":"after"}"#);
+    assert_eq!(stores(&s), [44]);
+}

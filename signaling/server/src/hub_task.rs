@@ -60,6 +60,23 @@ pub enum HubEvent {
     },
     /// The server is shutting down.
     Shutdown(GoingAway),
+    /// The chat store stored (or could not store) a chat message.
+    ChatStored {
+        /// The room.
+        room: RoomName,
+        /// The message's seq.
+        seq: u64,
+        /// Whether it is stored.
+        stored: bool,
+    },
+    /// The chat of a room this node just took over, read back from Redis:
+    /// the room starts from it when it is made here.
+    SeedChat {
+        /// The room.
+        room: RoomName,
+        /// Its newest messages, oldest first.
+        messages: Vec<switchboard_protocol::ChatMessage>,
+    },
     /// This node lost a room to another (its lease): tell its members and
     /// forget it.
     Evict {
@@ -165,6 +182,10 @@ pub struct ConnHandle {
     pub kill: Arc<Kill>,
 }
 
+/// The server's shared state for a hub task, set once the state exists
+/// (it is made after the shards, and holds their inboxes).
+pub type StateLater = Arc<std::sync::OnceLock<std::sync::Weak<crate::state::AppState>>>;
+
 /// Runs the hub until every sender is gone.
 pub async fn run(
     config: HubConfig,
@@ -172,9 +193,13 @@ pub async fn run(
     telemetry: Arc<Telemetry>,
     sfu_requests: Option<mpsc::UnboundedSender<RoomName>>,
     cluster: Option<Arc<crate::cluster::Cluster>>,
+    own_inbox: mpsc::WeakSender<HubEvent>,
+    state: StateLater,
 ) {
     let mut task = HubTask {
         cluster,
+        own_inbox,
+        state,
         hub: Hub::new(config, Box::new(rand::random::<u128>)),
         conns: HashMap::new(),
         telemetry,
@@ -223,6 +248,10 @@ struct HubTask {
     /// The cluster this node is in: rooms made and ended here take and
     /// give back leases.
     cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// This shard's own inbox, weakly (the chat store answers there).
+    own_inbox: mpsc::WeakSender<HubEvent>,
+    /// The server's shared state, weakly (made after the shards).
+    state: StateLater,
     /// What this shard last added to the room and peer gauges (each shard
     /// adds its own change, so the gauges hold the server's sums).
     reported: Counts,
@@ -270,6 +299,8 @@ impl HubTask {
             HubEvent::Alive { conn } => self.hub.alive(conn, clock::now()),
             HubEvent::Shutdown(notice) => self.hub.shutdown(&notice, clock::now()),
             HubEvent::Evict { room, notice } => self.hub.evict_room(&room, &notice, clock::now()),
+            HubEvent::ChatStored { room, seq, stored } => self.hub.chat_stored(&room, seq, stored, clock::now()),
+            HubEvent::SeedChat { room, messages } => self.hub.seed_chat(room, messages),
         }
     }
 
@@ -336,18 +367,43 @@ impl HubTask {
                 }
                 Output::RoomStarted { room } => {
                     debug!(%room, "room started");
-                    if let Some(cluster) = &self.cluster {
-                        cluster.leases.started(&room);
+                    if let (Some(cluster), Some(state)) =
+                        (&self.cluster, self.state.get().and_then(std::sync::Weak::upgrade))
+                        && !cluster.leases.started(&room)
+                    {
+                        // Claimed by a task of its own: the hub never waits
+                        // on Redis.
+                        tokio::spawn(crate::cluster::leases::claim(state, cluster.clone(), room));
                     }
                 }
                 Output::RoomEnded { room } => {
                     debug!(%room, "room ended");
-                    if let Some(cluster) = self.cluster.clone() {
-                        // Given back by a task of its own: the hub never
-                        // waits on Redis.
-                        tokio::spawn(async move { cluster.leases.ended(&cluster, &room).await });
+                    if let Some(cluster) = &self.cluster {
+                        cluster.leases.ended(&room);
+                        // The room's chat ends with it, in order with its
+                        // writes (the same queue).
+                        let drop = crate::cluster::chat_store::Request::Drop { room };
+                        if cluster.chat.try_send(drop).is_err() {
+                            warn!("chat store queue full: an ended room's chat stays until it expires");
+                        }
                     }
                 }
+                Output::StoreChat { room, message } => match &self.cluster {
+                    Some(cluster) => {
+                        let seq = message.seq;
+                        let request = crate::cluster::chat_store::Request::Store {
+                            room: room.clone(),
+                            message,
+                            reply: self.own_inbox.clone(),
+                        };
+                        // Never waits: a full store queue refuses the chat
+                        // (its sender may send it again).
+                        if cluster.chat.try_send(request).is_err() {
+                            self.hub.chat_stored(&room, seq, false, clock::now());
+                        }
+                    }
+                    None => self.hub.chat_stored(&room, message.seq, false, clock::now()),
+                },
                 Output::Close { conn, reason } => {
                     if let Some(handle) = self.conns.remove(&conn) {
                         self.telemetry.disconnect(closed_as(reason));

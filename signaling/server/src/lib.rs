@@ -117,7 +117,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     let builtin = BuiltinSfu::start(&settings, addr);
     let room_quota = RoomQuota::default();
     let (publish_tx, publish_rx) = mpsc::channel(cluster::bridge::PUBLISH_QUEUE);
-    let cluster = settings.cluster.as_ref().map(|c| Arc::new(cluster::Cluster::new(c.node_id.clone(), publish_tx)));
+    let (chat_tx, chat_rx) = mpsc::channel(cluster::chat_store::STORE_QUEUE);
+    let cluster =
+        settings.cluster.as_ref().map(|c| Arc::new(cluster::Cluster::new(c.node_id.clone(), publish_tx, chat_tx)));
+    let state_later: hub_task::StateLater = Arc::default();
     let (mut inboxes, mut hubs) = (Vec::new(), Vec::new());
     for _ in 0..settings.hub_shards() {
         let (tx, rx) = mpsc::channel(hub_task::HUB_QUEUE);
@@ -129,8 +132,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
             room_mode: settings.room_mode,
             sfu_verifier: builtin.verifier.clone(),
             room_quota: room_quota.clone(),
+            durable_chat: cluster.is_some(),
         };
-        let run = hub_task::run(config, rx, telemetry.clone(), builtin.requests.clone(), cluster.clone());
+        let (own, later) = (tx.downgrade(), state_later.clone());
+        let run = hub_task::run(config, rx, telemetry.clone(), builtin.requests.clone(), cluster.clone(), own, later);
         hubs.push(tokio::spawn(run));
         inboxes.push(tx);
     }
@@ -149,7 +154,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
             std::time::Instant::now(),
         ),
         trusted_proxies: client_addr::TrustedProxies::new(settings.trusted_proxies.clone()),
-        next_conn: AtomicU64::new(1),
+        // Unique across restarts of this node (in a cluster, other nodes
+        // key its bridged connections by node id and connection id).
+        next_conn: AtomicU64::new((clock::now().unix_ms << 16) | 1),
         origins: origins::Origins::new(&settings.allowed_origins, settings.public_url.as_deref(), addr),
         open_rooms_guarded: settings.auth_secret.is_none() && !settings.insecure_open_rooms,
         proxied_warned: AtomicBool::new(false),
@@ -161,6 +168,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         internal_key: builtin.internal_key,
         internal_ip: sfu_source_ip(addr),
     });
+    let _ = state_later.set(Arc::downgrade(&state));
     if let (Some(cluster), Some(settings)) = (&state.cluster, &settings.cluster) {
         let client = redis::Client::open(settings.redis_url.as_str()).context("the Redis URL")?;
         info!(node = %cluster.node_id, "cluster mode: joining through Redis");
@@ -168,6 +176,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         tokio::spawn(cluster::bridge::run_publisher(publish_rx, state.clone(), cluster.clone()));
         tokio::spawn(cluster::bridge::run_subscriber(client, state.clone(), cluster.clone()));
         tokio::spawn(cluster::leases::run_renewals(state.clone(), cluster.clone()));
+        tokio::spawn(cluster::chat_store::run(chat_rx, cluster.clone(), state.limits.chat_history));
     }
     let (stop_accepting, stop_rx) = watch::channel(false);
     if let Some(socket) = stun_socket {

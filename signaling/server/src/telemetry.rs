@@ -113,6 +113,14 @@ pub struct Telemetry {
     /// Live nodes in the cluster, this one included, as of the last
     /// heartbeat that reached Redis.
     pub cluster_nodes: Gauge,
+    /// Bridge frames published to other nodes.
+    pub bridge_frames_out: Counter,
+    /// Bridge frames received from other nodes.
+    pub bridge_frames_in: Counter,
+    /// Room leases taken (placed or adopted) by this node.
+    pub leases_taken: Counter,
+    /// Rooms this node had to give up because another node held them.
+    pub rooms_evicted: Counter,
     /// Upgrades refused at the connection limit or the admission rate.
     pub rejected_connections: Counter,
     /// STUN Binding requests answered.
@@ -159,6 +167,10 @@ impl Telemetry {
             redis_up: metrics::gauge!("switchboard_redis_up"),
             redis_errors: metrics::counter!("switchboard_redis_errors_total"),
             cluster_nodes: metrics::gauge!("switchboard_cluster_nodes"),
+            bridge_frames_out: metrics::counter!("switchboard_bridge_frames_total", "direction" => "out"),
+            bridge_frames_in: metrics::counter!("switchboard_bridge_frames_total", "direction" => "in"),
+            leases_taken: metrics::counter!("switchboard_room_leases_taken_total"),
+            rooms_evicted: metrics::counter!("switchboard_rooms_evicted_total"),
             rejected_connections: metrics::counter!("switchboard_rejected_connections_total"),
             stun_answered: metrics::counter!("switchboard_stun_requests_total", "result" => "answered"),
             stun_ignored: metrics::counter!("switchboard_stun_requests_total", "result" => "ignored"),

@@ -3,11 +3,12 @@
 //! included; history is served in pages.
 
 use super::fanout::Audience;
-use super::{ConnId, Hub};
+use super::{ConnId, Hub, Output};
 use crate::Now;
+use crate::room::PendingChat;
 use crate::seat::Seat;
 use switchboard_protocol::{
-    ChatHistoryPage, ChatHistoryRequest, ChatMessage, ChatSend, ErrorCode, ServerMessage, TypingNotice,
+    ChatHistoryPage, ChatHistoryRequest, ChatMessage, ChatSend, ErrorCode, RoomName, ServerMessage, TypingNotice,
 };
 
 impl Hub {
@@ -32,13 +33,62 @@ impl Hub {
         let name = member.info.name.clone();
         let was_typing = member.typing_until.take().is_some();
         let from = seat.peer.clone();
-        let message =
-            room.chat.append(now.unix_ms, |seq, ts| ChatMessage { seq, ts, from, name, client_id, text }).clone();
         if was_typing {
             let notice = ServerMessage::Typing(TypingNotice { from: seat.peer.clone(), active: false });
             self.emit(&seat.room, Audience::AllBut(&seat.peer), notice, now);
         }
+        let Some(room) = self.rooms.get_mut(&seat.room) else { return };
+        if self.config.durable_chat {
+            // Numbered now, echoed once stored (see `chat_stored`).
+            let pending = room.pending_chat.back().map(|p| (p.message.seq, p.message.ts));
+            let (last_seq, last_ts) = pending.unwrap_or((room.chat.last_seq(), room.chat.last_ts()));
+            let (seq, ts) = (last_seq + 1, last_ts.max(now.unix_ms));
+            let message = ChatMessage { seq, ts, from, name, client_id, text };
+            room.pending_chat.push_back(PendingChat { message: message.clone(), conn, id });
+            self.out.push_back(Output::StoreChat { room: seat.room.clone(), message });
+            return;
+        }
+        let message =
+            room.chat.append(now.unix_ms, |seq, ts| ChatMessage { seq, ts, from, name, client_id, text }).clone();
         self.emit(&seat.room, Audience::All, ServerMessage::Chat(message), now);
+    }
+
+    /// The shell stored (`stored`) or could not store the chat message
+    /// `seq` of `room` (see [`Output::StoreChat`]). Stored: it joins the
+    /// history and is echoed to the room. Not stored: neither are the ones
+    /// numbered after it (the store keeps order, so they cannot have been
+    /// stored either); their senders get `unavailable` and may send them
+    /// again, and `seq` goes on from the last stored message, so no number
+    /// the room saw is skipped or used twice.
+    pub fn chat_stored(&mut self, room_name: &RoomName, seq: u64, stored: bool, now: Now) {
+        let Some(room) = self.rooms.get_mut(room_name) else { return };
+        if room.pending_chat.front().is_none_or(|p| p.message.seq != seq) {
+            // An answer for a message already given up.
+            return;
+        }
+        if stored {
+            let Some(pending) = room.pending_chat.pop_front() else { return };
+            let message = room.chat.push(pending.message).clone();
+            self.emit(room_name, Audience::All, ServerMessage::Chat(message), now);
+            return;
+        }
+        let failed: Vec<PendingChat> = room.pending_chat.drain(..).collect();
+        for pending in failed {
+            let Some(member) = room.get_mut(&pending.message.from) else { continue };
+            member.chat_ids.forget(&pending.message.client_id);
+            if member.online && member.conn == pending.conn {
+                let why = "the chat message could not be stored: send it again";
+                self.out.push_back(Output::Send {
+                    to: super::Recipients::One(pending.conn),
+                    msg: ServerMessage::Error(switchboard_protocol::ErrorMessage::recoverable(
+                        pending.id,
+                        ErrorCode::Unavailable,
+                        why,
+                    )),
+                    json: None,
+                });
+            }
+        }
     }
 
     /// A page of the room's chat history, to the member that asked.

@@ -75,11 +75,15 @@ impl Hub {
         let mode = claimed_mode.unwrap_or(self.config.room_mode);
         if !self.rooms.contains_key(&room_name) {
             self.out.push_back(Output::RoomStarted { room: room_name.clone() });
+            let mut room = Room::new(limits.chat_history, limits.chat_history_bytes, mode);
+            for message in self.seeds.remove(&room_name).unwrap_or_default() {
+                if message.seq > room.chat.last_seq() {
+                    room.chat.push(message);
+                }
+            }
+            self.rooms.insert(room_name.clone(), room);
         }
-        let room = self
-            .rooms
-            .entry(room_name.clone())
-            .or_insert_with(|| Room::new(limits.chat_history, limits.chat_history_bytes, mode));
+        let Some(room) = self.rooms.get_mut(&room_name) else { unreachable!("inserted above") };
         // The SFU is infrastructure: it never counts against the room's size.
         if role == Role::Participant && room.participants() >= limits.max_peers_per_room {
             let max = limits.max_peers_per_room;

@@ -67,6 +67,9 @@ pub struct HubConfig {
     /// Checks the tokens of the server's own SFU (a secret of the process),
     /// so that SFU rooms work without an auth secret.
     pub sfu_verifier: Option<TokenVerifier>,
+    /// Chat is stored durably by the shell before it is echoed
+    /// ([`Output::StoreChat`]); off, the hub's memory is the store.
+    pub durable_chat: bool,
     /// Rooms held against `limits.max_rooms`, shared with the server's
     /// other hub shards.
     pub room_quota: crate::quota::RoomQuota,
@@ -113,7 +116,14 @@ pub struct Hub {
     /// Connections whose join is not answered yet (see
     /// [`Output::JoinAnswered`]): at most one entry per connection.
     joins_owed: std::collections::BTreeSet<ConnId>,
+    /// Chat history read back from durable storage for rooms about to be
+    /// made here (a new owner), taken when the room is made.
+    seeds: BTreeMap<RoomName, Vec<switchboard_protocol::ChatMessage>>,
 }
+
+/// Rooms whose chat seed may wait for the room's first join; past this the
+/// oldest (by name) is dropped.
+pub const MAX_SEEDS: usize = 1024;
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -137,7 +147,22 @@ impl Hub {
             going_away: None,
             replaced: ReplacedTokens::default(),
             joins_owed: std::collections::BTreeSet::new(),
+            seeds: BTreeMap::new(),
         }
+    }
+
+    /// The chat a room had before this hub owned it (read back from
+    /// durable storage): the room, when its first member joins here,
+    /// starts with this history and continues its `seq`. Ignored for a
+    /// room that exists here already.
+    pub fn seed_chat(&mut self, room: RoomName, messages: Vec<switchboard_protocol::ChatMessage>) {
+        if self.rooms.contains_key(&room) {
+            return;
+        }
+        if self.seeds.len() >= MAX_SEEDS && !self.seeds.contains_key(&room) {
+            self.seeds.pop_first();
+        }
+        self.seeds.insert(room, messages);
     }
 
     /// Says, for every join still owed an answer, whether it is settled:

@@ -84,6 +84,16 @@ pub enum Output {
         /// Whether it is in a room now.
         joined: bool,
     },
+    /// Store this chat message durably (in a cluster: the room's stream in
+    /// Redis), then answer with [`super::Hub::chat_stored`]. It is echoed
+    /// to the room only once stored: the echo is the acknowledgement.
+    /// Messages of one room come in `seq` order and must be stored in it.
+    StoreChat {
+        /// The room.
+        room: RoomName,
+        /// The message, numbered.
+        message: switchboard_protocol::ChatMessage,
+    },
     /// A room was created here (its first member joined). In a cluster the
     /// shell holds the room's lease from now on.
     RoomStarted {

@@ -51,6 +51,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A frame to publish, and whose connection it was for: a frame nobody
+/// received (the other node is not listening) ends that connection.
+#[derive(Debug)]
+pub struct Outgoing {
+    channel: String,
+    payload: String,
+    lost: Lost,
+}
+
+/// The connection a frame was for.
+#[derive(Debug, Clone)]
+enum Lost {
+    /// A connection of this node (client side).
+    Client(ConnId),
+    /// A hosted connection of a node, by its id there (owner side).
+    Hosted(Arc<str>, u64),
+}
+
 /// A connection of this node whose room lives on `owner`.
 #[derive(Debug)]
 struct ClientSide {
@@ -73,6 +91,10 @@ struct Hosted {
     /// When it came here (a node is forgotten only by connections older
     /// than a registry read).
     since: Instant,
+    /// When its node last sent anything for it: a connection its node
+    /// stopped speaking for (the node lost track of it) is ended after the
+    /// ping timeout, as a silent client's is.
+    last_heard: Instant,
     heard: u64,
     pump: JoinHandle<()>,
 }
@@ -81,14 +103,14 @@ struct Hosted {
 #[derive(Debug)]
 pub struct Bridge {
     node: Arc<str>,
-    publish: mpsc::Sender<(String, String)>,
+    publish: mpsc::Sender<Outgoing>,
     clients: Mutex<HashMap<ConnId, ClientSide>>,
     hosted: Mutex<HashMap<(Arc<str>, u64), Hosted>>,
 }
 
 impl Bridge {
     /// A bridge whose frames go to `publish` (see [`run_publisher`]).
-    pub fn new(node: Arc<str>, publish: mpsc::Sender<(String, String)>) -> Self {
+    pub fn new(node: Arc<str>, publish: mpsc::Sender<Outgoing>) -> Self {
         Self { node, publish, clients: Mutex::default(), hosted: Mutex::default() }
     }
 
@@ -97,8 +119,16 @@ impl Bridge {
         (lock(&self.clients).len(), lock(&self.hosted).len())
     }
 
-    async fn send(&self, node: &str, frame: &Frame) -> Result<(), ()> {
-        self.publish.send((keys::bridge(node), frame.to_json())).await.map_err(drop)
+    async fn send(&self, node: &str, frame: &Frame, lost: Lost) -> Result<(), ()> {
+        let out = Outgoing { channel: keys::bridge(node), payload: frame.to_json(), lost };
+        self.publish.send(out).await.map_err(drop)
+    }
+
+    /// Best effort, for a connection this node no longer knows: tell the
+    /// other side it is over.
+    fn tell(&self, node: &str, frame: &Frame) {
+        let out = Outgoing { channel: keys::bridge(node), payload: frame.to_json(), lost: Lost::Client(ConnId(0)) };
+        let _ = self.publish.try_send(out);
     }
 
     /// Client side: hands one of a connection's hub events to the owner.
@@ -137,10 +167,13 @@ impl Bridge {
                     let Some(mut side) = clients.remove(&conn) else { return Ok(()) };
                     (conn, Frame::MovedOut { from, c: conn.0, s: next(&mut side) })
                 }
-                HubEvent::Shutdown(_) | HubEvent::Evict { .. } => return Ok(()),
+                HubEvent::Shutdown(_)
+                | HubEvent::Evict { .. }
+                | HubEvent::ChatStored { .. }
+                | HubEvent::SeedChat { .. } => return Ok(()),
             }
         };
-        let sent = self.send(owner, &frame).await;
+        let sent = self.send(owner, &frame, Lost::Client(conn)).await;
         if sent.is_err() {
             lock(&self.clients).remove(&conn);
         }
@@ -189,7 +222,7 @@ impl Bridge {
                     }
                 }
             }
-            Frame::Text { c, s, k, text, u } => self.to_client(c, s, |handle| {
+            Frame::Text { o, c, s, k, text, u } => self.to_client(&o, c, s, |handle| {
                 let kind = ServerKind::ALL.get(usize::from(k)).copied().unwrap_or(ServerKind::Error);
                 let frame = Outbound::Frame { text: text.into(), kind, received: None };
                 let pushed = if u { handle.outbox.push_unbudgeted(frame) } else { handle.outbox.try_push(frame) };
@@ -197,25 +230,32 @@ impl Bridge {
                     handle.kill.fire(CloseSpec::SLOW_CONSUMER);
                 }
             }),
-            Frame::Close { c, s, code, reason } => self.to_client(c, s, |handle| {
+            Frame::Close { o, c, s, code, reason } => self.to_client(&o, c, s, |handle| {
                 let _ =
                     handle.outbox.push_unbudgeted(Outbound::Close(CloseSpec { code, reason: static_reason(&reason) }));
             }),
-            Frame::Probe { c, s } => self.to_client(c, s, |handle| handle.probe.notify_one()),
-            Frame::Signal { c, s, joined } => self.to_client(c, s, |handle| {
+            Frame::Probe { o, c, s } => self.to_client(&o, c, s, |handle| handle.probe.notify_one()),
+            Frame::Signal { o, c, s, joined } => self.to_client(&o, c, s, |handle| {
                 handle.outbox.signal(joined.map_or(Signal::MovedOut, Signal::JoinAnswered));
             }),
-            Frame::Kill { c, s, code, reason } => {
-                self.to_client(c, s, |handle| handle.kill.fire(CloseSpec { code, reason: static_reason(&reason) }));
+            Frame::Kill { o, c, s, code, reason } => {
+                self.to_client(&o, c, s, |handle| handle.kill.fire(CloseSpec { code, reason: static_reason(&reason) }));
             }
         }
     }
 
     /// Client side: a frame from the owner for connection `c`, in order or
     /// the connection is reset.
-    fn to_client(&self, c: u64, s: u64, apply: impl FnOnce(&ConnHandle)) {
+    fn to_client(&self, owner: &str, c: u64, s: u64, apply: impl FnOnce(&ConnHandle)) {
         let mut clients = lock(&self.clients);
-        let Some(side) = clients.get_mut(&ConnId(c)) else { return };
+        let Some(side) = clients.get_mut(&ConnId(c)) else {
+            // This node lost track of it (a reset): the owner must not
+            // hold it online.
+            drop(clients);
+            let from = self.node.to_string();
+            self.tell(owner, &Frame::Closed { from, c, s: 0, reason: LeaveReason::Disconnected });
+            return;
+        };
         if s != side.heard + 1 {
             debug!(conn = c, expected = side.heard + 1, got = s, "bridge gap: connection reset");
             side.handle.kill.fire(RESET);
@@ -230,7 +270,12 @@ impl Bridge {
     fn hosted_step(&self, from: &str, c: u64, s: u64) -> Option<(ConnId, usize)> {
         let mut hosted = lock(&self.hosted);
         let key = (Arc::from(from), c);
-        let entry = hosted.get_mut(&key)?;
+        let Some(entry) = hosted.get_mut(&key) else {
+            drop(hosted);
+            self.forgotten(from, c);
+            return None;
+        };
+        entry.last_heard = Instant::now();
         if s != entry.heard + 1 {
             debug!(conn = c, "bridge gap from a client's node: connection reset");
             entry.handle.kill.fire(RESET);
@@ -246,10 +291,15 @@ impl Bridge {
         let outbox = Arc::new(Outbox::new(state.limits.outbound_queue, state.limits.outbound_queue_bytes));
         let handle = ConnHandle { outbox, probe: Arc::new(Notify::new()), kill: Arc::new(Kill::default()) };
         let from: Arc<str> = Arc::from(from);
-        let pump = tokio::spawn(pump(self.publish.clone(), from.clone(), c, handle.clone()));
+        let pump = tokio::spawn(pump(self.publish.clone(), self.node.to_string(), from.clone(), c, handle.clone()));
         let opened = Instant::now().checked_sub(Duration::from_millis(age_ms)).unwrap_or_else(Instant::now);
-        let hosted = Hosted { conn, handle, shard: None, opened, since: Instant::now(), heard: s, pump };
-        if let Some(old) = lock(&self.hosted).insert((from, c), hosted) {
+        let now = Instant::now();
+        let hosted = Hosted { conn, handle, shard: None, opened, since: now, last_heard: now, heard: s, pump };
+        let old = lock(&self.hosted).insert((from, c), hosted);
+        if let Some(old) = old {
+            // Connection ids are unique per node across restarts (they
+            // start from the start time), so this is a stale entry.
+            old.handle.outbox.close();
             old.pump.abort();
         }
     }
@@ -260,26 +310,40 @@ impl Bridge {
         let key = (Arc::from(from), c);
         let (conn, handle, shard, opened) = {
             let mut hosted = lock(&self.hosted);
-            let Some(entry) = hosted.get_mut(&key) else { return };
+            let Some(entry) = hosted.get_mut(&key) else {
+                drop(hosted);
+                self.forgotten(from, c);
+                return;
+            };
             if s != entry.heard + 1 {
                 entry.handle.kill.fire(RESET);
                 return;
             }
             entry.heard = s;
+            entry.last_heard = Instant::now();
             (entry.conn, entry.handle.clone(), entry.shard, entry.opened)
         };
-        let Ok(msg) = parse_client(m) else {
-            warn!("bridge message unreadable: dropped");
-            return;
+        let msg = match parse_client(m) {
+            Ok(msg) => msg,
+            Err(err) => {
+                // Another version of the node on the other side: end the
+                // connection rather than leave it waiting.
+                warn!("bridge message unreadable: connection reset ({:?})", err.code);
+                handle.kill.fire(RESET);
+                return;
+            }
         };
         if let Some(shard) = shard {
             let _ = state.shards.get(shard).send(HubEvent::Message { conn, msg, received: Instant::now() }).await;
             return;
         }
-        let ClientMessage::Join(join) = &msg else { return };
+        let ClientMessage::Join(join) = &msg else {
+            handle.kill.fire(RESET);
+            return;
+        };
         // The client's node placed the room here; hold it before the room
         // is made (or refuse: it may be between owners).
-        if let Err(why) = cluster.leases.hold_here(cluster, &join.room).await {
+        if let Err(why) = cluster.leases.hold_here(state, cluster, &join.room).await {
             let error = ErrorMessage::recoverable(join.id.clone(), ErrorCode::Unavailable, why);
             let text = ServerMessage::Error(error).to_json();
             let _ =
@@ -299,12 +363,16 @@ impl Bridge {
     /// Every bridged connection whose frames may have been lost (the
     /// subscription or a publish failed) ends as dropped: clients resume.
     pub async fn reset_all(&self, state: &AppState) {
-        let clients: Vec<ClientSide> = lock(&self.clients).drain().map(|(_, side)| side).collect();
-        for side in clients {
+        let clients: Vec<(ConnId, ClientSide)> = lock(&self.clients).drain().collect();
+        for (conn, side) in clients {
             side.handle.kill.fire(RESET);
+            let from = self.node.to_string();
+            self.tell(&side.owner, &Frame::Closed { from, c: conn.0, s: 0, reason: LeaveReason::Disconnected });
         }
-        let hosted: Vec<Hosted> = lock(&self.hosted).drain().map(|(_, h)| h).collect();
-        for h in hosted {
+        let hosted: Vec<((Arc<str>, u64), Hosted)> = lock(&self.hosted).drain().collect();
+        for ((node, c), h) in hosted {
+            let o = self.node.to_string();
+            self.tell(&node, &Frame::Kill { o, c, s: 0, code: RESET.code, reason: RESET.reason.into() });
             h.handle.outbox.close();
             h.pump.abort();
             if let Some(shard) = h.shard {
@@ -313,6 +381,38 @@ impl Bridge {
                     .get(shard)
                     .send(HubEvent::Closed { conn: h.conn, reason: LeaveReason::Disconnected })
                     .await;
+            }
+        }
+    }
+
+    /// A frame came for a hosted connection this node does not know (it
+    /// was reset here): tell its node to end it.
+    fn forgotten(&self, from: &str, c: u64) {
+        let o = self.node.to_string();
+        self.tell(from, &Frame::Kill { o, c, s: 0, code: RESET.code, reason: RESET.reason.into() });
+    }
+
+    /// A frame nobody received: the node it went to is not listening
+    /// (stopped, or subscribing again), so the connection it was for ends
+    /// as dropped.
+    async fn lost(&self, state: &AppState, lost: Lost) {
+        match lost {
+            Lost::Client(conn) => {
+                let removed = lock(&self.clients).remove(&conn);
+                if let Some(side) = removed {
+                    side.handle.kill.fire(RESET);
+                }
+            }
+            Lost::Hosted(node, c) => {
+                let removed = lock(&self.hosted).remove(&(node, c));
+                if let Some(h) = removed {
+                    h.handle.outbox.close();
+                    h.pump.abort();
+                    if let Some(shard) = h.shard {
+                        let closed = HubEvent::Closed { conn: h.conn, reason: LeaveReason::Disconnected };
+                        let _ = state.shards.get(shard).send(closed).await;
+                    }
+                }
             }
         }
     }
@@ -331,9 +431,12 @@ impl Bridge {
                 side.handle.kill.fire(CloseSpec { code: 1012, reason: "going_away" });
             }
         }
+        let silent = state.limits.ping_timeout;
         let dead: Vec<(Arc<str>, u64)> = lock(&self.hosted)
             .iter()
-            .filter(|((node, _), h)| !is_alive(node) && h.since.elapsed() > super::NODE_TTL)
+            .filter(|((node, _), h)| {
+                (!is_alive(node) && h.since.elapsed() > super::NODE_TTL) || h.last_heard.elapsed() > silent
+            })
             .map(|(key, _)| key.clone())
             .collect();
         for key in dead {
@@ -352,29 +455,84 @@ impl Bridge {
     }
 }
 
+/// What the pump does next.
+enum Next {
+    Item((Outbound, bool)),
+    Kill(CloseSpec),
+    Probe,
+    Signal(Signal),
+}
+
+/// Owner side: one hosted connection's way back to its node.
+struct Pump {
+    publish: mpsc::Sender<Outgoing>,
+    /// This node (the owner).
+    o: String,
+    channel: String,
+    lost: Lost,
+    c: u64,
+    s: u64,
+}
+
+impl Pump {
+    /// Publishes the next frame; false when the bridge is gone or the frame
+    /// was the last.
+    async fn send(&mut self, build: impl FnOnce(String, u64, u64) -> (Frame, bool)) -> bool {
+        self.s += 1;
+        let (frame, last) = build(self.o.clone(), self.c, self.s);
+        let out = Outgoing { channel: self.channel.clone(), payload: frame.to_json(), lost: self.lost.clone() };
+        self.publish.send(out).await.is_ok() && !last
+    }
+
+    async fn item(&mut self, (item, unbudgeted): (Outbound, bool)) -> bool {
+        self.send(|o, c, s| match item {
+            Outbound::Frame { text, kind, .. } => {
+                let k = u8::try_from(kind.index()).unwrap_or(u8::MAX);
+                (Frame::Text { o, c, s, k, text: text.to_string(), u: unbudgeted }, false)
+            }
+            Outbound::Close(spec) => (Frame::Close { o, c, s, code: spec.code, reason: spec.reason.into() }, true),
+        })
+        .await
+    }
+}
+
 /// Owner side: sends what the shard queues for one hosted connection back
 /// to its node, numbered.
-async fn pump(publish: mpsc::Sender<(String, String)>, node: Arc<str>, c: u64, handle: ConnHandle) {
-    let channel = keys::bridge(&node);
-    let mut s = 0;
+async fn pump(publish: mpsc::Sender<Outgoing>, owner: String, node: Arc<str>, c: u64, handle: ConnHandle) {
+    let mut pump = Pump { publish, o: owner, channel: keys::bridge(&node), lost: Lost::Hosted(node, c), c, s: 0 };
     loop {
-        s += 1;
-        let (frame, last) = tokio::select! {
-            (item, unbudgeted) = handle.outbox.pop_marked() => match item {
-                Outbound::Frame { text, kind, .. } => {
-                    let k = u8::try_from(kind.index()).unwrap_or(u8::MAX);
-                    (Frame::Text { c, s, k, text: text.to_string(), u: unbudgeted }, false)
-                }
-                Outbound::Close(spec) => (Frame::Close { c, s, code: spec.code, reason: spec.reason.into() }, true),
-            },
-            () = handle.probe.notified() => (Frame::Probe { c, s }, false),
-            signal = handle.outbox.next_signal() => {
-                let joined = match signal { Signal::JoinAnswered(joined) => Some(joined), Signal::MovedOut => None };
-                (Frame::Signal { c, s, joined }, false)
-            }
-            spec = handle.kill.fired() => (Frame::Kill { c, s, code: spec.code, reason: spec.reason.into() }, true),
+        // Biased: a kill goes first, then everything queued, then a probe
+        // or a signal.
+        let next = tokio::select! {
+            biased;
+            spec = handle.kill.fired() => Next::Kill(spec),
+            item = handle.outbox.pop_marked() => Next::Item(item),
+            () = handle.probe.notified() => Next::Probe,
+            signal = handle.outbox.next_signal() => Next::Signal(signal),
         };
-        if publish.send((channel.clone(), frame.to_json())).await.is_err() || last {
+        let go_on = match next {
+            Next::Item(item) => pump.item(item).await,
+            Next::Kill(spec) => {
+                let reason = spec.reason.to_owned();
+                pump.send(|o, c, s| (Frame::Kill { o, c, s, code: spec.code, reason }, true)).await
+            }
+            Next::Probe => pump.send(|o, c, s| (Frame::Probe { o, c, s }, false)).await,
+            Next::Signal(signal) => {
+                // The shard queues a join's answer before its signal: what
+                // is queued now goes first (the signal moves the connection
+                // on, and a frame after it would find nobody).
+                let mut go_on = true;
+                while go_on && let Some(item) = handle.outbox.try_pop_marked() {
+                    go_on = pump.item(item).await;
+                }
+                let joined = match signal {
+                    Signal::JoinAnswered(joined) => Some(joined),
+                    Signal::MovedOut => None,
+                };
+                go_on && pump.send(|o, c, s| (Frame::Signal { o, c, s, joined }, false)).await
+            }
+        };
+        if !go_on {
             return;
         }
     }
@@ -395,9 +553,10 @@ fn static_reason(reason: &str) -> &'static str {
     "closed"
 }
 
-/// Publishes queued frames in order, a pipeline at a time. A failed
-/// publish may have lost frames: every bridged connection is reset.
-pub async fn run_publisher(mut frames: mpsc::Receiver<(String, String)>, state: Arc<AppState>, cluster: Arc<Cluster>) {
+/// Publishes queued frames in order, a pipeline at a time. A frame that
+/// reached nobody ends its connection; a failed publish may have lost
+/// frames, so every bridged connection is reset.
+pub async fn run_publisher(mut frames: mpsc::Receiver<Outgoing>, state: Arc<AppState>, cluster: Arc<Cluster>) {
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     while frames.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
         let Some(mut conn) = cluster.redis() else {
@@ -406,14 +565,26 @@ pub async fn run_publisher(mut frames: mpsc::Receiver<(String, String)>, state: 
             continue;
         };
         let mut pipe = redis::pipe();
-        for (channel, payload) in batch.drain(..) {
-            pipe.publish(channel, payload).ignore();
+        for out in &batch {
+            pipe.publish(&out.channel, &out.payload);
         }
-        let sent = tokio::time::timeout(REDIS_TIMEOUT, pipe.exec_async(&mut conn)).await;
-        if !matches!(sent, Ok(Ok(()))) {
-            state.telemetry.redis_errors.increment(1);
-            warn!("bridge publish failed: bridged connections reset");
-            cluster.bridge.reset_all(&state).await;
+        let sent: Result<Result<Vec<i64>, _>, _> =
+            tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async(&mut conn)).await;
+        match sent {
+            Ok(Ok(receivers)) => {
+                state.telemetry.bridge_frames_out.increment(batch.len() as u64);
+                for (out, heard_by) in batch.drain(..).zip(receivers) {
+                    if heard_by == 0 {
+                        cluster.bridge.lost(&state, out.lost).await;
+                    }
+                }
+            }
+            _ => {
+                batch.clear();
+                state.telemetry.redis_errors.increment(1);
+                warn!("bridge publish failed: bridged connections reset");
+                cluster.bridge.reset_all(&state).await;
+            }
         }
     }
 }
@@ -442,6 +613,7 @@ pub async fn run_subscriber(client: redis::Client, state: Arc<AppState>, cluster
         let mut messages = pubsub.on_message();
         while let Some(msg) = messages.next().await {
             let Ok(payload) = msg.get_payload::<String>() else { continue };
+            state.telemetry.bridge_frames_in.increment(1);
             cluster.bridge.receive(&state, &cluster, &payload).await;
         }
         warn!("bridge subscription lost: subscribing again");

@@ -21,6 +21,11 @@ pub fn room_owner(room: &switchboard_protocol::RoomName) -> String {
     format!("sb:room:{room}:owner")
 }
 
+/// A room's chat stream (durable chat: one entry per message, id `<seq>-0`).
+pub fn room_chat(room: &switchboard_protocol::RoomName) -> String {
+    format!("sb:room:{room}:chat")
+}
+
 /// A room's fence counter.
 pub fn room_fence(room: &switchboard_protocol::RoomName) -> String {
     format!("sb:room:{room}:fence")

@@ -45,6 +45,8 @@ struct Held {
     lease: Option<Lease>,
     /// The room exists in a shard here.
     started: bool,
+    /// When `started` last changed (or the lease was taken): a lease whose
+    /// room is not here for [`UNUSED_LEASE`] is given back.
     since: Instant,
 }
 
@@ -75,8 +77,20 @@ impl Leases {
     fn keep(&self, lease: Lease) {
         let room = lease.room.clone();
         let mut held = lock(&self.held);
-        let started = held.get(&room).is_some_and(|h| h.started);
-        held.insert(room, Held { lease: Some(lease), started, since: Instant::now() });
+        match held.get_mut(&room) {
+            Some(entry) => entry.lease = Some(lease),
+            None => {
+                held.insert(room, Held { lease: Some(lease), started: false, since: Instant::now() });
+            }
+        }
+    }
+
+    /// The owner key's value while this node holds `room` (what its writes
+    /// for the room are fenced with).
+    pub fn owner_value(&self, room: &RoomName) -> Option<String> {
+        let held = lock(&self.held);
+        let lease = held.get(room)?.lease.as_ref()?;
+        (lease.valid_until > Instant::now()).then(|| lease.owner.value())
     }
 
     /// Serves `room` here without a lease (Redis is unreachable).
@@ -91,15 +105,31 @@ impl Leases {
         lock(&self.held).get(room).is_some_and(|h| h.lease.as_ref().is_none_or(|l| l.valid_until > Instant::now()))
     }
 
-    /// A shard made `room`.
-    pub fn started(&self, room: &RoomName) {
-        if let Some(held) = lock(&self.held).get_mut(room) {
-            held.started = true;
+    /// A shard made `room`. Normally this node holds it already; if not
+    /// (its lease was given back or lost while a join was on its way),
+    /// `false`: the caller must claim it (see [`claim`]).
+    pub fn started(&self, room: &RoomName) -> bool {
+        match lock(&self.held).get_mut(room) {
+            Some(held) => {
+                held.started = true;
+                held.since = Instant::now();
+                true
+            }
+            None => false,
         }
     }
 
-    /// A shard ended `room`: the lease is given back.
-    pub async fn ended(&self, cluster: &Cluster, room: &RoomName) {
+    /// A shard ended `room`: the lease is kept for [`UNUSED_LEASE`] (a
+    /// member coming back finds the room here), then given back.
+    pub fn ended(&self, room: &RoomName) {
+        if let Some(held) = lock(&self.held).get_mut(room) {
+            held.started = false;
+            held.since = Instant::now();
+        }
+    }
+
+    /// Gives `room` back now.
+    async fn give_back(&self, cluster: &Cluster, room: &RoomName) {
         let removed = lock(&self.held).remove(room);
         let Some(lease) = removed.and_then(|held| held.lease) else { return };
         if let Some(mut conn) = cluster.redis() {
@@ -110,8 +140,8 @@ impl Leases {
     /// Owner side: a join placed here by another node has come. The lease
     /// must name this node (the placing node took it for us); it is renewed
     /// at once, so this node knows until when it may trust it.
-    pub async fn hold_here(&self, cluster: &Cluster, room: &RoomName) -> Result<(), String> {
-        if self.holds(room) {
+    pub async fn hold_here(&self, state: &AppState, cluster: &Cluster, room: &RoomName) -> Result<(), String> {
+        if self.owner_value(room).is_some() {
             return Ok(());
         }
         let mut conn = cluster.redis().ok_or("the cluster's Redis is unreachable")?;
@@ -119,13 +149,69 @@ impl Leases {
         let Some(owner) = owner.filter(|o| o.node == cluster.node_id) else {
             return Err("this room is moving between nodes: join again".into());
         };
-        let mut lease = Lease { room: room.clone(), owner, valid_until: Instant::now() };
-        match lease::renew(&mut conn, &mut lease).await {
-            Ok(true) => {
-                self.keep(lease);
-                Ok(())
+        match adopt(&mut conn, room, owner).await {
+            Some(lease) => take(state, cluster, &mut conn, lease).await,
+            None => Err("this room is moving between nodes: join again".into()),
+        }
+    }
+}
+
+/// A lease whose owner key names this node (taken for it by another node,
+/// or by an earlier life of its own): renewed at once, so that this node
+/// knows until when it may trust it.
+async fn adopt(conn: &mut redis::aio::ConnectionManager, room: &RoomName, owner: Owner) -> Option<Lease> {
+    let mut lease = Lease { room: room.clone(), owner, valid_until: Instant::now() };
+    matches!(lease::renew(conn, &mut lease).await, Ok(true)).then_some(lease)
+}
+
+/// This node now holds `lease`: its room's chat is read back from Redis
+/// and handed to the room's shard before anything else about the room.
+async fn take(
+    state: &AppState,
+    cluster: &Cluster,
+    conn: &mut redis::aio::ConnectionManager,
+    lease: Lease,
+) -> Result<(), String> {
+    let room = lease.room.clone();
+    if lock(&cluster.leases.held).get(&room).is_some_and(|h| h.started) {
+        // The room is here already (a renewal that lapsed): nothing to read.
+        cluster.leases.keep(lease);
+        return Ok(());
+    }
+    let messages = super::chat_store::read_back(conn, &room, state.limits.chat_history)
+        .await
+        .map_err(|e| format!("reading the room's chat back: {e:#}"))?;
+    cluster.leases.keep(lease);
+    state.telemetry.leases_taken.increment(1);
+    let shard = state.shards.get(state.shards.place(&room));
+    let _ = shard.send(HubEvent::SeedChat { room, messages }).await;
+    Ok(())
+}
+
+/// A room was made here that this node does not hold (its lease was given
+/// back or lost while a join was on its way): take it, or give way to the
+/// node that holds it.
+pub async fn claim(state: Arc<AppState>, cluster: Arc<Cluster>, room: RoomName) {
+    let Some(mut conn) = cluster.redis() else {
+        cluster.leases.keep_unleased(&room);
+        cluster.leases.started(&room);
+        return;
+    };
+    match lease::acquire(&mut conn, &room, &cluster.node_id).await {
+        Ok(Ok(lease)) => {
+            cluster.leases.keep(lease);
+            cluster.leases.started(&room);
+        }
+        Ok(Err(Some(owner))) if owner.node == cluster.node_id => {
+            if let Some(lease) = adopt(&mut conn, &room, owner).await {
+                cluster.leases.keep(lease);
+                cluster.leases.started(&room);
             }
-            _ => Err("this room is moving between nodes: join again".into()),
+        }
+        Ok(Err(owner)) => evict(&state, &cluster, &room, owner).await,
+        Err(_) => {
+            cluster.leases.keep_unleased(&room);
+            cluster.leases.started(&room);
         }
     }
 }
@@ -138,9 +224,13 @@ pub async fn place(state: &AppState, cluster: &Cluster, room: &RoomName) -> Resu
         return Ok(here());
     }
     let Some(mut conn) = cluster.redis() else {
-        // No Redis: serve the room here (see the module docs).
-        cluster.leases.keep_unleased(room);
-        return Ok(here());
+        // Redis away for good (not one missed heartbeat): serve the room
+        // here (see the module docs).
+        if cluster.redis_down_for() >= super::REDIS_GIVE_UP {
+            cluster.leases.keep_unleased(room);
+            return Ok(here());
+        }
+        return Err("the cluster's Redis is unreachable: try again shortly".into());
     };
     let deadline = Instant::now() + LEASE_TTL + LEASE_RENEW;
     let mut tries = 0;
@@ -149,7 +239,7 @@ pub async fn place(state: &AppState, cluster: &Cluster, room: &RoomName) -> Resu
         let alive = cluster.nodes();
         match owner {
             Some(Owner { node, .. }) if node == cluster.node_id => {
-                cluster.leases.hold_here(cluster, room).await?;
+                cluster.leases.hold_here(state, cluster, room).await?;
                 return Ok(here());
             }
             Some(Owner { node, .. }) if alive.iter().any(|n| n.id == node) => {
@@ -163,7 +253,7 @@ pub async fn place(state: &AppState, cluster: &Cluster, room: &RoomName) -> Resu
                 match lease::acquire(&mut conn, room, &chosen).await.map_err(|e| format!("{e:#}"))? {
                     Ok(lease) if chosen == cluster.node_id => {
                         info!(%room, "room placed here");
-                        cluster.leases.keep(lease);
+                        take(state, cluster, &mut conn, lease).await?;
                         return Ok(here());
                     }
                     Ok(_) => {
@@ -207,28 +297,32 @@ pub async fn run_renewals(state: Arc<AppState>, cluster: Arc<Cluster>) {
             .collect();
         for (room, lease, started, since) in leases {
             if !started && since.elapsed() > UNUSED_LEASE {
-                cluster.leases.ended(&cluster, &room).await;
+                cluster.leases.give_back(&cluster, &room).await;
                 continue;
             }
-            let Some(mut lease) = lease else {
-                // Made while Redis was away: lease it now, or give way.
-                match lease::acquire(&mut conn, &room, &cluster.node_id).await {
-                    Ok(Ok(taken)) => cluster.leases.keep(taken),
-                    Ok(Err(owner)) => evict(&state, &cluster, &room, owner).await,
-                    Err(_) => {}
-                }
-                continue;
-            };
-            match lease::renew(&mut conn, &mut lease).await {
-                Ok(true) => cluster.leases.keep(lease),
-                // Lapsed (Redis was away long enough): take it again if
-                // nobody else did.
-                Ok(false) => match lease::acquire(&mut conn, &lease.room, &cluster.node_id).await {
-                    Ok(Ok(again)) => cluster.leases.keep(again),
-                    Ok(Err(owner)) => evict(&state, &cluster, &lease.room, owner).await,
-                    Err(_) => {}
+            let renewed = match lease {
+                Some(mut lease) => match lease::renew(&mut conn, &mut lease).await {
+                    Ok(true) => Some(lease),
+                    Ok(false) => None,
+                    // Redis unreachable: keep the room (see the module docs).
+                    Err(_) => continue,
                 },
-                // Redis unreachable: keep the room (see the module docs).
+                None => None,
+            };
+            if let Some(lease) = renewed {
+                cluster.leases.keep(lease);
+                continue;
+            }
+            // Not leased (made while Redis was away), or lapsed: take it
+            // again, adopt it if it names this node, or give way.
+            match lease::acquire(&mut conn, &room, &cluster.node_id).await {
+                Ok(Ok(taken)) => cluster.leases.keep(taken),
+                Ok(Err(Some(owner))) if owner.node == cluster.node_id => {
+                    if let Some(lease) = adopt(&mut conn, &room, owner).await {
+                        cluster.leases.keep(lease);
+                    }
+                }
+                Ok(Err(owner)) => evict(&state, &cluster, &room, owner).await,
                 Err(_) => {}
             }
         }
@@ -240,6 +334,7 @@ pub async fn run_renewals(state: Arc<AppState>, cluster: Arc<Cluster>) {
 async fn evict(state: &AppState, cluster: &Cluster, room: &RoomName, owner: Option<Owner>) {
     warn!(%room, owner = ?owner.map(|o| o.node), "room held by another node: evicted here");
     lock(&cluster.leases.held).remove(room);
+    state.telemetry.rooms_evicted.increment(1);
     let notice =
         GoingAway { reason: "this room moved to another server".into(), reconnect_url: None, retry_after_ms: 500 };
     let shard = state.shards.get(state.shards.place(room));

@@ -7,6 +7,7 @@
 //! and durable chat follow (decision 0018 says how).
 
 pub mod bridge;
+pub mod chat_store;
 pub mod keys;
 pub mod lease;
 pub mod leases;
@@ -27,6 +28,10 @@ pub const NODE_TTL: Duration = Duration::from_secs(3);
 /// Longest wait for one Redis round trip: past it the call counts as failed,
 /// so that an unreachable Redis never holds anything up.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long Redis must have been unreachable before a node serves rooms
+/// it cannot lease (on its own, as a single node would): one missed
+/// heartbeat is not an outage.
+pub const REDIS_GIVE_UP: Duration = Duration::from_secs(6);
 /// Most nodes listed (and read back) per heartbeat: the registry a node
 /// keeps in memory is bounded whatever the key space holds.
 pub const MAX_NODES: usize = 256;
@@ -69,14 +74,25 @@ pub struct Cluster {
     pub leases: leases::Leases,
     /// Connections to and from other nodes.
     pub bridge: bridge::Bridge,
+    /// Where chat goes to be stored.
+    pub chat: tokio::sync::mpsc::Sender<chat_store::Request>,
+    /// Since when Redis has not answered (None: it answers).
+    down_since: Mutex<Option<std::time::Instant>>,
 }
 
 impl Cluster {
     /// A node that has not reached Redis yet; its bridge publishes through
     /// `publish` (see [`bridge::run_publisher`]).
-    pub fn new(node_id: String, publish: tokio::sync::mpsc::Sender<(String, String)>) -> Self {
+    pub fn new(
+        node_id: String,
+        publish: tokio::sync::mpsc::Sender<bridge::Outgoing>,
+        chat: tokio::sync::mpsc::Sender<chat_store::Request>,
+    ) -> Self {
         let bridge = bridge::Bridge::new(node_id.as_str().into(), publish);
         Self {
+            chat,
+            // Not reached yet: counts as down from the start.
+            down_since: Mutex::new(Some(std::time::Instant::now())),
             node_id,
             redis_up: AtomicBool::new(false),
             nodes: Mutex::new(Vec::new()),
@@ -112,10 +128,19 @@ impl Cluster {
     fn heard(&self, nodes: Vec<NodeInfo>) {
         *self.nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = nodes;
         self.redis_up.store(true, Ordering::Relaxed);
+        *self.down_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 
     fn lost_redis(&self) {
         self.redis_up.store(false, Ordering::Relaxed);
+        let mut since = self.down_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        since.get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// How long Redis has been unreachable (zero while it answers).
+    pub fn redis_down_for(&self) -> Duration {
+        let since = *self.down_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        since.map_or(Duration::ZERO, |s| s.elapsed())
     }
 
     /// The body of `GET /v1/cluster`.

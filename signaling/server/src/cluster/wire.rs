@@ -67,6 +67,8 @@ pub enum Frame {
     // ---- from the owner back to the client's node ----
     /// A text frame for the client.
     Text {
+        /// The owner's node (where to say that the connection is gone).
+        o: String,
         /// Connection id on the client's node.
         c: u64,
         /// Sequence.
@@ -81,6 +83,8 @@ pub enum Frame {
     },
     /// Close the client's socket after what came before.
     Close {
+        /// The owner's node (where to say that the connection is gone).
+        o: String,
         /// Connection id on the client's node.
         c: u64,
         /// Sequence.
@@ -93,6 +97,8 @@ pub enum Frame {
     /// Where the connection stands (see `crate::outbox::Signal`): its join
     /// answered (`joined`), or moved out (`None`).
     Signal {
+        /// The owner's node (where to say that the connection is gone).
+        o: String,
         /// Connection id on the client's node.
         c: u64,
         /// Sequence.
@@ -102,6 +108,8 @@ pub enum Frame {
     },
     /// Ping the client: someone is resuming its session.
     Probe {
+        /// The owner's node (where to say that the connection is gone).
+        o: String,
         /// Connection id on the client's node.
         c: u64,
         /// Sequence.
@@ -109,6 +117,8 @@ pub enum Frame {
     },
     /// Close the client's socket at once (slow consumer at the owner).
     Kill {
+        /// The owner's node (where to say that the connection is gone).
+        o: String,
         /// Connection id on the client's node.
         c: u64,
         /// Sequence.
@@ -137,8 +147,8 @@ mod tests {
             Frame::Open { from: "a".into(), c: 1, s: 1, age_ms: 12 },
             Frame::Msg { from: "a".into(), c: 1, s: 2, m: r#"{"type":"ping"}"#.into() },
             Frame::Closed { from: "a".into(), c: 1, s: 3, reason: LeaveReason::Disconnected },
-            Frame::Text { c: 1, s: 1, k: 0, text: "{}".into(), u: false },
-            Frame::Kill { c: 1, s: 2, code: 1008, reason: "slow_consumer".into() },
+            Frame::Text { o: "b".into(), c: 1, s: 1, k: 0, text: "{}".into(), u: false },
+            Frame::Kill { o: "b".into(), c: 1, s: 2, code: 1008, reason: "slow_consumer".into() },
         ];
         for frame in frames {
             let json = frame.to_json();
