@@ -272,3 +272,98 @@ async fn two_clients_on_two_nodes_relay_chat_page_history_show_presence_and_resu
     }
     assert!(!x.seen.iter().any(|m| m["type"] == "peer_left"), "X never saw Y leave: {:#?}", x.seen);
 }
+
+/// Three in-process nodes on one Redis, with `configure` applied to each.
+async fn three_nodes_with(
+    redis: &Redis,
+    configure: impl Fn(&mut switchboard_server::config::Settings),
+) -> Vec<Server> {
+    let mut nodes = Vec::new();
+    for id in ["node-a", "node-b", "node-c"] {
+        let cluster = ClusterSettings { redis_url: redis.url(), node_id: id.into() };
+        let mut settings = switchboard_server::config::Settings { cluster: Some(cluster), ..settings() };
+        configure(&mut settings);
+        nodes.push(server_with(settings).await);
+    }
+    for node in &nodes {
+        cluster_until(node, "all three nodes", |v| ids(v).len() == 3).await;
+    }
+    nodes
+}
+
+#[tokio::test]
+async fn an_sfu_room_whose_participants_are_on_three_nodes() {
+    use switchboard_e2e::{rust_peer, wait_for_rust_media};
+    use switchboard_peer::{MediaSource, PeerEvent};
+    use switchboard_protocol::{Role, RoomMode};
+    let _serial = switchboard_e2e::serial().await;
+    let redis = Redis::start().await;
+    let nodes = three_nodes_with(&redis, |s| {
+        s.room_mode = RoomMode::Sfu;
+        s.sfu_loopback_only = true;
+    })
+    .await;
+    // Ada's node owns the room and runs its SFU; Bob and Cyd are on the
+    // other two, bridged (signaling only: media goes to the SFU's ports).
+    let mut ada = rust_peer(&nodes[0], "stage", "Ada", MediaSource::Default).await;
+    switchboard_e2e::wait_for_event(&mut ada, "the SFU", |e| matches!(e, PeerEvent::PeerJoined(p) if p.role == Role::Sfu))
+        .await;
+    let mut bob = rust_peer(&nodes[1], "stage", "Bob", MediaSource::Default).await;
+    let mut cyd = rust_peer(&nodes[2], "stage", "Cyd", MediaSource::Default).await;
+    assert!(bob.welcome.peers.iter().any(|p| p.role == Role::Sfu), "{:?}", bob.welcome.peers);
+    let ids: Vec<String> = [&ada, &bob, &cyd].iter().map(|p| p.id().to_string()).collect();
+    for (peer, me) in [(&mut ada, 0), (&mut bob, 1), (&mut cyd, 2)] {
+        let others: Vec<&String> = ids.iter().enumerate().filter(|(i, _)| *i != me).map(|(_, id)| id).collect();
+        wait_for_rust_media(peer, "everyone else's media through the SFU", |t| {
+            others.iter().all(|o| {
+                let from = |kind: &str| {
+                    t.iter().filter(|s| s.remote.as_str() == o.as_str() && s.kind == kind).map(|s| s.packets).sum::<u64>()
+                };
+                from("video") > 20 && from("audio") > 20
+            })
+        })
+        .await;
+    }
+    let view = nodes[0].local_addr();
+    let (_, body) = http_get(view, "/v1/cluster").await;
+    let view: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(view["rooms"], serde_json::json!(["stage"]), "{view:#}");
+    assert_eq!(view["bridged"]["from_other_nodes"], 2, "Bob and Cyd, bridged: {view:#}");
+    for peer in [cyd, bob, ada] {
+        peer.leave().await;
+    }
+}
+
+#[tokio::test]
+async fn a_browser_on_one_node_and_a_headless_peer_on_another_exchange_media_and_chat() {
+    use switchboard_e2e::{Driver, base_url, rust_peer, wait_for_event, wait_for_rust_media};
+    use switchboard_peer::{MediaSource, PeerEvent};
+    let _serial = switchboard_e2e::serial().await;
+    let redis = Redis::start().await;
+    let (a, b) = two_nodes(&redis).await;
+    let driver = Driver::start().await;
+    let ada = driver.browser("Ada").await;
+    ada.join(&base_url(&a), "mixed", "Ada").await;
+    let ada_id = ada.peer_id().await;
+    // Rusty joins through node-b: the room lives on node-a, where Ada is.
+    let mut rusty = rust_peer(&b, "mixed", "Rusty", MediaSource::Default).await;
+    let rusty_id = rusty.id().to_string();
+    let counter = |p: &Value, kind: &str, key: &str| p["stats"][kind][key].as_f64().unwrap_or(0.0);
+    ada.wait_for_stats(&rusty_id, "Rusty's decoded video and audio", |p| {
+        counter(p, "video", "framesDecoded") > 10.0 && counter(p, "audio", "bytesReceived") > 0.0
+    })
+    .await;
+    let got = |t: &[switchboard_peer::TrackStats], kind: &str| {
+        t.iter().filter(|s| s.remote.as_str() == ada_id && s.kind == kind).map(|s| s.packets).sum::<u64>()
+    };
+    wait_for_rust_media(&mut rusty, "the browser's media", |t| got(t, "video") > 20 && got(t, "audio") > 20).await;
+    // Room chat from the browser reaches the peer on the other node.
+    ada.type_into("#chat-input", "hello across nodes").await;
+    ada.click("#chat-form button").await;
+    wait_for_event(&mut rusty, "the browser's chat", |e| {
+        matches!(e, PeerEvent::Chat(m) if m.text == "hello across nodes" && m.seq == 1)
+    })
+    .await;
+    rusty.leave().await;
+    ada.close().await;
+}
