@@ -274,10 +274,7 @@ async fn two_clients_on_two_nodes_relay_chat_page_history_show_presence_and_resu
 }
 
 /// Three in-process nodes on one Redis, with `configure` applied to each.
-async fn three_nodes_with(
-    redis: &Redis,
-    configure: impl Fn(&mut switchboard_server::config::Settings),
-) -> Vec<Server> {
+async fn three_nodes_with(redis: &Redis, configure: impl Fn(&mut switchboard_server::config::Settings)) -> Vec<Server> {
     let mut nodes = Vec::new();
     for id in ["node-a", "node-b", "node-c"] {
         let cluster = ClusterSettings { redis_url: redis.url(), node_id: id.into() };
@@ -306,8 +303,12 @@ async fn an_sfu_room_whose_participants_are_on_three_nodes() {
     // Ada's node owns the room and runs its SFU; Bob and Cyd are on the
     // other two, bridged (signaling only: media goes to the SFU's ports).
     let mut ada = rust_peer(&nodes[0], "stage", "Ada", MediaSource::Default).await;
-    switchboard_e2e::wait_for_event(&mut ada, "the SFU", |e| matches!(e, PeerEvent::PeerJoined(p) if p.role == Role::Sfu))
-        .await;
+    switchboard_e2e::wait_for_event(
+        &mut ada,
+        "the SFU",
+        |e| matches!(e, PeerEvent::PeerJoined(p) if p.role == Role::Sfu),
+    )
+    .await;
     let mut bob = rust_peer(&nodes[1], "stage", "Bob", MediaSource::Default).await;
     let mut cyd = rust_peer(&nodes[2], "stage", "Cyd", MediaSource::Default).await;
     assert!(bob.welcome.peers.iter().any(|p| p.role == Role::Sfu), "{:?}", bob.welcome.peers);
@@ -317,7 +318,10 @@ async fn an_sfu_room_whose_participants_are_on_three_nodes() {
         wait_for_rust_media(peer, "everyone else's media through the SFU", |t| {
             others.iter().all(|o| {
                 let from = |kind: &str| {
-                    t.iter().filter(|s| s.remote.as_str() == o.as_str() && s.kind == kind).map(|s| s.packets).sum::<u64>()
+                    t.iter()
+                        .filter(|s| s.remote.as_str() == o.as_str() && s.kind == kind)
+                        .map(|s| s.packets)
+                        .sum::<u64>()
                 };
                 from("video") > 20 && from("audio") > 20
             })
@@ -360,10 +364,50 @@ async fn a_browser_on_one_node_and_a_headless_peer_on_another_exchange_media_and
     // Room chat from the browser reaches the peer on the other node.
     ada.type_into("#chat-input", "hello across nodes").await;
     ada.click("#chat-form button").await;
-    wait_for_event(&mut rusty, "the browser's chat", |e| {
-        matches!(e, PeerEvent::Chat(m) if m.text == "hello across nodes" && m.seq == 1)
-    })
+    wait_for_event(
+        &mut rusty,
+        "the browser's chat",
+        |e| matches!(e, PeerEvent::Chat(m) if m.text == "hello across nodes" && m.seq == 1),
+    )
     .await;
     rusty.leave().await;
     ada.close().await;
+}
+
+#[tokio::test]
+async fn clients_cannot_reach_redis_keys_or_the_bridge_by_what_they_send() {
+    use switchboard_e2e::ws::WsClient;
+    let redis = Redis::start().await;
+    let (a, b) = two_nodes(&redis).await;
+    // Room names are validated before they are part of a key: a name that
+    // would reach another key (or a pattern) is refused.
+    let mut c = WsClient::connect(a.local_addr()).await;
+    for name in ["x:owner", "sb:node:node-b", "room*", "a b", "../x"] {
+        c.send(format!(r#"{{"type":"join","room":"{name}","name":"C"}}"#)).await;
+        let refused = c.recv("error").await;
+        assert_eq!(refused["code"], "invalid_message", "{name}: {refused}");
+    }
+    // A bridge frame sent by a client is just an unknown message.
+    c.send(r#"{"t":"open","from":"node-b","c":1,"s":1,"age_ms":0}"#).await;
+    assert_eq!(c.recv("error").await["code"], "invalid_message");
+    c.send(r#"{"type":"open","from":"node-b","c":1,"s":1,"age_ms":0}"#).await;
+    assert_eq!(c.recv("error").await["code"], "unknown_type");
+    // A real room, bridged, with chat: the only keys are the documented ones.
+    c.join("a.b-c_d", "C").await;
+    let mut d = WsClient::connect(b.local_addr()).await;
+    d.join("a.b-c_d", "D").await;
+    d.send(r#"{"type":"chat","client_id":"k1","text":"hi"}"#).await;
+    c.recv("chat").await;
+    let mut conn = switchboard_server::cluster::connect(&redis.url()).await.expect("Redis");
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.expect("KEYS");
+    keys.sort();
+    let expected = [
+        "sb:node:node-a",
+        "sb:node:node-b",
+        "sb:nodes",
+        "sb:room:a.b-c_d:chat",
+        "sb:room:a.b-c_d:fence",
+        "sb:room:a.b-c_d:owner",
+    ];
+    assert_eq!(keys, expected);
 }
