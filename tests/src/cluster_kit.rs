@@ -25,10 +25,16 @@ impl NodeProcess {
     /// Starts node `id` on a free port and waits until it is ready and has
     /// reached Redis.
     pub async fn start(redis: &Redis, id: &str) -> Self {
+        Self::start_with(redis, id, &[]).await
+    }
+
+    /// As [`NodeProcess::start`], with more command-line flags.
+    pub async fn start_with(redis: &Redis, id: &str, extra: &[&str]) -> Self {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let child = Command::new(workspace_binary("switchboard"))
             .args(["--bind", &addr.to_string(), "--no-stun", "--redis-url", &redis.url(), "--node-id", id])
             .args(["--log", "warn"])
+            .args(extra)
             .stdin(Stdio::null())
             .spawn()
             .expect("switchboard starts");

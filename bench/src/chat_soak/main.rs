@@ -70,9 +70,11 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// ws:// URL of a running server; absent: one in this process on
-    /// 127.0.0.1, free port.
-    #[arg(long)]
-    url: Option<String>,
+    /// 127.0.0.1, free port. Several (comma-separated, the nodes of a
+    /// cluster): member i of a room connects to URL i mod n, so every room
+    /// spans the nodes.
+    #[arg(long, value_delimiter = ',')]
+    url: Vec<String>,
     /// Print the figures as one JSON object.
     #[arg(long)]
     json: bool,
@@ -181,12 +183,15 @@ impl Collector {
 }
 
 async fn soak(args: &Args) -> anyhow::Result<Figures> {
-    let (server, upstream, path) = match &args.url {
-        Some(url) => {
-            let (upstream, path) = upstream_of(url).await?;
-            (None, upstream, path)
+    let (server, upstreams, path) = match args.url.as_slice() {
+        [first, ..] => {
+            let mut upstreams = Vec::with_capacity(args.url.len());
+            for url in &args.url {
+                upstreams.push(upstream_of(url).await?.0);
+            }
+            (None, upstreams, upstream_of(first).await?.1)
         }
-        None => {
+        [] => {
             let mut settings =
                 Settings { bind: SocketAddr::from(([127, 0, 0, 1], 0)), stun: None, ..Settings::default() };
             let members = usize::try_from(args.members)?;
@@ -196,14 +201,15 @@ async fn soak(args: &Args) -> anyhow::Result<Figures> {
             settings.limits.admissions_per_source_per_second = 0;
             let server = switchboard_server::start(settings).await.context("starting the server")?;
             let addr = server.local_addr();
-            (Some(server), addr, WS_PATH.to_owned())
+            (Some(server), vec![addr], WS_PATH.to_owned())
         }
     };
     let (rooms, members) = (usize::try_from(args.rooms)?, usize::try_from(args.members)?);
     let ids: Vec<MemberId> =
         (0..rooms).flat_map(|room| (0..members).map(move |member| MemberId { room, member })).collect();
     let mut gates = Vec::with_capacity(ids.len());
-    for _ in &ids {
+    for id in &ids {
+        let upstream = upstreams[id.member % upstreams.len()];
         gates.push(Gate::open(upstream).await.context("opening a proxy gate")?);
     }
 
@@ -309,7 +315,7 @@ async fn soak(args: &Args) -> anyhow::Result<Figures> {
         rate: args.rate,
         drop_every_s: args.drop_every_s,
         seed: args.seed,
-        server: args.url.clone().unwrap_or_else(|| "in-process".into()),
+        server: if args.url.is_empty() { "in-process".into() } else { args.url.join(",") },
         totals: verdict.totals,
         drops,
         server_errors: collector.server_errors,
