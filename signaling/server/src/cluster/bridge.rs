@@ -180,8 +180,13 @@ impl Bridge {
         sent
     }
 
-    /// Handles one frame from Redis.
-    pub async fn receive(&self, state: &AppState, cluster: &Cluster, payload: &str) {
+    /// Handles one frame from Redis. Never waits on a hub shard or on
+    /// Redis: the subscriber serves every bridged connection of the node, so
+    /// a flooded shard or a slow lease must not hold the others up. A frame
+    /// for a shard whose queue is full resets its connection (the client
+    /// resumes; nothing is lost), and a join that must adopt a lease is
+    /// finished by a task of its own.
+    pub async fn receive(&self, state: &Arc<AppState>, cluster: &Arc<Cluster>, payload: &str) {
         if payload.len() > MAX_FRAME_BYTES {
             warn!(bytes = payload.len(), "bridge frame too large: dropped");
             return;
@@ -195,10 +200,12 @@ impl Bridge {
         };
         match frame {
             Frame::Open { from, c, s, age_ms } => self.open(state, &from, c, s, age_ms),
-            Frame::Msg { from, c, s, m } => self.message(state, cluster, &from, c, s, &m).await,
+            Frame::Msg { from, c, s, m } => self.message(state, cluster, &from, c, s, &m),
             Frame::Alive { from, c, s } => {
                 if let Some(at) = self.hosted_step(&from, c, s) {
-                    let _ = state.shards.get(at.1).send(HubEvent::Alive { conn: at.0 }).await;
+                    // A lost answer to a probe lets the probe time out:
+                    // the resume then goes ahead.
+                    let _ = state.shards.get(at.1).try_send(HubEvent::Alive { conn: at.0 });
                 }
             }
             Frame::Closed { from, c, s: _, reason } => {
@@ -208,7 +215,7 @@ impl Bridge {
                     hosted.handle.outbox.close();
                     hosted.pump.abort();
                     if let Some(shard) = hosted.shard {
-                        let _ = state.shards.get(shard).send(HubEvent::Closed { conn: hosted.conn, reason }).await;
+                        deliver_later(state, shard, HubEvent::Closed { conn: hosted.conn, reason });
                     }
                 }
             }
@@ -218,7 +225,7 @@ impl Bridge {
                     hosted.handle.outbox.close();
                     hosted.pump.abort();
                     if let Some(shard) = hosted.shard {
-                        let _ = state.shards.get(shard).send(HubEvent::MovedOut { conn: hosted.conn }).await;
+                        deliver_later(state, shard, HubEvent::MovedOut { conn: hosted.conn });
                     }
                 }
             }
@@ -306,58 +313,88 @@ impl Bridge {
 
     /// Owner side: a client message. The first (a join) places the
     /// connection in its room's shard, once this node holds the room.
-    async fn message(&self, state: &AppState, cluster: &Cluster, from: &str, c: u64, s: u64, m: &str) {
+    fn message(&self, state: &Arc<AppState>, cluster: &Arc<Cluster>, from: &str, c: u64, s: u64, m: &str) {
         let key = (Arc::from(from), c);
-        let (conn, handle, shard, opened) = {
-            let mut hosted = lock(&self.hosted);
-            let Some(entry) = hosted.get_mut(&key) else {
-                drop(hosted);
-                self.forgotten(from, c);
-                return;
-            };
-            if s != entry.heard + 1 {
-                entry.handle.kill.fire(RESET);
-                return;
-            }
-            entry.heard = s;
-            entry.last_heard = Instant::now();
-            (entry.conn, entry.handle.clone(), entry.shard, entry.opened)
+        let msg = parse_client(m);
+        let mut hosted = lock(&self.hosted);
+        let Some(entry) = hosted.get_mut(&key) else {
+            drop(hosted);
+            self.forgotten(from, c);
+            return;
         };
-        let msg = match parse_client(m) {
+        if s != entry.heard + 1 {
+            entry.handle.kill.fire(RESET);
+            return;
+        }
+        entry.heard = s;
+        entry.last_heard = Instant::now();
+        let msg = match msg {
             Ok(msg) => msg,
             Err(err) => {
                 // Another version of the node on the other side: end the
                 // connection rather than leave it waiting.
                 warn!("bridge message unreadable: connection reset ({:?})", err.code);
-                handle.kill.fire(RESET);
+                entry.handle.kill.fire(RESET);
                 return;
             }
         };
-        if let Some(shard) = shard {
-            let _ = state.shards.get(shard).send(HubEvent::Message { conn, msg, received: Instant::now() }).await;
+        if let Some(shard) = entry.shard {
+            let event = HubEvent::Message { conn: entry.conn, msg, received: Instant::now() };
+            if state.shards.get(shard).try_send(event).is_err() {
+                debug!(conn = c, "hub shard queue full: bridged connection reset");
+                entry.handle.kill.fire(RESET);
+            }
             return;
         }
-        let ClientMessage::Join(join) = &msg else {
-            handle.kill.fire(RESET);
+        let ClientMessage::Join(join) = msg else {
+            entry.handle.kill.fire(RESET);
             return;
         };
+        drop(hosted);
         // The client's node placed the room here; hold it before the room
-        // is made (or refuse: it may be between owners).
-        if let Err(why) = cluster.leases.hold_here(state, cluster, &join.room).await {
+        // is made (or refuse: it may be between owners). That may take
+        // Redis round trips: a task of its own.
+        let (state, cluster) = (state.clone(), cluster.clone());
+        tokio::spawn(async move {
+            let held = cluster.leases.hold_here(&state, &cluster, &join.room).await;
+            cluster.bridge.place_join(&state, &key, join, held);
+        });
+    }
+
+    /// Owner side: finishes a bridged join once the room is held here (or
+    /// refuses it). Under the lock, so a `Closed` for the connection is
+    /// handled entirely before or after.
+    fn place_join(
+        &self,
+        state: &AppState,
+        key: &(Arc<str>, u64),
+        join: switchboard_protocol::Join,
+        held: Result<(), String>,
+    ) {
+        let mut hosted = lock(&self.hosted);
+        let Some(entry) = hosted.get_mut(key) else { return };
+        let refuse = |entry: &Hosted, why: String| {
             let error = ErrorMessage::recoverable(join.id.clone(), ErrorCode::Unavailable, why);
             let text = ServerMessage::Error(error).to_json();
-            let _ =
-                handle.outbox.try_push(Outbound::Frame { text: text.into(), kind: ServerKind::Error, received: None });
-            handle.outbox.signal(Signal::JoinAnswered(false));
-            return;
+            let frame = Outbound::Frame { text: text.into(), kind: ServerKind::Error, received: None };
+            let _ = entry.handle.outbox.try_push(frame);
+            entry.handle.outbox.signal(Signal::JoinAnswered(false));
+        };
+        if let Err(why) = held {
+            return refuse(entry, why);
         }
         let shard = state.shards.place(&join.room);
-        if let Some(entry) = lock(&self.hosted).get_mut(&key) {
-            entry.shard = Some(shard);
-        }
         let inbox = state.shards.get(shard);
-        let _ = inbox.send(HubEvent::Open { conn, handle, opened }).await;
-        let _ = inbox.send(HubEvent::Message { conn, msg, received: Instant::now() }).await;
+        let open = HubEvent::Open { conn: entry.conn, handle: entry.handle.clone(), opened: entry.opened };
+        if inbox.try_send(open).is_err() {
+            return refuse(entry, "this server is busy: join again".into());
+        }
+        entry.shard = Some(shard);
+        let message = HubEvent::Message { conn: entry.conn, msg: ClientMessage::Join(join), received: Instant::now() };
+        if inbox.try_send(message).is_err() {
+            // Opened there but the join is lost: end it as dropped.
+            entry.handle.kill.fire(RESET);
+        }
     }
 
     /// Every bridged connection whose frames may have been lost (the
@@ -376,11 +413,7 @@ impl Bridge {
             h.handle.outbox.close();
             h.pump.abort();
             if let Some(shard) = h.shard {
-                let _ = state
-                    .shards
-                    .get(shard)
-                    .send(HubEvent::Closed { conn: h.conn, reason: LeaveReason::Disconnected })
-                    .await;
+                deliver_later(state, shard, HubEvent::Closed { conn: h.conn, reason: LeaveReason::Disconnected });
             }
         }
     }
@@ -409,8 +442,11 @@ impl Bridge {
                     h.handle.outbox.close();
                     h.pump.abort();
                     if let Some(shard) = h.shard {
-                        let closed = HubEvent::Closed { conn: h.conn, reason: LeaveReason::Disconnected };
-                        let _ = state.shards.get(shard).send(closed).await;
+                        deliver_later(
+                            state,
+                            shard,
+                            HubEvent::Closed { conn: h.conn, reason: LeaveReason::Disconnected },
+                        );
                     }
                 }
             }
@@ -445,11 +481,7 @@ impl Bridge {
             h.handle.outbox.close();
             h.pump.abort();
             if let Some(shard) = h.shard {
-                let _ = state
-                    .shards
-                    .get(shard)
-                    .send(HubEvent::Closed { conn: h.conn, reason: LeaveReason::Disconnected })
-                    .await;
+                deliver_later(state, shard, HubEvent::Closed { conn: h.conn, reason: LeaveReason::Disconnected });
             }
         }
     }
@@ -617,6 +649,19 @@ pub async fn run_subscriber(client: redis::Client, state: Arc<AppState>, cluster
             cluster.bridge.receive(&state, &cluster, &payload).await;
         }
         warn!("bridge subscription lost: subscribing again");
+    }
+}
+
+/// Hands `event` to `shard` now if its queue has room, else from a task of
+/// its own (a connection's end must reach its shard, but must not hold up
+/// whoever noticed it).
+fn deliver_later(state: &AppState, shard: usize, event: HubEvent) {
+    let inbox = state.shards.get(shard);
+    if let Err(mpsc::error::TrySendError::Full(event)) = inbox.try_send(event) {
+        let inbox = inbox.clone();
+        tokio::spawn(async move {
+            let _ = inbox.send(event).await;
+        });
     }
 }
 
