@@ -2,7 +2,6 @@
 //! whatever the replies do, each frame carries its send time, and receivers
 //! in the same process record the difference.
 
-use crate::process::ServerProc;
 use crate::target::{Endpoint, Ws, sample_candidate};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
@@ -19,24 +18,44 @@ pub struct LatencyRun {
     pub histogram: Histogram<u64>,
     /// Messages relayed in the measured window.
     pub messages: u64,
-    /// Server CPU over the measured window.
+    /// Server CPU over the measured window (every process `cpu` counts).
     pub server_cpu: Duration,
 }
 
+/// Reads the CPU time used so far by the server side (one process, or a
+/// cluster's nodes and Redis together).
+pub type CpuReader<'a> = &'a dyn Fn() -> anyhow::Result<Duration>;
+
 const MARK: &str = " xb";
 
-/// `rate` messages/s over `pairs` pairs for `warmup + measure`.
+/// `rate` messages/s over `pairs` pairs for `warmup + measure`, each pair
+/// joined to `ep`.
 pub async fn run(
     ep: Endpoint,
-    server: &ServerProc,
+    cpu: CpuReader<'_>,
     pairs: usize,
     rate: u32,
     warmup: Duration,
     measure: Duration,
 ) -> anyhow::Result<LatencyRun> {
+    run_across(ep, ep, cpu, pairs, rate, warmup, measure).await
+}
+
+/// As [`run`], with each pair's sender joined to `from` and its receiver
+/// to `to` (two nodes of a cluster: every relay crosses between them).
+pub async fn run_across(
+    from: Endpoint,
+    to: Endpoint,
+    cpu: CpuReader<'_>,
+    pairs: usize,
+    rate: u32,
+    warmup: Duration,
+    measure: Duration,
+) -> anyhow::Result<LatencyRun> {
+    let ep = from;
     let mut sockets = Vec::with_capacity(pairs);
     for i in 0..pairs {
-        sockets.push(ep.pair(1000 + i).await?);
+        sockets.push(from.pair_with(&to, 1000 + i).await?);
     }
     let base = Instant::now();
     let measure_from = base + warmup;
@@ -49,9 +68,9 @@ pub async fn run(
         tasks.push(tokio::spawn(receive(b, base, measure_from, end, histogram.clone())));
     }
     tokio::time::sleep_until(measure_from.into()).await;
-    let cpu0 = server.cpu()?;
+    let cpu0 = cpu()?;
     tokio::time::sleep_until(end.into()).await;
-    let server_cpu = server.cpu()? - cpu0;
+    let server_cpu = cpu()? - cpu0;
     for task in tasks {
         task.await??;
     }

@@ -165,7 +165,8 @@ async fn main() -> anyhow::Result<()> {
             let server = start(t)?;
             let ep = Endpoint { kind: t.kind, addr: server.addr };
             let lat =
-                latency::run(ep, &server, plan.latency_pairs, plan.latency_rate, plan.warmup, plan.measure).await?;
+                latency::run(ep, &|| server.cpu(), plan.latency_pairs, plan.latency_rate, plan.warmup, plan.measure)
+                    .await?;
             let h = &lat.histogram;
             eprintln!(
                 "{} latency at {} msg/s: p50 {} us, p99 {} us, max {} us; server CPU {:.2} us/msg",
@@ -208,7 +209,8 @@ async fn main() -> anyhow::Result<()> {
     for (i, t) in targets.iter().enumerate() {
         let server = start(t)?;
         let ep = Endpoint { kind: t.kind, addr: server.addr };
-        let lat = latency::run(ep, &server, plan.latency_pairs, plan.latency_rate, plan.warmup, plan.measure).await?;
+        let lat = latency::run(ep, &|| server.cpu(), plan.latency_pairs, plan.latency_rate, plan.warmup, plan.measure)
+            .await?;
         eprintln!(
             "{} latency: p50 {} us, p99 {} us over {} messages",
             t.label,

@@ -85,6 +85,30 @@ impl ServerProc {
         Ok(Self { child, addr })
     }
 
+    /// Starts a `redis-server` on a free loopback port, without persistence
+    /// (the cluster bench).
+    #[allow(dead_code)]
+    pub fn redis() -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting redis-server")?;
+        wait_listening(addr, &mut child)?;
+        Ok(Self { child, addr })
+    }
+
+    /// SIGKILL, now (the cluster bench's failover).
+    #[allow(dead_code)]
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// User + system CPU time used so far.
     pub fn cpu(&self) -> anyhow::Result<Duration> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;

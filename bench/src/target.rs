@@ -86,9 +86,15 @@ impl Endpoint {
 
     /// Two clients that can address each other; returns (a, b, b's id).
     pub async fn pair(&self, n: usize) -> anyhow::Result<(Ws, Ws, String)> {
+        self.pair_with(self, n).await
+    }
+
+    /// Two clients that can address each other, `a` joined here and `b` at
+    /// `other` (another node of the same cluster); returns (a, b, b's id).
+    pub async fn pair_with(&self, other: &Self, n: usize) -> anyhow::Result<(Ws, Ws, String)> {
         let room = format!("pair{n}");
         let (mut a, _) = self.join(&room, &format!("a{n}")).await?;
-        let (b, b_id) = self.join(&room, &format!("b{n}")).await?;
+        let (b, b_id) = other.join(&room, &format!("b{n}")).await?;
         if self.kind == Kind::Switchboard {
             // a hears about b; consume that so a's reads start clean.
             let text = next_text(&mut a).await?;
