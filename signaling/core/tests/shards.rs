@@ -243,3 +243,24 @@ fn a_room_made_after_a_seed_continues_its_chat_and_seq() {
     s.send(a, r#"{"type":"chat","client_id":"c1","text":"after"}"#);
     assert_eq!(stores(&s), [44]);
 }
+
+#[test]
+fn chat_past_the_pending_limit_is_refused_without_a_number() {
+    let mut s = durable();
+    let (a, _) = s.join(1, "room", "A");
+    let room = switchboard_protocol::RoomName::new("room").expect("room");
+    let limit = switchboard_core::MAX_PENDING_CHAT;
+    for i in 0..limit {
+        s.send(a, &format!(r#"{{"type":"chat","client_id":"c{i}","text":"m{i}"}}"#));
+    }
+    s.take(a);
+    s.send(a, r#"{"type":"chat","id":"over","client_id":"over","text":"one too many"}"#);
+    assert_eq!(error_code(&s.take(a)), Some(ErrorCode::Unavailable));
+    assert!(stores(&s).is_empty(), "not numbered, not handed to the store");
+    // Once the first is stored, there is room again, and the refused one,
+    // sent again with its client id, is numbered after the pending ones.
+    s.hub.chat_stored(&room, 1, true, s.now);
+    while s.hub.poll_output().is_some() {}
+    s.send(a, r#"{"type":"chat","client_id":"over","text":"one too many"}"#);
+    assert_eq!(stores(&s), [u64::try_from(limit).expect("small") + 1]);
+}

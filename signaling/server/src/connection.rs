@@ -366,6 +366,10 @@ impl Reader<'_> {
     /// cluster's Redis is unreachable) is refused as `unavailable`.
     async fn forward(&mut self, msg: ClientMessage, received: Instant) -> Result<(), ()> {
         let join_to = match &msg {
+            // A join the room would refuse anyway (no genuine token for it)
+            // is answered by the home shard: an unauthenticated client must
+            // not make the cluster place rooms (leases, fences, reads).
+            ClientMessage::Join(join) if !self.may_place(join) => Some(Target::Shard(self.state.shards.home(self.id))),
             ClientMessage::Join(join) => match self.place(&join.room).await {
                 Ok(to) => Some(to),
                 Err(why) => {
@@ -398,6 +402,15 @@ impl Reader<'_> {
                 Ok(to)
             }
         }
+    }
+
+    /// Whether `join` may place its room in the cluster: always on open
+    /// servers and for the built-in SFU; otherwise only with a genuine token
+    /// for that room (expired is fine: a resume may carry one, and the room
+    /// checks expiry itself).
+    fn may_place(&self, join: &switchboard_protocol::Join) -> bool {
+        let (Some(verifier), Some(_)) = (&self.state.verifier, &self.state.cluster) else { return true };
+        self.internal || join.token.as_deref().is_some_and(|t| verifier.verify_for_resume(t, &join.room).is_ok())
     }
 
     /// Where `room` lives: by the shard rule on a single node, or where the

@@ -382,10 +382,7 @@ impl HubTask {
                         cluster.leases.ended(&room);
                         // The room's chat ends with it, in order with its
                         // writes (the same queue).
-                        let drop = crate::cluster::chat_store::Request::Drop { room };
-                        if cluster.chat.try_send(drop).is_err() {
-                            warn!("chat store queue full: an ended room's chat stays until it expires");
-                        }
+                        let _ = cluster.chat.send(crate::cluster::chat_store::Request::Drop { room });
                     }
                 }
                 Output::StoreChat { room, message } => match &self.cluster {
@@ -396,9 +393,10 @@ impl HubTask {
                             message,
                             reply: self.own_inbox.clone(),
                         };
-                        // Never waits: a full store queue refuses the chat
-                        // (its sender may send it again).
-                        if cluster.chat.try_send(request).is_err() {
+                        // Never waits (unbounded: each room has at most
+                        // `MAX_PENDING_CHAT` numbered messages, and the rooms
+                        // are bounded).
+                        if cluster.chat.send(request).is_err() {
                             self.hub.chat_stored(&room, seq, false, clock::now());
                         }
                     }

@@ -117,7 +117,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     let builtin = BuiltinSfu::start(&settings, addr);
     let room_quota = RoomQuota::default();
     let (publish_tx, publish_rx) = mpsc::channel(cluster::bridge::PUBLISH_QUEUE);
-    let (chat_tx, chat_rx) = mpsc::channel(cluster::chat_store::STORE_QUEUE);
+    let (chat_tx, chat_rx) = mpsc::unbounded_channel();
     let cluster =
         settings.cluster.as_ref().map(|c| Arc::new(cluster::Cluster::new(c.node_id.clone(), publish_tx, chat_tx)));
     let state_later: hub_task::StateLater = Arc::default();
@@ -176,7 +176,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         tokio::spawn(cluster::bridge::run_publisher(publish_rx, state.clone(), cluster.clone()));
         tokio::spawn(cluster::bridge::run_subscriber(client, state.clone(), cluster.clone()));
         tokio::spawn(cluster::leases::run_renewals(state.clone(), cluster.clone()));
-        tokio::spawn(cluster::chat_store::run(chat_rx, cluster.clone(), state.limits.chat_history));
+        tokio::spawn(cluster::chat_store::run(chat_rx, state.clone(), cluster.clone(), state.limits.chat_history));
     }
     let (stop_accepting, stop_rx) = watch::channel(false);
     if let Some(socket) = stun_socket {

@@ -11,6 +11,21 @@ use switchboard_protocol::{
     ChatHistoryPage, ChatHistoryRequest, ChatMessage, ChatSend, ErrorCode, RoomName, ServerMessage, TypingNotice,
 };
 
+/// Chat messages of one room numbered and waiting to be stored durably;
+/// past this, new ones are refused (`unavailable`) without a number.
+pub const MAX_PENDING_CHAT: usize = 64;
+
+/// The member `peer` of `room` may send `client_id` again (it was not taken).
+fn member_forget(
+    room: &mut crate::room::Room,
+    peer: &switchboard_protocol::PeerId,
+    client_id: &switchboard_protocol::ClientMsgId,
+) {
+    if let Some(member) = room.get_mut(peer) {
+        member.chat_ids.forget(client_id);
+    }
+}
+
 impl Hub {
     /// A chat message from the member in `seat`.
     pub(super) fn chat(&mut self, conn: ConnId, seat: &Seat, send: ChatSend, now: Now) {
@@ -39,6 +54,13 @@ impl Hub {
         }
         let Some(room) = self.rooms.get_mut(&seat.room) else { return };
         if self.config.durable_chat {
+            if room.pending_chat.len() >= MAX_PENDING_CHAT {
+                // The store is not keeping up (Redis away): refused before it
+                // is numbered, so no `seq` is used.
+                member_forget(room, &seat.peer, &client_id);
+                let why = "chat cannot be stored right now: send it again later";
+                return self.error(conn, id, ErrorCode::Unavailable, why);
+            }
             // Numbered now, echoed once stored (see `chat_stored`).
             let pending = room.pending_chat.back().map(|p| (p.message.seq, p.message.ts));
             let (last_seq, last_ts) = pending.unwrap_or((room.chat.last_seq(), room.chat.last_ts()));
@@ -53,13 +75,12 @@ impl Hub {
         self.emit(&seat.room, Audience::All, ServerMessage::Chat(message), now);
     }
 
-    /// The shell stored (`stored`) or could not store the chat message
-    /// `seq` of `room` (see [`Output::StoreChat`]). Stored: it joins the
-    /// history and is echoed to the room. Not stored: neither are the ones
-    /// numbered after it (the store keeps order, so they cannot have been
-    /// stored either); their senders get `unavailable` and may send them
-    /// again, and `seq` goes on from the last stored message, so no number
-    /// the room saw is skipped or used twice.
+    /// The shell stored (`stored`) the chat message `seq` of `room` (see
+    /// [`Output::StoreChat`]): it joins the history and is echoed to the
+    /// room. `false` means the shell gave up because this node no longer
+    /// holds the room (it is being evicted): no pending message is echoed,
+    /// their senders get `unavailable`, and will find them in the history
+    /// of the room's next owner if they were stored after all.
     pub fn chat_stored(&mut self, room_name: &RoomName, seq: u64, stored: bool, now: Now) {
         let Some(room) = self.rooms.get_mut(room_name) else { return };
         if room.pending_chat.front().is_none_or(|p| p.message.seq != seq) {

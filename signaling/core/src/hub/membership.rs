@@ -71,18 +71,20 @@ impl Hub {
         if let Some(old_peer) = replaced {
             self.replace(&Seat::new(&room_name, &old_peer), now);
         }
-        let limits = &self.config.limits;
         let mode = claimed_mode.unwrap_or(self.config.room_mode);
         if !self.rooms.contains_key(&room_name) {
             self.out.push_back(Output::RoomStarted { room: room_name.clone() });
+            let seed = self.take_seed(&room_name);
+            let limits = &self.config.limits;
             let mut room = Room::new(limits.chat_history, limits.chat_history_bytes, mode);
-            for message in self.seeds.remove(&room_name).unwrap_or_default() {
+            for message in seed {
                 if message.seq > room.chat.last_seq() {
                     room.chat.push(message);
                 }
             }
             self.rooms.insert(room_name.clone(), room);
         }
+        let limits = &self.config.limits;
         let Some(room) = self.rooms.get_mut(&room_name) else { unreachable!("inserted above") };
         // The SFU is infrastructure: it never counts against the room's size.
         if role == Role::Participant && room.participants() >= limits.max_peers_per_room {

@@ -28,6 +28,7 @@ mod relay;
 mod sessions;
 mod sfu;
 
+pub use chat::MAX_PENDING_CHAT;
 pub use invariants::InvariantViolation;
 pub use output::{CloseReason, Output, Recipients};
 
@@ -117,12 +118,12 @@ pub struct Hub {
     /// [`Output::JoinAnswered`]): at most one entry per connection.
     joins_owed: std::collections::BTreeSet<ConnId>,
     /// Chat history read back from durable storage for rooms about to be
-    /// made here (a new owner), taken when the room is made.
-    seeds: BTreeMap<RoomName, Vec<switchboard_protocol::ChatMessage>>,
+    /// made here (a new owner), taken when the room is made; oldest first.
+    seeds: VecDeque<(RoomName, Vec<switchboard_protocol::ChatMessage>)>,
 }
 
 /// Rooms whose chat seed may wait for the room's first join; past this the
-/// oldest (by name) is dropped.
+/// oldest seed is dropped.
 pub const MAX_SEEDS: usize = 1024;
 
 impl std::fmt::Debug for Hub {
@@ -147,7 +148,7 @@ impl Hub {
             going_away: None,
             replaced: ReplacedTokens::default(),
             joins_owed: std::collections::BTreeSet::new(),
-            seeds: BTreeMap::new(),
+            seeds: VecDeque::new(),
         }
     }
 
@@ -159,10 +160,19 @@ impl Hub {
         if self.rooms.contains_key(&room) {
             return;
         }
-        if self.seeds.len() >= MAX_SEEDS && !self.seeds.contains_key(&room) {
-            self.seeds.pop_first();
+        self.seeds.retain(|(name, _)| *name != room);
+        if self.seeds.len() >= MAX_SEEDS {
+            self.seeds.pop_front();
         }
-        self.seeds.insert(room, messages);
+        self.seeds.push_back((room, messages));
+    }
+
+    /// Takes the seed of `room`, if one waits.
+    fn take_seed(&mut self, room: &RoomName) -> Vec<switchboard_protocol::ChatMessage> {
+        match self.seeds.iter().position(|(name, _)| name == room) {
+            Some(i) => self.seeds.remove(i).map(|(_, messages)| messages).unwrap_or_default(),
+            None => Vec::new(),
+        }
     }
 
     /// Says, for every join still owed an answer, whether it is settled:

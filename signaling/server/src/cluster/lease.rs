@@ -22,11 +22,10 @@ pub const LEASE_RENEW: Duration = Duration::from_secs(1);
 /// How much sooner than Redis a holder stops trusting its lease.
 pub const LEASE_MARGIN: Duration = Duration::from_millis(500);
 /// How long a fence counter is kept after the last time its room was
-/// taken: the counters cannot pile up in Redis (one per room name ever
-/// used). Fences only need to grow while a lapsed holder might still act,
-/// which is seconds; owner values also carry the node id, which is new at
-/// every start.
-pub const FENCE_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+/// taken: the counters cannot pile up in Redis (one per room name used in
+/// the last hour). Fences only need to grow while a lapsed holder might
+/// still act, which is seconds; owner values also carry the node id.
+pub const FENCE_KEEP: Duration = Duration::from_secs(3600);
 
 /// `KEYS[1]` owner, `KEYS[2]` fence; `ARGV[1]` node, `ARGV[2]` TTL ms,
 /// `ARGV[3]` fence keep ms. Returns `{1, value}` when taken, `{0, current}`

@@ -128,9 +128,19 @@ impl Leases {
         }
     }
 
-    /// Gives `room` back now.
+    /// Whether this node keeps `room` (leased or not, trusted or not).
+    pub fn tracks(&self, room: &RoomName) -> bool {
+        lock(&self.held).contains_key(room)
+    }
+
+    /// Gives `room` back, if it is still unused (checked under the lock: a
+    /// join may have made the room again since the caller looked).
     async fn give_back(&self, cluster: &Cluster, room: &RoomName) {
-        let removed = lock(&self.held).remove(room);
+        let removed = {
+            let mut held = lock(&self.held);
+            let unused = held.get(room).is_some_and(|h| !h.started && h.since.elapsed() > UNUSED_LEASE);
+            if unused { held.remove(room) } else { None }
+        };
         let Some(lease) = removed.and_then(|held| held.lease) else { return };
         if let Some(mut conn) = cluster.redis() {
             let _ = lease::release(&mut conn, &lease).await;
@@ -331,7 +341,7 @@ pub async fn run_renewals(state: Arc<AppState>, cluster: Arc<Cluster>) {
 
 /// Another node owns `room`: this node's copy goes, and its members are
 /// told to come back (they join the other node's).
-async fn evict(state: &AppState, cluster: &Cluster, room: &RoomName, owner: Option<Owner>) {
+pub async fn evict(state: &AppState, cluster: &Cluster, room: &RoomName, owner: Option<Owner>) {
     warn!(%room, owner = ?owner.map(|o| o.node), "room held by another node: evicted here");
     lock(&cluster.leases.held).remove(room);
     state.telemetry.rooms_evicted.increment(1);

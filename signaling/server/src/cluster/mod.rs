@@ -75,7 +75,7 @@ pub struct Cluster {
     /// Connections to and from other nodes.
     pub bridge: bridge::Bridge,
     /// Where chat goes to be stored.
-    pub chat: tokio::sync::mpsc::Sender<chat_store::Request>,
+    pub chat: tokio::sync::mpsc::UnboundedSender<chat_store::Request>,
     /// Since when Redis has not answered (None: it answers).
     down_since: Mutex<Option<std::time::Instant>>,
 }
@@ -86,7 +86,7 @@ impl Cluster {
     pub fn new(
         node_id: String,
         publish: tokio::sync::mpsc::Sender<bridge::Outgoing>,
-        chat: tokio::sync::mpsc::Sender<chat_store::Request>,
+        chat: tokio::sync::mpsc::UnboundedSender<chat_store::Request>,
     ) -> Self {
         let bridge = bridge::Bridge::new(node_id.as_str().into(), publish);
         Self {
