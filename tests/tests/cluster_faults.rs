@@ -204,3 +204,86 @@ async fn the_rooms_owner_killed_mid_call_the_room_comes_back_elsewhere_with_ever
     bob.leave().await;
     ada.leave().await;
 }
+
+/// The README's three-node example, run as written: its commands (from its
+/// `sh` block, with the ports moved to free ones and `deploy/haproxy.cfg`
+/// to a copy with the same ports moved), then a call through the balancer.
+#[tokio::test]
+async fn the_readmes_three_node_example_runs_as_written() {
+    use switchboard_e2e::free_port;
+    use switchboard_e2e::ws::WsClient;
+    switchboard_e2e::require_loopback_namespace();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(repo.join("README.md")).expect("README");
+    let start = readme.find("haproxy -f deploy/haproxy.cfg").expect("the README's cluster example");
+    let block_start = readme[..start].rfind("```sh\n").expect("its sh block") + "```sh\n".len();
+    let block_end = block_start + readme[block_start..].find("```").expect("block end");
+    let block = &readme[block_start..block_end];
+    let ports: Vec<(String, String)> =
+        ["6379", "8080", "8081", "8082", "8083"].iter().map(|p| ((*p).to_owned(), free_port().to_string())).collect();
+    let moved = |text: &str| {
+        ports.iter().fold(text.to_owned(), |t, (from, to)| {
+            t.replace(&format!(":{from}"), &format!(":{to}"))
+                .replace(&format!("--port {from}"), &format!("--port {to}"))
+        })
+    };
+    let dir = std::env::temp_dir().join(format!("switchboard-readme-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("deploy")).expect("dir");
+    let config = std::fs::read_to_string(repo.join("deploy/haproxy.cfg")).expect("haproxy.cfg");
+    std::fs::write(dir.join("deploy/haproxy.cfg"), moved(&config)).expect("config copy");
+    let bin_dir =
+        std::path::Path::new(&switchboard_e2e::workspace_binary("switchboard")).parent().expect("dir").to_owned();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let mut children = Vec::new();
+    for line in block.lines() {
+        let command = line.split('#').next().unwrap_or("").trim().trim_end_matches('&').trim();
+        if command.is_empty() {
+            continue;
+        }
+        let child = std::process::Command::new("sh")
+            .args(["-c", &format!("exec {}", moved(command))])
+            .current_dir(&dir)
+            .env("PATH", &path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the command starts");
+        children.push(child);
+        // Redis first, then the nodes find it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let balancer: std::net::SocketAddr = format!("127.0.0.1:{}", ports[1].1).parse().expect("addr");
+    // Every node ready and in the cluster, then the balancer's checks.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for (_, port) in &ports[2..] {
+        let node: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        loop {
+            let ready = tokio::net::TcpStream::connect(node).await.is_ok()
+                && switchboard_e2e::http_get(node, "/readyz").await == (200, "ready\nredis: up\n".into());
+            if ready {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "node on {port} from the README is not ready");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    while tokio::net::TcpStream::connect(balancer).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the README's haproxy does not listen");
+        tokio::time::sleep(POLL).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Two clients through the balancer meet in one room and chat.
+    let mut a = WsClient::connect(balancer).await;
+    a.join("readme", "A").await;
+    let mut b = WsClient::connect(balancer).await;
+    let welcome = b.join("readme", "B").await;
+    assert_eq!(welcome["peers"].as_array().map_or(0, Vec::len), 1, "{welcome}");
+    a.send(r#"{"type":"chat","client_id":"r1","text":"from the README"}"#).await;
+    assert_eq!(b.recv("chat").await["text"], "from the README");
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
