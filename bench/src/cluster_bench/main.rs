@@ -67,6 +67,94 @@ struct Args {
     /// The command line recorded with the figures.
     #[arg(long, default_value = "scripts/bench-cluster")]
     command: String,
+    /// Idle connections per node for the memory figures (three nodes; the
+    /// client is three processes, one per node, because of the per-process
+    /// descriptor limit); 0 skips them.
+    #[arg(long, default_value_t = 15_000)]
+    idle_per_node: usize,
+    /// Internal: run as one idle client process (the node's address, this
+    /// client's index among three, and its connection count).
+    #[arg(long, hide = true, num_args = 3, value_names = ["ADDR", "INDEX", "COUNT"])]
+    idle_client: Option<Vec<String>>,
+}
+
+/// Connections an idle client opens at once.
+const IDLE_CONCURRENCY: usize = 200;
+/// Members per room in the idle figures; a room's members are on different
+/// nodes (connection j of client k is global member 3j + k).
+const IDLE_ROOM: usize = 4;
+
+/// One idle client process: joins `count` connections to `addr`, says
+/// `ready` on stdout, and holds them until stdin closes.
+async fn idle_client(addr: SocketAddr, index: usize, count: usize) -> anyhow::Result<()> {
+    let ep = Endpoint { kind: Kind::Switchboard, addr };
+    let joined: Vec<anyhow::Result<(target::Ws, String)>> = futures_util::stream::iter(0..count)
+        .map(|j| async move {
+            let member = 3 * j + index;
+            ep.join(&format!("idle{}", member / IDLE_ROOM), &format!("idle{member}")).await
+        })
+        .buffer_unordered(IDLE_CONCURRENCY)
+        .collect()
+        .await;
+    let mut held = Vec::with_capacity(count);
+    for j in joined {
+        held.push(j?.0);
+    }
+    println!("ready");
+    let mut line = String::new();
+    let _ = tokio::task::spawn_blocking(move || std::io::stdin().read_line(&mut line)).await;
+    drop(held);
+    Ok(())
+}
+
+/// Memory with `per_node` idle connections on each of three nodes.
+struct Idle {
+    per_node: usize,
+    /// Per node: (connections it holds itself, bridged ones it hosts for the
+    /// rooms it owns, RSS growth per held connection in bytes).
+    nodes: Vec<(usize, usize, f64)>,
+    redis_per_room: f64,
+    rooms: usize,
+}
+
+async fn idle(bin: &std::path::Path, per_node: usize) -> anyhow::Result<Idle> {
+    use tokio::io::AsyncBufReadExt;
+    let cluster = Cluster::start(bin).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let base: Vec<u64> = cluster.nodes.iter().map(ServerProc::rss).collect::<anyhow::Result<_>>()?;
+    let redis_base = redis_memory(&cluster.redis)?;
+    let me = std::env::current_exe()?;
+    let mut clients = Vec::new();
+    for (index, node) in cluster.nodes.iter().enumerate() {
+        let mut child = tokio::process::Command::new(&me)
+            .args(["--idle-client", &node.addr.to_string(), &index.to_string(), &per_node.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting an idle client")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        clients.push((child, tokio::io::BufReader::new(stdout).lines()));
+    }
+    for (_, lines) in &mut clients {
+        let line = tokio::time::timeout(Duration::from_secs(300), lines.next_line()).await.context("idle client")??;
+        if line.as_deref() != Some("ready") {
+            bail!("an idle client failed: {line:?}");
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut nodes = Vec::new();
+    let mut rooms = 0;
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let view = cluster_view(node.addr).await?;
+        let hosted = view["bridged"]["from_other_nodes"].as_u64().unwrap_or(0) as usize;
+        rooms += view["rooms"].as_array().map_or(0, Vec::len);
+        let growth = node.rss()?.saturating_sub(base[i]) as f64 / per_node as f64;
+        nodes.push((per_node, hosted, growth));
+    }
+    let redis_per_room = redis_memory(&cluster.redis)?.saturating_sub(redis_base) as f64 / rooms.max(1) as f64;
+    drop(clients);
+    Ok(Idle { per_node, nodes, redis_per_room, rooms })
 }
 
 /// One latency and CPU run.
@@ -206,6 +294,10 @@ fn median(mut values: Vec<Duration>) -> Duration {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(client) = &args.idle_client {
+        let addr: SocketAddr = client[0].parse()?;
+        return idle_client(addr, client[1].parse()?, client[2].parse()?).await;
+    }
     let (pairs, rate, measure, failovers) = if args.quick {
         (5, 500, Duration::from_secs(2), 1)
     } else {
@@ -245,6 +337,14 @@ async fn main() -> anyhow::Result<()> {
         times.push(failover(bin, round).await?);
     }
     let failover_median = median(times.clone());
+
+    let per_node = if args.quick { 300 } else { args.idle_per_node };
+    let idle_figures = if per_node > 0 {
+        eprintln!("{per_node} idle connections on each of three nodes");
+        Some(idle(bin, per_node).await?)
+    } else {
+        None
+    };
 
     let runs =
         [run_of("single node", &alone), run_of("cluster, same node", &same), run_of("cluster, cross node", &cross)];
@@ -294,6 +394,16 @@ async fn main() -> anyhow::Result<()> {
         times.len(),
         listed.join(", ")
     );
+    if let Some(idle) = &idle_figures {
+        let total = idle.per_node * 3;
+        let _ = writeln!(out, "\nIdle: {total} joined connections, {} on each node (three client processes, one per node: the descriptor limit is per process), in {} rooms of {IDLE_ROOM} whose members are on different nodes.\n", idle.per_node, idle.rooms);
+        let _ = writeln!(out, "| Node | connections it holds | bridged connections it hosts (rooms it owns) | RSS growth per held connection |");
+        let _ = writeln!(out, "|---|---|---|---|");
+        for (i, (held, hosted, growth)) in idle.nodes.iter().enumerate() {
+            let _ = writeln!(out, "| node-{} | {held} | {hosted} | {:.1} KB |", i + 1, growth / 1024.0);
+        }
+        let _ = writeln!(out, "\nRedis memory per room with this many rooms: about {:.0} bytes (lease and fence).", idle.redis_per_room);
+    }
     let _ = writeln!(out, "{END}");
     print!("{out}");
     if let Some(path) = &args.write {
