@@ -391,3 +391,57 @@ async fn clients_cannot_reach_redis_keys_or_the_bridge_by_what_they_send() {
     ];
     assert_eq!(keys, expected);
 }
+
+#[tokio::test]
+async fn redis_killed_and_restarted_during_a_call_across_two_nodes() {
+    use switchboard_e2e::{rust_peer, wait_for_rust_media};
+    use switchboard_peer::{MediaSource, PeerEvent, TrackStats};
+    let _serial = switchboard_e2e::serial().await;
+    let mut redis = Redis::start().await;
+    let (a, b) = two_nodes(&redis).await;
+    let mut ada = rust_peer(&a, "outage", "Ada", MediaSource::Default).await;
+    let mut bob = rust_peer(&b, "outage", "Bob", MediaSource::Default).await;
+    let got = |t: &[TrackStats], kind: &str| t.iter().filter(|s| s.kind == kind).map(|s| s.packets).sum::<u64>();
+    let grows = async |peer: &mut switchboard_peer::Peer, what: &str| {
+        let now = peer.media_stats().await.expect("stats");
+        let (v, au) = (got(&now, "video"), got(&now, "audio"));
+        wait_for_rust_media(peer, what, |t| got(t, "video") > v + 20 && got(t, "audio") > au + 20).await;
+    };
+    wait_for_rust_media(&mut ada, "Bob's media", |t| got(t, "video") > 20 && got(t, "audio") > 20).await;
+    wait_for_rust_media(&mut bob, "Ada's media", |t| got(t, "video") > 20 && got(t, "audio") > 20).await;
+
+    // Redis dies for 8 s (past the 6 s after which nodes serve rooms alone).
+    redis.kill();
+    cluster_until(&a, "Redis unreachable", |v| v["redis"] == "unreachable").await;
+    // Media is peer to peer: it goes on while signaling cannot cross nodes.
+    grows(&mut ada, "Bob's media while Redis is down").await;
+    grows(&mut bob, "Ada's media while Redis is down").await;
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    redis.restart().await;
+    cluster_until(&a, "Redis back", |v| v["redis"] == "up" && ids(v).len() == 2).await;
+
+    // Afterwards both are in one room again (rejoined if their sessions were
+    // lost), the call runs, and chat between them works.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        bob.chat("are you there").await.expect("chat");
+        let heard = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+            loop {
+                match ada.events.recv().await {
+                    Some(PeerEvent::Chat(m)) if m.text == "are you there" => return true,
+                    Some(_) => {}
+                    None => return false,
+                }
+            }
+        })
+        .await;
+        if heard == Ok(true) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "Ada and Bob are in one room again after Redis came back");
+    }
+    grows(&mut ada, "Bob's media after Redis came back").await;
+    grows(&mut bob, "Ada's media after Redis came back").await;
+    bob.leave().await;
+    ada.leave().await;
+}

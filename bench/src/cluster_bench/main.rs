@@ -396,13 +396,24 @@ async fn main() -> anyhow::Result<()> {
     );
     if let Some(idle) = &idle_figures {
         let total = idle.per_node * 3;
-        let _ = writeln!(out, "\nIdle: {total} joined connections, {} on each node (three client processes, one per node: the descriptor limit is per process), in {} rooms of {IDLE_ROOM} whose members are on different nodes.\n", idle.per_node, idle.rooms);
-        let _ = writeln!(out, "| Node | connections it holds | bridged connections it hosts (rooms it owns) | RSS growth per held connection |");
+        let _ = writeln!(
+            out,
+            "\nIdle: {total} joined connections, {} on each node (three client processes, one per node: the descriptor limit is per process), in {} rooms of {IDLE_ROOM} whose members are on different nodes.\n",
+            idle.per_node, idle.rooms
+        );
+        let _ = writeln!(
+            out,
+            "| Node | connections it holds | bridged connections it hosts (rooms it owns) | RSS growth per held connection |"
+        );
         let _ = writeln!(out, "|---|---|---|---|");
         for (i, (held, hosted, growth)) in idle.nodes.iter().enumerate() {
             let _ = writeln!(out, "| node-{} | {held} | {hosted} | {:.1} KB |", i + 1, growth / 1024.0);
         }
-        let _ = writeln!(out, "\nRedis memory per room with this many rooms: about {:.0} bytes (lease and fence).", idle.redis_per_room);
+        let _ = writeln!(
+            out,
+            "\nRedis memory per room with this many rooms: about {:.0} bytes (lease and fence).",
+            idle.redis_per_room
+        );
     }
     let _ = writeln!(out, "{END}");
     print!("{out}");
