@@ -78,7 +78,8 @@ fuzz_target!(|data: &[u8]| {
                 | Output::RoomStarted { .. }
                 | Output::RoomEnded { .. }
                 | Output::JoinAnswered { .. }
-                | Output::StoreChat { .. } => {}
+                | Output::StoreChat { .. }
+                | Output::LoadHistory { .. } => {}
                 Output::Probe { conn } => {
                     if answers_probes {
                         hub.alive(conn, now);

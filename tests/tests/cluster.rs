@@ -8,7 +8,7 @@ use switchboard_server::Server;
 use switchboard_server::cluster::ClusterSettings;
 
 async fn node(redis: &Redis, id: &str) -> Server {
-    let cluster = ClusterSettings { redis_url: redis.url(), node_id: id.into() };
+    let cluster = ClusterSettings::new(redis.url(), id);
     server_with(switchboard_server::config::Settings { cluster: Some(cluster), ..settings() }).await
 }
 
@@ -257,7 +257,7 @@ async fn two_clients_on_two_nodes_relay_chat_page_history_show_presence_and_resu
 async fn three_nodes_with(redis: &Redis, configure: impl Fn(&mut switchboard_server::config::Settings)) -> Vec<Server> {
     let mut nodes = Vec::new();
     for id in ["node-a", "node-b", "node-c"] {
-        let cluster = ClusterSettings { redis_url: redis.url(), node_id: id.into() };
+        let cluster = ClusterSettings::new(redis.url(), id);
         let mut settings = switchboard_server::config::Settings { cluster: Some(cluster), ..settings() };
         configure(&mut settings);
         nodes.push(server_with(settings).await);
@@ -444,4 +444,35 @@ async fn redis_killed_and_restarted_during_a_call_across_two_nodes() {
     grows(&mut bob, "Ada's media after Redis came back").await;
     bob.leave().await;
     ada.leave().await;
+}
+
+#[tokio::test]
+async fn history_pages_older_than_the_rooms_memory_come_from_the_stream() {
+    use switchboard_e2e::ws::WsClient;
+    let redis = Redis::start().await;
+    let cluster = ClusterSettings::new(redis.url(), "node-a");
+    let mut settings = switchboard_server::config::Settings { cluster: Some(cluster), ..settings() };
+    settings.limits.chat_history = 5;
+    let a = server_with(settings).await;
+    cluster_until(&a, "the node", |v| ids(v) == ["node-a"]).await;
+    let mut c = WsClient::connect(a.local_addr()).await;
+    c.join("paged", "C").await;
+    for i in 1..=12 {
+        c.send(format!(r#"{{"type":"chat","client_id":"p{i}","text":"m{i}"}}"#)).await;
+        c.recv("chat").await;
+    }
+    let page = |v: &Value| -> (Vec<u64>, bool) {
+        let seqs = v["messages"].as_array().expect("messages").iter().filter_map(|m| m["seq"].as_u64()).collect();
+        (seqs, v["has_more"].as_bool().unwrap_or(false))
+    };
+    // Memory keeps 8..12: the newest page is served from it.
+    c.send(r#"{"type":"chat_history","id":"h1","limit":3}"#).await;
+    assert_eq!(page(&c.recv("chat_history").await), (vec![10, 11, 12], true));
+    // Older than memory: from the stream, with has_more while older remain.
+    c.send(r#"{"type":"chat_history","id":"h2","before":10,"limit":3}"#).await;
+    assert_eq!(page(&c.recv("chat_history").await), (vec![7, 8, 9], true));
+    c.send(r#"{"type":"chat_history","id":"h3","before":4,"limit":3}"#).await;
+    let last = c.recv("chat_history").await;
+    assert_eq!(last["id"], "h3");
+    assert_eq!(page(&last), (vec![1, 2, 3], false));
 }

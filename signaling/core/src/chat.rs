@@ -28,6 +28,11 @@ impl ChatLog {
         self.bytes
     }
 
+    /// Sequence number of the oldest message kept (None: none kept).
+    pub fn first_seq(&self) -> Option<u64> {
+        self.messages.front().map(|m| m.seq)
+    }
+
     /// Highest sequence number assigned (0: none yet).
     pub fn last_seq(&self) -> u64 {
         self.last_seq

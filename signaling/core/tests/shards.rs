@@ -264,3 +264,29 @@ fn chat_past_the_pending_limit_is_refused_without_a_number() {
     s.send(a, r#"{"type":"chat","client_id":"over","text":"one too many"}"#);
     assert_eq!(stores(&s), [u64::try_from(limit).expect("small") + 1]);
 }
+
+#[test]
+fn a_history_page_older_than_memory_is_asked_of_the_durable_store() {
+    let limits = Limits { chat_history: 3, ..Limits::default() };
+    let mut s = Sim::new(HubConfig { limits, durable_chat: true, ..HubConfig::default() });
+    let (a, _) = s.join(1, "room", "A");
+    let room = switchboard_protocol::RoomName::new("room").expect("room");
+    for i in 1..=5u64 {
+        s.send(a, &format!(r#"{{"type":"chat","client_id":"c{i}","text":"m{i}"}}"#));
+        s.hub.chat_stored(&room, i, true, s.now);
+        while s.hub.poll_output().is_some() {}
+    }
+    // Memory holds 3..5: the newest page is answered from it.
+    s.send(a, r#"{"type":"chat_history","id":"new","limit":2}"#);
+    assert!(s.take(a).iter().any(|m| matches!(m, ServerMessage::ChatHistory(p) if p.messages.len() == 2)));
+    // An older one goes to the store, with memory's answer as the fallback.
+    s.send(a, r#"{"type":"chat_history","id":"old","before":4,"limit":2}"#);
+    let asked = s.last.iter().find_map(|o| match o {
+        switchboard_core::Output::LoadHistory { before, limit, fallback, .. } => {
+            Some((*before, *limit, fallback.messages.len()))
+        }
+        _ => None,
+    });
+    assert_eq!(asked, Some((Some(4), 2, 1)), "{:?}", s.last);
+    assert!(s.take(a).is_empty(), "the reply comes from the store");
+}

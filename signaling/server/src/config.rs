@@ -180,6 +180,10 @@ pub struct ServeArgs {
     /// random at each start].
     #[arg(long, env = "SWITCHBOARD_NODE_ID")]
     pub node_id: Option<String>,
+    /// Chat messages each room's Redis stream keeps, in a cluster (history
+    /// pages older than `chat_history` are read from it) [default: 5000].
+    #[arg(long, env = "SWITCHBOARD_CHAT_STREAM_HISTORY")]
+    pub chat_stream_history: Option<usize>,
     /// Time allowed to close connections on shutdown, ms [default: 5000].
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
@@ -431,6 +435,10 @@ impl ServeArgs {
             cluster: self.redis_url.or(file.redis_url).map(|redis_url| crate::cluster::ClusterSettings {
                 redis_url,
                 node_id: self.node_id.or(file.node_id).unwrap_or_else(crate::cluster::random_node_id),
+                chat_stream_history: self
+                    .chat_stream_history
+                    .or(file.chat_stream_history)
+                    .unwrap_or(crate::cluster::DEFAULT_CHAT_STREAM_HISTORY),
             }),
             shutdown_grace: self
                 .shutdown_grace_ms
@@ -562,6 +570,9 @@ impl Settings {
         if let Some(cluster) = &self.cluster {
             if !crate::cluster::keys::valid_node_id(&cluster.node_id) {
                 bail!("node_id must be 1-64 characters of A-Z a-z 0-9 _ - .");
+            }
+            if cluster.chat_stream_history == 0 {
+                bail!("chat_stream_history must be positive");
             }
             if redis::Client::open(cluster.redis_url.as_str()).is_err() {
                 bail!("redis_url is not a Redis URL (redis://host:port/ or redis+unix:///path/redis.sock)");

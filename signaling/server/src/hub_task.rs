@@ -365,6 +365,30 @@ impl HubTask {
                         handle.outbox.signal(crate::outbox::Signal::JoinAnswered(joined));
                     }
                 }
+                Output::LoadHistory { conn, room, before, limit, fallback } => {
+                    let Some(handle) = self.conns.get(&conn) else { continue };
+                    let outbox = handle.outbox.clone();
+                    let redis = self.cluster.as_ref().and_then(|c| c.redis());
+                    // Read by a task of its own: the hub never waits on Redis.
+                    tokio::spawn(async move {
+                        let id = fallback.id.clone();
+                        let page = match redis {
+                            Some(mut redis) => {
+                                match crate::cluster::chat_store::read_page(&mut redis, &room, before, limit).await {
+                                    Ok((messages, has_more)) => {
+                                        switchboard_protocol::ChatHistoryPage { id, messages, has_more }
+                                    }
+                                    Err(_) => fallback,
+                                }
+                            }
+                            None => fallback,
+                        };
+                        let text = ServerMessage::ChatHistory(page).to_json();
+                        let frame =
+                            Outbound::Frame { text: text.into(), kind: ServerKind::ChatHistory, received: None };
+                        let _ = outbox.try_push(frame);
+                    });
+                }
                 Output::RoomStarted { room } => {
                     debug!(%room, "room started");
                     if let (Some(cluster), Some(state)) =

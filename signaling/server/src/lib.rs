@@ -176,7 +176,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         tokio::spawn(cluster::bridge::run_publisher(publish_rx, state.clone(), cluster.clone()));
         tokio::spawn(cluster::bridge::run_subscriber(client, state.clone(), cluster.clone()));
         tokio::spawn(cluster::leases::run_renewals(state.clone(), cluster.clone()));
-        tokio::spawn(cluster::chat_store::run(chat_rx, state.clone(), cluster.clone(), state.limits.chat_history));
+        let stream_history = settings.chat_stream_history.max(state.limits.chat_history);
+        tokio::spawn(cluster::chat_store::run(chat_rx, state.clone(), cluster.clone(), stream_history));
     }
     let (stop_accepting, stop_rx) = watch::channel(false);
     if let Some(socket) = stun_socket {

@@ -119,6 +119,17 @@ impl Hub {
         let page = self.config.limits.chat_history_page;
         let limit = limit.map_or(page, |l| usize::try_from(l).unwrap_or(page).min(page));
         let (messages, has_more) = room.chat.page(before, limit);
+        // Memory forgot older messages than it can give, and the durable
+        // store keeps more: the page comes from there.
+        let forgot = room.chat.first_seq().map_or(room.chat.last_seq() > 0, |first| first > 1);
+        let below = before.unwrap_or(u64::MAX);
+        let wants_older = messages.len() < limit && below > 1;
+        if self.config.durable_chat && forgot && wants_older {
+            let fallback = ChatHistoryPage { id, messages, has_more };
+            let room = seat.room.clone();
+            self.out.push_back(Output::LoadHistory { conn, room, before, limit, fallback });
+            return;
+        }
         self.send(conn, ServerMessage::ChatHistory(ChatHistoryPage { id, messages, has_more }));
     }
 }

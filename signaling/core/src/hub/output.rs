@@ -94,6 +94,22 @@ pub enum Output {
         /// The message, numbered.
         message: switchboard_protocol::ChatMessage,
     },
+    /// A history page that memory cannot fill (the room forgot older
+    /// messages, and durable storage may keep more): read it from durable
+    /// storage and send it to `conn` as a `chat_history` reply, or send
+    /// `fallback` (what memory holds) if that fails.
+    LoadHistory {
+        /// Who asked.
+        conn: ConnId,
+        /// The room.
+        room: RoomName,
+        /// Only messages below this `seq` (None: the newest).
+        before: Option<u64>,
+        /// Most messages.
+        limit: usize,
+        /// The page from memory, with the request's id.
+        fallback: switchboard_protocol::ChatHistoryPage,
+    },
     /// A room was created here (its first member joined). In a cluster the
     /// shell holds the room's lease from now on.
     RoomStarted {

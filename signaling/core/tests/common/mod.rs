@@ -63,7 +63,7 @@ impl Sim {
                 Output::RoomStarted { room } => self.rooms_started.push(room.to_string()),
                 Output::RoomEnded { room } => self.rooms_ended.push(room.to_string()),
                 Output::JoinAnswered { conn, joined } => self.join_answers.push((*conn, *joined)),
-                Output::StoreChat { .. } => {}
+                Output::StoreChat { .. } | Output::LoadHistory { .. } => {}
             }
             self.last.push(out);
         }

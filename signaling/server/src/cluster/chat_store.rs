@@ -223,6 +223,32 @@ async fn answer(reply: &mpsc::WeakSender<HubEvent>, room: RoomName, seq: u64, st
     }
 }
 
+/// Up to `limit` messages of `room`'s stream below `before` (all: the
+/// newest), oldest first, and whether older ones are kept: a history page
+/// older than the room's memory.
+pub async fn read_page(
+    conn: &mut redis::aio::ConnectionManager,
+    room: &RoomName,
+    before: Option<u64>,
+    limit: usize,
+) -> anyhow::Result<(Vec<ChatMessage>, bool)> {
+    use anyhow::Context;
+    let end = before.map_or_else(|| "+".to_owned(), |b| format!("({b}-0"));
+    let call =
+        redis::cmd("XREVRANGE").arg(keys::room_chat(room)).arg(end).arg("-").arg("COUNT").arg(limit + 1).to_owned();
+    let entries: Vec<(String, Vec<(String, String)>)> =
+        tokio::time::timeout(REDIS_TIMEOUT, call.query_async(conn)).await.context("Redis: timed out")??;
+    let has_more = entries.len() > limit;
+    let mut messages: Vec<ChatMessage> = entries
+        .into_iter()
+        .take(limit)
+        .filter_map(|(_, fields)| fields.into_iter().find(|(k, _)| k == "m"))
+        .filter_map(|(_, json)| serde_json::from_str(&json).ok())
+        .collect();
+    messages.reverse();
+    Ok((messages, has_more))
+}
+
 /// The newest `count` messages of `room`'s stream, oldest first: what a new
 /// owner starts the room's chat from.
 pub async fn read_back(

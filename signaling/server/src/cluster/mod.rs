@@ -43,7 +43,20 @@ pub struct ClusterSettings {
     pub redis_url: String,
     /// This node's id (`A-Z a-z 0-9 _ - .`, 1–64); random when not given.
     pub node_id: String,
+    /// Chat messages each room's Redis stream keeps.
+    pub chat_stream_history: usize,
 }
+
+impl ClusterSettings {
+    /// A node `node_id` on `redis_url`, with the other settings' defaults.
+    pub fn new(redis_url: impl Into<String>, node_id: impl Into<String>) -> Self {
+        Self { redis_url: redis_url.into(), node_id: node_id.into(), chat_stream_history: DEFAULT_CHAT_STREAM_HISTORY }
+    }
+}
+
+/// Default of [`ClusterSettings::chat_stream_history`]: ten times the rooms'
+/// default memory (`chat_history`), so history pages reach well past it.
+pub const DEFAULT_CHAT_STREAM_HISTORY: usize = 5000;
 
 /// One node as the registry shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
