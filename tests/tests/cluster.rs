@@ -66,6 +66,7 @@ async fn nodes_find_each_other_and_a_node_that_loses_redis_keeps_serving_and_com
     assert_eq!(http_get(a.local_addr(), "/readyz").await, (200, "ready\nredis: unreachable\n".into()));
     let (_, metrics) = http_get(a.local_addr(), "/metrics").await;
     assert!(metrics.contains("switchboard_redis_up 0"), "{metrics}");
+    assert!(metrics.contains(r#"switchboard_redis_round_trip_seconds_count{op="heartbeat"}"#), "{metrics}");
     ada.chat("during").await.expect("chat");
     let early = tokio::time::timeout(std::time::Duration::from_millis(1500), wait_chat(&mut ada, 2, "during")).await;
     assert!(early.is_err(), "no echo while the message cannot be stored");
@@ -475,4 +476,49 @@ async fn history_pages_older_than_the_rooms_memory_come_from_the_stream() {
     let last = c.recv("chat_history").await;
     assert_eq!(last["id"], "h3");
     assert_eq!(page(&last), (vec![1, 2, 3], false));
+}
+
+#[tokio::test]
+async fn a_flooding_room_does_not_starve_another_rooms_bridged_relays() {
+    use switchboard_e2e::ws::WsClient;
+    let redis = Redis::start().await;
+    let (a, b) = two_nodes(&redis).await;
+    // A busy room: owned by node-a, five members bridged from node-b, each
+    // sending as fast as the rate limit lets it (its excess is refused).
+    let mut owner = WsClient::connect(a.local_addr()).await;
+    owner.join("busy", "Owner").await;
+    let mut flooders = Vec::new();
+    for i in 0..5 {
+        let mut f = WsClient::connect(b.local_addr()).await;
+        f.join("busy", &format!("F{i}")).await;
+        flooders.push(f);
+    }
+    let flood = tokio::spawn(async move {
+        for round in 0..200 {
+            for f in &mut flooders {
+                f.send(format!(r#"{{"type":"typing","active":{}}}"#, round % 2 == 0)).await;
+            }
+        }
+        flooders
+    });
+    // Meanwhile a quiet room, also owned by node-a and bridged from node-b:
+    // every relay arrives, in order.
+    let mut x = WsClient::connect(a.local_addr()).await;
+    let wx = x.join("quiet", "X").await;
+    let mut y = WsClient::connect(b.local_addr()).await;
+    y.join("quiet", "Y").await;
+    x.recv("peer_joined").await;
+    let xid = wx["you"]["id"].as_str().expect("id").to_owned();
+    for i in 0..50 {
+        y.send(format!(
+            r#"{{"type":"candidate","to":"{xid}","candidate":{{"candidate":"candidate:{i} 1 udp 1 192.0.2.1 9 typ host","sdpMid":"0","sdpMLineIndex":0}}}}"#
+        ))
+        .await;
+    }
+    for i in 0..50 {
+        let c = x.recv("candidate").await;
+        let line = c["candidate"]["candidate"].as_str().expect("line").to_owned();
+        assert!(line.starts_with(&format!("candidate:{i} ")), "relay {i} in order: {line}");
+    }
+    let _flooders = flood.await.expect("the flood ran");
 }

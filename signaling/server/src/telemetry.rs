@@ -71,6 +71,9 @@ pub fn prometheus() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full("switchboard_relay_latency_seconds".into()), &LATENCY_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full("switchboard_redis_round_trip_seconds".into()), &LATENCY_BUCKETS)
+            })
             .unwrap_or_else(|e| unreachable!("static buckets are valid: {e}"));
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -84,6 +87,38 @@ pub fn prometheus() -> &'static PrometheusHandle {
 /// The caps a TCP connection can be refused at before HTTP (a fixed label
 /// set: the metric's cardinality cannot grow).
 pub const HTTP_CAPS: [&str; 2] = ["http_connections", "http_connections_per_source"];
+
+/// What a Redis round trip was for (a fixed set: the metric's labels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisOp {
+    /// The registry heartbeat (a pipeline, and the node list).
+    Heartbeat,
+    /// A pipeline of bridge frames.
+    Publish,
+    /// A pipeline of chat writes.
+    ChatStore,
+}
+
+impl RedisOp {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Heartbeat => "heartbeat",
+            Self::Publish => "publish",
+            Self::ChatStore => "chat_store",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::Heartbeat => 0,
+            Self::Publish => 1,
+            Self::ChatStore => 2,
+        }
+    }
+}
+
+/// Every [`RedisOp`], in index order.
+pub const REDIS_OPS: [RedisOp; 3] = [RedisOp::Heartbeat, RedisOp::Publish, RedisOp::ChatStore];
 
 /// Every metric the server records.
 #[derive(Debug)]
@@ -113,6 +148,9 @@ pub struct Telemetry {
     /// Live nodes in the cluster, this one included, as of the last
     /// heartbeat that reached Redis.
     pub cluster_nodes: Gauge,
+    /// Redis round trips that succeeded, by what they were for
+    /// ([`REDIS_OPS`]).
+    redis_round_trips: [Histogram; 3],
     /// Bridge frames published to other nodes.
     pub bridge_frames_out: Counter,
     /// Bridge frames received from other nodes.
@@ -167,6 +205,8 @@ impl Telemetry {
             redis_up: metrics::gauge!("switchboard_redis_up"),
             redis_errors: metrics::counter!("switchboard_redis_errors_total"),
             cluster_nodes: metrics::gauge!("switchboard_cluster_nodes"),
+            redis_round_trips: REDIS_OPS
+                .map(|op| metrics::histogram!("switchboard_redis_round_trip_seconds", "op" => op.as_str())),
             bridge_frames_out: metrics::counter!("switchboard_bridge_frames_total", "direction" => "out"),
             bridge_frames_in: metrics::counter!("switchboard_bridge_frames_total", "direction" => "in"),
             leases_taken: metrics::counter!("switchboard_room_leases_taken_total"),
@@ -178,6 +218,11 @@ impl Telemetry {
             turn_http_refused: metrics::counter!("switchboard_turn_credentials_http_total", "result" => "refused"),
             http_refused: HTTP_CAPS.map(|cap| metrics::counter!("switchboard_http_refused_total", "cap" => cap)),
         }
+    }
+
+    /// Records a Redis round trip that succeeded.
+    pub fn redis_round_trip(&self, op: RedisOp, took: std::time::Duration) {
+        self.redis_round_trips[op.index()].record(took.as_secs_f64());
     }
 
     /// Counts a message received.

@@ -600,10 +600,12 @@ pub async fn run_publisher(mut frames: mpsc::Receiver<Outgoing>, state: Arc<AppS
         for out in &batch {
             pipe.publish(&out.channel, &out.payload);
         }
+        let started = Instant::now();
         let sent: Result<Result<Vec<i64>, _>, _> =
             tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async(&mut conn)).await;
         match sent {
             Ok(Ok(receivers)) => {
+                state.telemetry.redis_round_trip(crate::telemetry::RedisOp::Publish, started.elapsed());
                 state.telemetry.bridge_frames_out.increment(batch.len() as u64);
                 for (out, heard_by) in batch.drain(..).zip(receivers) {
                     if heard_by == 0 {

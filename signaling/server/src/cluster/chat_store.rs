@@ -159,8 +159,13 @@ pub async fn run(
         }
         let results: Option<Vec<i64>> = match cluster.redis() {
             Some(mut conn) if sent > 0 => {
+                let started = std::time::Instant::now();
                 match tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<Vec<i64>>(&mut conn)).await {
-                    Ok(Ok(results)) => Some(results),
+                    Ok(Ok(results)) => {
+                        let op = crate::telemetry::RedisOp::ChatStore;
+                        state.telemetry.redis_round_trip(op, started.elapsed());
+                        Some(results)
+                    }
                     Ok(Err(err)) => {
                         warn!("storing chat failed: {err}");
                         None

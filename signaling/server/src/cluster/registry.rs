@@ -35,7 +35,10 @@ pub async fn run(cluster: Arc<Cluster>, state: Arc<AppState>, client: redis::Cli
                 redis = Some(manager);
             }
             let Some(conn) = redis.as_mut() else { unreachable!("connected above") };
-            tokio::time::timeout(REDIS_TIMEOUT, beat(conn, &me)).await.context("Redis: timed out")?
+            let started = std::time::Instant::now();
+            let nodes = tokio::time::timeout(REDIS_TIMEOUT, beat(conn, &me)).await.context("Redis: timed out")??;
+            state.telemetry.redis_round_trip(crate::telemetry::RedisOp::Heartbeat, started.elapsed());
+            anyhow::Ok(nodes)
         }
         .await;
         match result {
