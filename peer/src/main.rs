@@ -287,14 +287,18 @@ fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Prints one line of output. A reader that went away (a closed pipe) is
+/// not an error worth a panic: the peer carries on, and still leaves.
 fn print_line(json: bool, kind: &str, fields: &serde_json::Value, human: impl FnOnce() -> String) {
-    if json {
+    use std::io::Write as _;
+    let line = if json {
         let mut obj = fields.clone();
         obj["event"] = serde_json::Value::from(kind);
-        println!("{obj}");
+        obj.to_string()
     } else {
-        println!("{}", human());
-    }
+        human()
+    };
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 fn print_event(json: bool, event: &PeerEvent) {
