@@ -11,8 +11,8 @@
 //! While a join is unanswered nothing else is sent: a refused join leaves
 //! the connection in the lobby, free to join a room of another shard, and a
 //! message sent on the back of the join would not know where to go. The
-//! answer (a `welcome`, or an error refusing the join) comes back through
-//! the connection's queue, see [`crate::outbox::Outbox::answer`].
+//! answer comes back as a signal on the connection's queue, out of band:
+//! see [`crate::outbox::Signal`].
 //!
 //! In a cluster the room's owner may be another node: the connection then
 //! moves to that node (through the bridge) by the same rule.
