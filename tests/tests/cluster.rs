@@ -115,7 +115,11 @@ async fn one_node_at_a_time_holds_a_room_and_a_lapsed_holder_cannot_act_for_the_
 
     // a stops renewing (paused, or cut off): after the TTL b takes the room
     // with a greater fence, and a can neither renew nor give it back.
-    tokio::time::sleep(LEASE_TTL + std::time::Duration::from_millis(200)).await;
+    let deadline = tokio::time::Instant::now() + LEASE_TTL * 2;
+    while lease::owner(&mut conn, &room).await.expect("GET").is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "a's lease lapses within its TTL");
+        tokio::time::sleep(POLL).await;
+    }
     let b = lease::acquire(&mut conn, &room, "node-b").await.expect("script").expect("lapsed: b takes it");
     assert!(b.owner.fence > a.owner.fence, "{b:?} after {a:?}");
     assert!(!lease::renew(&mut conn, &mut a).await.expect("script"), "a's renewal must fail");

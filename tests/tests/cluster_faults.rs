@@ -249,9 +249,9 @@ async fn the_readmes_three_node_example_runs_as_written() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("the command starts");
+        // In the README's order; a node started before Redis listens
+        // reaches it on a later heartbeat (the readiness wait below).
         children.push(child);
-        // Redis first, then the nodes find it.
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let balancer: std::net::SocketAddr = format!("127.0.0.1:{}", ports[1].1).parse().expect("addr");
     // Every node ready and in the cluster, then the balancer's checks.
@@ -272,7 +272,18 @@ async fn the_readmes_three_node_example_runs_as_written() {
         assert!(tokio::time::Instant::now() < deadline, "the README's haproxy does not listen");
         tokio::time::sleep(POLL).await;
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The balancer forwards to every node (round robin over three):
+    // three answered requests through it.
+    let mut answered = 0;
+    while answered < 3 {
+        let through = tokio::net::TcpStream::connect(balancer).await.is_ok()
+            && switchboard_e2e::http_get(balancer, "/readyz").await.0 == 200;
+        answered = if through { answered + 1 } else { 0 };
+        assert!(tokio::time::Instant::now() < deadline, "the README's haproxy does not reach the nodes");
+        if !through {
+            tokio::time::sleep(POLL).await;
+        }
+    }
     // Two clients through the balancer meet in one room and chat.
     let mut a = WsClient::connect(balancer).await;
     a.join("readme", "A").await;
