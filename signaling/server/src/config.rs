@@ -617,6 +617,26 @@ mod tests {
     }
 
     #[test]
+    fn cluster_and_shard_settings_are_checked_at_start() {
+        let resolve = |args: &[&str]| parse(args).resolve(ServeArgs::default());
+        let ok = resolve(&["--redis-url", "redis://127.0.0.1:6379/", "--node-id", "n-1", "--hub-shards", "4"])
+            .expect("valid");
+        let cluster = ok.cluster.expect("a cluster");
+        assert_eq!((cluster.node_id.as_str(), cluster.chat_stream_history, ok.hub_shards), ("n-1", 5000, Some(4)));
+        for bad in [
+            &["--hub-shards", "0"][..],
+            &["--hub-shards", "257"],
+            &["--redis-url", "redis://127.0.0.1/", "--node-id", "a:b"],
+            &["--redis-url", "redis://127.0.0.1/", "--node-id", ""],
+            &["--redis-url", "redis://127.0.0.1/", "--chat-stream-history", "0"],
+            &["--redis-url", "not a url"],
+        ] {
+            assert!(resolve(bad).is_err(), "{bad:?} must be refused");
+        }
+        assert!(resolve(&[]).expect("valid").cluster.is_none(), "a single node by default");
+    }
+
+    #[test]
     fn defaults_are_loopback_and_open() {
         let s = ServeArgs::default().resolve(ServeArgs::default()).expect("valid");
         assert!(s.bind.ip().is_loopback());
