@@ -236,7 +236,7 @@ pub async fn place(state: &AppState, cluster: &Cluster, room: &RoomName) -> Resu
     let Some(mut conn) = cluster.redis() else {
         // Redis away for good (not one missed heartbeat): serve the room
         // here (see the module docs).
-        if cluster.redis_down_for() >= super::REDIS_GIVE_UP {
+        if cluster.redis_down_for() >= super::REDIS_GIVE_UP && cluster.leases.len() < state.limits.max_rooms {
             cluster.leases.keep_unleased(room);
             return Ok(here());
         }
@@ -259,6 +259,11 @@ pub async fn place(state: &AppState, cluster: &Cluster, room: &RoomName) -> Resu
             Some(_) if Instant::now() < deadline => tokio::time::sleep(LAPSE_POLL).await,
             Some(_) => return Err("this room's node stopped; the room is not back yet: try again".into()),
             None => {
+                // A bound on the leases a node keeps for rooms not (yet)
+                // made here: a client cannot make it hold more than its rooms.
+                if cluster.leases.len() >= state.limits.max_rooms {
+                    return Err("this server holds as many rooms as it may: try again later".into());
+                }
                 let chosen = least_loaded(&cluster.node_id, &alive);
                 match lease::acquire(&mut conn, room, &chosen).await.map_err(|e| format!("{e:#}"))? {
                     Ok(lease) if chosen == cluster.node_id => {
