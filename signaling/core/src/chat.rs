@@ -23,6 +23,31 @@ impl ChatLog {
         Self { messages: VecDeque::new(), capacity: capacity.max(1), byte_capacity, bytes: 0, last_seq: 0, last_ts: 0 }
     }
 
+    /// The log a snapshot describes, with this node's bounds.
+    pub fn restore(capacity: usize, byte_capacity: usize, snapshot: crate::snapshot::ChatSnapshot) -> Option<Self> {
+        let crate::snapshot::ChatSnapshot { messages, last_seq, last_ts } = snapshot;
+        let ordered = messages.windows(2).all(|w| w[0].seq < w[1].seq);
+        if !ordered || messages.last().is_some_and(|m| m.seq > last_seq || m.ts > last_ts) {
+            return None;
+        }
+        let mut log = Self::new(capacity, byte_capacity);
+        for message in messages {
+            log.push(message);
+        }
+        log.last_seq = last_seq;
+        log.last_ts = last_ts;
+        Some(log)
+    }
+
+    /// The log as data.
+    pub fn snapshot(&self) -> crate::snapshot::ChatSnapshot {
+        crate::snapshot::ChatSnapshot {
+            messages: self.messages.iter().cloned().collect(),
+            last_seq: self.last_seq,
+            last_ts: self.last_ts,
+        }
+    }
+
     /// Bytes the kept messages take.
     pub fn bytes(&self) -> usize {
         self.bytes

@@ -60,6 +60,35 @@ impl EventLog {
         Self { sent: 0, kept: VecDeque::new(), bytes: 0, away_from: None, budget }
     }
 
+    /// The stream as data (see [`crate::snapshot`]).
+    pub fn snapshot(&self) -> crate::snapshot::EventsSnapshot {
+        let kept = self
+            .kept
+            .iter()
+            .map(|k| crate::snapshot::KeptEvent {
+                number: k.number,
+                bytes: k.bytes,
+                event: ServerMessage::clone(&k.event),
+            })
+            .collect();
+        crate::snapshot::EventsSnapshot { sent: self.sent, away_from: self.away_from, kept }
+    }
+
+    /// The stream a snapshot describes, keeping at most `budget` from now
+    /// on; `None` when its numbers do not add up.
+    pub fn restore(snapshot: crate::snapshot::EventsSnapshot, budget: Budget) -> Option<Self> {
+        let crate::snapshot::EventsSnapshot { sent, away_from, kept } = snapshot;
+        let numbered = kept.windows(2).all(|w| w[1].number == w[0].number + 1);
+        let fits = kept.last().is_none_or(|k| k.number == sent) && away_from.is_none_or(|a| a <= sent);
+        if !numbered || !fits {
+            return None;
+        }
+        let bytes = kept.iter().map(|k| k.bytes).sum();
+        let kept =
+            kept.into_iter().map(|k| Kept { number: k.number, event: Arc::new(k.event), bytes: k.bytes }).collect();
+        Some(Self { sent, kept, bytes, away_from, budget })
+    }
+
     /// Events numbered so far.
     pub fn sent(&self) -> u64 {
         self.sent
@@ -175,6 +204,17 @@ pub struct ChatDedup {
 }
 
 impl ChatDedup {
+    /// The ids remembered, oldest first.
+    pub fn ids(&self) -> Vec<ClientMsgId> {
+        self.recent.iter().cloned().collect()
+    }
+
+    /// Remembers `ids` (oldest first), at most the last [`CHAT_DEDUP`].
+    pub fn restore(ids: Vec<ClientMsgId>) -> Self {
+        let skip = ids.len().saturating_sub(CHAT_DEDUP);
+        Self { recent: ids.into_iter().skip(skip).collect() }
+    }
+
     /// Remembers `id`; false when it was already seen (a resend).
     pub fn first_time(&mut self, id: &ClientMsgId) -> bool {
         if self.recent.contains(id) {

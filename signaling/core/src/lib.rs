@@ -33,6 +33,7 @@ mod replaced;
 mod resume_token;
 mod room;
 mod seat;
+pub mod snapshot;
 mod timers;
 mod turn;
 

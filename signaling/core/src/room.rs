@@ -167,6 +167,33 @@ impl Room {
         self.members.insert(join_order, member);
     }
 
+    /// The join order the next member gets.
+    pub fn next_order(&self) -> u64 {
+        self.next_order
+    }
+
+    /// Every member with its join order, in join order.
+    pub fn members_in_order(&self) -> impl Iterator<Item = (u64, &Member)> {
+        self.members.iter().map(|(order, m)| (*order, m))
+    }
+
+    /// Puts back a member at its join order (an imported room); false when
+    /// the order or the peer id is taken, or the order is not below
+    /// `next_order`.
+    pub fn restore_member(&mut self, order: u64, member: Member) -> bool {
+        if order >= self.next_order || self.members.contains_key(&order) || self.order.contains_key(&member.info.id) {
+            return false;
+        }
+        self.order.insert(member.info.id.clone(), order);
+        self.members.insert(order, member);
+        true
+    }
+
+    /// Sets the join order the next member gets (an imported room).
+    pub fn set_next_order(&mut self, next: u64) {
+        self.next_order = next;
+    }
+
     /// Removes a member.
     pub fn remove(&mut self, peer: &PeerId) -> Option<Member> {
         let order = self.order.remove(peer)?;

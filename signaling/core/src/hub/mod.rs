@@ -14,11 +14,13 @@
 //! | `relay.rs`      | offers, answers and candidates between two members       |
 //! | `presence.rs`   | typing, read receipts, media state                       |
 //! | `chat.rs`       | chat messages and history pages                          |
+//! | `handover.rs`   | moving a room to another hub, as data                    |
 //! | `sfu.rs`        | asking the shell for an SFU, and again when none comes   |
 //! | `invariants.rs` | what must hold between all of the above                  |
 
 mod chat;
 mod fanout;
+mod handover;
 mod inputs;
 mod invariants;
 mod membership;

@@ -131,6 +131,9 @@ impl Hub {
             return self.refuse(pending, why, now);
         };
         let missed: Vec<ServerMessage> = missed.map(|e| ServerMessage::clone(e)).collect();
+        // A member held by a handover was never shown as reconnecting:
+        // nobody needs telling that it is back.
+        let was_reconnecting = member.info.reconnecting;
         let mut info = member.info.clone();
         info.reconnecting = false;
         // A resumed client keeps its own state and catches up from the
@@ -170,8 +173,10 @@ impl Hub {
         for event in missed {
             self.send(pending.conn, event);
         }
-        let updated = ServerMessage::PeerUpdated(PeerUpdated { peer: info });
-        self.emit(&seat.room, Audience::AllBut(&seat.peer), updated, now);
+        if was_reconnecting {
+            let updated = ServerMessage::PeerUpdated(PeerUpdated { peer: info });
+            self.emit(&seat.room, Audience::AllBut(&seat.peer), updated, now);
+        }
     }
 
     /// A fresh resume token for the new session in `seat`, registered.

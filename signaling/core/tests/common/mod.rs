@@ -46,7 +46,9 @@ impl Sim {
         }
     }
 
-    fn drain(&mut self) {
+    /// Takes every output the hub has queued (after a call made on
+    /// `hub` directly).
+    pub fn drain(&mut self) {
         self.last.clear();
         while let Some(out) = self.hub.poll_output() {
             match &out {
