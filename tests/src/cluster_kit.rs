@@ -19,6 +19,8 @@ pub struct NodeProcess {
     /// Where it listens.
     pub addr: SocketAddr,
     child: Child,
+    redis_url: String,
+    extra: Vec<String>,
 }
 
 impl NodeProcess {
@@ -31,26 +33,51 @@ impl NodeProcess {
     /// As [`NodeProcess::start`], with more command-line flags.
     pub async fn start_with(redis: &Redis, id: &str, extra: &[&str]) -> Self {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let child = Command::new(workspace_binary("switchboard"))
-            .args(["--bind", &addr.to_string(), "--no-stun", "--redis-url", &redis.url(), "--node-id", id])
-            .args(["--log", "warn"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("switchboard starts");
-        let node = Self { id: id.into(), addr, child };
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let child = spawn(&redis.url(), id, addr, &extra);
+        let node = Self { id: id.into(), addr, child, redis_url: redis.url(), extra };
+        node.wait_ready().await;
+        node
+    }
+
+    async fn wait_ready(&self) {
         let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let ready = tokio::net::TcpStream::connect(addr).await.is_ok()
-                && http_get(addr, "/readyz").await == (200, "ready\nredis: up\n".into());
-            if ready {
-                return node;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "node {id} did not become ready");
+        while !self.ready().await {
+            assert!(tokio::time::Instant::now() < deadline, "node {} did not become ready", self.id);
             tokio::time::sleep(POLL).await;
         }
     }
 
+    /// Whether it answers `/readyz` with ready and Redis up.
+    pub async fn ready(&self) -> bool {
+        tokio::net::TcpStream::connect(self.addr).await.is_ok()
+            && http_get(self.addr, "/readyz").await == (200, "ready\nredis: up\n".into())
+    }
+
+    /// Sends SIGTERM: the node drains (hands its rooms over) and exits.
+    pub fn terminate(&self) {
+        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().expect("kill runs");
+        assert!(status.success(), "SIGTERM to {}", self.id);
+    }
+
+    /// Whether the process has exited (with its status).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// Starts the node again, same id, same address and flags (a new
+    /// version deployed in its place), and waits until it is ready. The
+    /// old process must have exited.
+    pub async fn restart(&mut self) {
+        self.respawn();
+        self.wait_ready().await;
+    }
+
+    /// Starts the node again (as [`NodeProcess::restart`]) without waiting.
+    pub fn respawn(&mut self) {
+        assert!(self.exited().is_some(), "{} is still running", self.id);
+        self.child = spawn(&self.redis_url, &self.id, self.addr, &self.extra);
+    }
     /// `ws://` URL of this node.
     pub fn url(&self) -> String {
         format!("ws://{}/v1/ws", self.addr)
@@ -80,6 +107,16 @@ impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+fn spawn(redis_url: &str, id: &str, addr: SocketAddr, extra: &[String]) -> Child {
+    Command::new(workspace_binary("switchboard"))
+        .args(["--bind", &addr.to_string(), "--no-stun", "--redis-url", redis_url, "--node-id", id])
+        .args(["--log", "warn"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("switchboard starts")
 }
 
 /// A running HAProxy; dropping it stops it.

@@ -65,6 +65,16 @@ pub enum Command {
         #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=MAX_TOKEN_TTL_S))]
         ttl: u64,
     },
+    /// Ask a running node to drain (hand its rooms to other nodes of the
+    /// cluster, then exit), as SIGTERM does: `POST /v1/drain`.
+    Drain {
+        /// The node's HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The metrics token, when the node is not on this host.
+        #[arg(long, env = "SWITCHBOARD_METRICS_TOKEN")]
+        token: Option<String>,
+    },
 }
 
 /// Log output format.
@@ -187,6 +197,11 @@ pub struct ServeArgs {
     /// Time allowed to close connections on shutdown, ms [default: 5000].
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
+    /// In a cluster, how long a draining node fails `/readyz` before it
+    /// hands its rooms over, so the load balancer has stopped sending it
+    /// clients, ms [default: 1500].
+    #[arg(long, env = "SWITCHBOARD_DRAIN_DELAY_MS")]
+    pub drain_delay_ms: Option<u64>,
     /// Limits.
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -325,6 +340,8 @@ pub struct Settings {
     pub cluster: Option<crate::cluster::ClusterSettings>,
     /// Bound on the shutdown.
     pub shutdown_grace: Duration,
+    /// How long a draining node fails readiness before handing rooms over.
+    pub drain_delay: Duration,
     /// Limits.
     pub limits: Limits,
 }
@@ -369,6 +386,7 @@ impl Default for Settings {
             hub_shards: None,
             cluster: None,
             shutdown_grace: Duration::from_secs(5),
+            drain_delay: Duration::from_millis(1500),
             limits: Limits::default(),
         }
     }
@@ -444,6 +462,7 @@ impl ServeArgs {
                 .shutdown_grace_ms
                 .or(file.shutdown_grace_ms)
                 .map_or(d.shutdown_grace, Duration::from_millis),
+            drain_delay: self.drain_delay_ms.or(file.drain_delay_ms).map_or(d.drain_delay, Duration::from_millis),
             limits: self.limits.over(file.limits).apply(&d.limits),
         };
         settings.check()?;

@@ -190,7 +190,12 @@ async fn write(sink: &mut Sink, outbox: &Outbox, direct: &mut mpsc::Receiver<Mes
                     if let Err(reason) = bounded(sink.flush()).await {
                         return End::Quiet(reason);
                     }
-                    return End::Close(spec, LeaveReason::Left);
+                    // A going-away close asks the client to come back: to
+                    // a room on another node (the bridge reports it) that
+                    // is a drop, and the seat is held for its resume.
+                    let reason =
+                        if spec == CloseSpec::GOING_AWAY { LeaveReason::Disconnected } else { LeaveReason::Left };
+                    return End::Close(spec, reason);
                 }
             }
         }

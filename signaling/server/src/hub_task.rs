@@ -9,6 +9,7 @@ use axum::extract::ws::Utf8Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
+use switchboard_core::snapshot::{ExportError, RoomSnapshot};
 use switchboard_core::{CloseReason, ConnId, Hub, HubConfig, Output};
 use switchboard_protocol::{ClientMessage, GoingAway, LeaveReason, RoomName, ServerKind, ServerMessage};
 use tokio::sync::mpsc;
@@ -77,6 +78,23 @@ pub enum HubEvent {
         /// Its newest messages, oldest first.
         messages: Vec<switchboard_protocol::ChatMessage>,
     },
+    /// This node drains: tell the room's members `notice`, hold their
+    /// seats, and hand the room's state back as a snapshot (see
+    /// [`switchboard_core::Hub::hand_over`]).
+    HandOver {
+        /// The room.
+        room: RoomName,
+        /// What its members are told.
+        notice: GoingAway,
+        /// Where the snapshot goes.
+        reply: tokio::sync::oneshot::Sender<Result<RoomSnapshot, ExportError>>,
+    },
+    /// A room handed to this node (or back to it, when its handover
+    /// failed): make it from its snapshot.
+    Import {
+        /// The room's state.
+        snapshot: Box<RoomSnapshot>,
+    },
     /// This node lost a room to another (its lease): tell its members and
     /// forget it.
     Evict {
@@ -120,10 +138,13 @@ impl CloseSpec {
     pub fn from_reason(reason: CloseReason) -> Self {
         match reason {
             CloseReason::Normal => Self { code: 1000, reason: "left" },
-            CloseReason::GoingAway => Self { code: 1001, reason: "going_away" },
+            CloseReason::GoingAway => Self::GOING_AWAY,
             CloseReason::Error(code) => Self { code: 1008, reason: code.as_str() },
         }
     }
+
+    /// The close that tells the client to come back (to another node).
+    pub const GOING_AWAY: Self = Self { code: 1001, reason: "going_away" };
 
     /// The close for a slow consumer.
     pub const SLOW_CONSUMER: Self = Self { code: 1008, reason: "slow_consumer" };
@@ -207,6 +228,7 @@ pub async fn run(
         sfu_requests,
         replaying: None,
         reported: Counts::default(),
+        shutting_down: false,
     };
     loop {
         let deadline = task.hub.poll_timeout();
@@ -255,6 +277,9 @@ struct HubTask {
     /// What this shard last added to the room and peer gauges (each shard
     /// adds its own change, so the gauges hold the server's sums).
     reported: Counts,
+    /// The node is shutting down: its rooms end here, not in the cluster
+    /// (their chat stays in Redis for the node that takes them next).
+    shutting_down: bool,
 }
 
 /// A shard's share of the room and peer gauges.
@@ -297,7 +322,23 @@ impl HubTask {
                 self.hub.disconnect(conn, reason, clock::now());
             }
             HubEvent::Alive { conn } => self.hub.alive(conn, clock::now()),
-            HubEvent::Shutdown(notice) => self.hub.shutdown(&notice, clock::now()),
+            HubEvent::Shutdown(notice) => {
+                self.shutting_down = true;
+                self.hub.shutdown(&notice, clock::now());
+            }
+            HubEvent::HandOver { room, notice, reply } => {
+                let _ = reply.send(self.hub.hand_over(&room, &notice, clock::now()));
+            }
+            HubEvent::Import { snapshot } => {
+                let room = snapshot.room.clone();
+                match self.hub.import_room(*snapshot, clock::now()) {
+                    Ok(()) => {
+                        info!(%room, "room taken over");
+                        self.telemetry.rooms_imported.increment(1);
+                    }
+                    Err(err) => warn!(%room, "a room handed over could not be made here: {err}"),
+                }
+            }
             HubEvent::Evict { room, notice } => self.hub.evict_room(&room, &notice, clock::now()),
             HubEvent::ChatStored { room, seq, stored } => self.hub.chat_stored(&room, seq, stored, clock::now()),
             HubEvent::SeedChat { room, messages } => self.hub.seed_chat(room, messages),
@@ -405,8 +446,11 @@ impl HubTask {
                     if let Some(cluster) = &self.cluster {
                         cluster.leases.ended(&room);
                         // The room's chat ends with it, in order with its
-                        // writes (the same queue).
-                        let _ = cluster.chat.send(crate::cluster::chat_store::Request::Drop { room });
+                        // writes (the same queue); unless only this node
+                        // stops, and the room goes on elsewhere.
+                        if !self.shutting_down {
+                            let _ = cluster.chat.send(crate::cluster::chat_store::Request::Drop { room });
+                        }
                     }
                 }
                 Output::StoreChat { room, message } => match &self.cluster {

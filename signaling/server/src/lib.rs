@@ -162,6 +162,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
         proxied_warned: AtomicBool::new(false),
         metrics_token: settings.metrics_token.clone(),
         shutting_down: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+        drain_requested: tokio::sync::Notify::new(),
         turn: settings.turn.clone(),
         verifier: verifier(),
         ice_servers,
@@ -235,6 +237,48 @@ impl Server {
     /// The embedded STUN server's UDP address, when it runs.
     pub fn stun_addr(&self) -> Option<SocketAddr> {
         self.stun_addr
+    }
+
+    /// Resolves when someone asks for a drain over HTTP (`POST /v1/drain`).
+    pub async fn drain_requested(&self) {
+        self.state.drain_requested.notified().await;
+    }
+
+    /// Drains this node before a shutdown (decision 0019): `/readyz` fails
+    /// from now, so the load balancer stops sending clients here; after
+    /// `drain_delay` every room held here is handed to another node of the
+    /// cluster, and the clients of this node in other nodes' rooms are told
+    /// `going_away`. Their sessions live on: they resume through another
+    /// node. Rooms that cannot be handed over (a single node, Redis away)
+    /// stay, and [`Server::shutdown`] ends them as it always did. Call
+    /// `shutdown` next.
+    pub async fn drain(&self) -> cluster::drain::DrainReport {
+        self.state.draining.store(true, Ordering::Relaxed);
+        self.state.telemetry.draining.set(1.0);
+        let Some(cluster) = &self.state.cluster else {
+            let rooms = self.state.room_quota.taken();
+            if rooms > 0 {
+                warn!(rooms, "drain: a single node has nobody to hand rooms to; their members join afresh");
+                self.state.telemetry.handovers[1].increment(rooms as u64);
+            }
+            return cluster::drain::DrainReport { kept: rooms, ..Default::default() };
+        };
+        info!(delay_ms = self.settings.drain_delay.as_millis() as u64, "draining: readiness fails from now");
+        tokio::time::sleep(self.settings.drain_delay).await;
+        let mut report = cluster::drain::hand_over_rooms(&self.state, cluster).await;
+        let notice = GoingAway {
+            reason: "this server is restarting: reconnect".into(),
+            reconnect_url: None,
+            retry_after_ms: cluster::drain::HANDOVER_RETRY_AFTER_MS,
+        };
+        report.bridged = cluster.bridge.going_away_all(&notice);
+        info!(
+            handed_over = report.handed_over,
+            kept = report.kept,
+            bridged = report.bridged,
+            "drain done: rooms handed over"
+        );
+        report
     }
 
     /// Graceful shutdown: refuse new connections, send every client a

@@ -8,6 +8,18 @@ use tracing::{error, info, warn};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Drain { url, token }) = &cli.command {
+        return match request_drain(url, token.as_deref()) {
+            Ok(answer) => {
+                println!("{answer}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("switchboard: drain: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let settings = match cli.serve.load_file().and_then(|file| cli.serve.resolve(file)) {
         Ok(settings) => settings,
         Err(err) => {
@@ -53,6 +65,7 @@ fn main() -> ExitCode {
 
 async fn serve(settings: switchboard_server::config::Settings) -> anyhow::Result<()> {
     let open = settings.auth_secret.is_none();
+    let mut signals = Signals::install();
     let server = switchboard_server::start(settings).await?;
     info!(addr = %server.local_addr(), open_rooms = open, "listening");
     if open {
@@ -62,19 +75,69 @@ async fn serve(settings: switchboard_server::config::Settings) -> anyhow::Result
             server.local_addr()
         );
     }
-    shutdown_signal().await;
-    info!("shutting down");
-    server.shutdown().await
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
+    tokio::select! {
+        () = signals.next() => {}
+        () = server.drain_requested() => {}
+    }
+    // A drain first (a cluster's rooms move to other nodes), then the
+    // shutdown; a second signal at any point exits at once.
+    info!("draining, then shutting down (signal again to exit at once)");
+    let stopped = async {
+        server.drain().await;
+        server.shutdown().await
     };
     tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+        result = stopped => result,
+        () = signals.next() => {
+            warn!("second signal: exiting now");
+            Ok(())
+        }
     }
+}
+
+/// SIGTERM and SIGINT, installed once at start (so that a second one is
+/// never missed between two waits).
+struct Signals {
+    listening: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(term), Ok(int)) => Self { listening: Some((term, int)) },
+            _ => {
+                error!("cannot install signal handlers; stop with SIGKILL");
+                Self { listening: None }
+            }
+        }
+    }
+
+    async fn next(&mut self) {
+        let Some((term, int)) = &mut self.listening else { return std::future::pending().await };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+}
+
+/// `switchboard drain`: `POST /v1/drain` to a running node (plain HTTP:
+/// the operator endpoint is reached on the node itself, not through TLS).
+fn request_drain(url: &str, token: Option<&str>) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").ok_or("--url must be http://HOST:PORT (the node itself)")?;
+    let host = rest.trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(host).map_err(|e| format!("connecting to {host}: {e}"))?;
+    let timeout = Some(std::time::Duration::from_secs(10));
+    let _ = stream.set_read_timeout(timeout);
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request =
+        format!("POST /v1/drain HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(|e| format!("sending: {e}"))?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).map_err(|e| format!("reading the answer: {e}"))?;
+    let status = answer.lines().next().unwrap_or_default().to_owned();
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default().trim().to_owned();
+    if status.contains(" 202 ") { Ok(body) } else { Err(format!("{status}: {body}")) }
 }

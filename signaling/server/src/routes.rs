@@ -35,6 +35,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route("/v1/cluster", get(cluster))
+        .route("/v1/drain", axum::routing::post(drain))
         .route(crate::turn_http::TURN_CREDENTIALS_PATH, get(crate::turn_http::credentials))
         .route("/", get(crate::web::index))
         .route("/{*path}", get(crate::web::file))
@@ -48,6 +49,9 @@ pub fn router(state: Arc<AppState>) -> Router {
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
     if state.shutting_down.load(Ordering::Relaxed) || state.shards.any_closed() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    if state.draining.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
     match &state.cluster {
         None => "ready\n".into_response(),
@@ -67,6 +71,22 @@ fn operator(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> bool {
         _ => false,
     };
     local || authorized
+}
+
+/// Asks this node to drain and exit, as SIGTERM does: for the operator
+/// only (loopback, or the metrics token), like `/metrics`. 202 once asked
+/// (asking again changes nothing).
+async fn drain(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !operator(&state, peer, &headers) {
+        return (StatusCode::FORBIDDEN, "draining needs the metrics token (or a request from this host)\n")
+            .into_response();
+    }
+    state.drain_requested.notify_one();
+    (StatusCode::ACCEPTED, "draining\n").into_response()
 }
 
 /// The cluster as this node sees it: its id, whether Redis answers, and

@@ -41,6 +41,13 @@ pub struct AppState {
     pub metrics_token: Option<String>,
     /// Set once shutdown begins: readiness fails and upgrades are refused.
     pub shutting_down: AtomicBool,
+    /// Set once a drain begins: readiness fails (the load balancer sends
+    /// no new connections), no room is placed here, and the rooms held
+    /// here are handed to other nodes.
+    pub draining: AtomicBool,
+    /// Someone asked for a drain over HTTP (`POST /v1/drain`): the
+    /// process drains and exits as on SIGTERM.
+    pub drain_requested: tokio::sync::Notify,
     /// TURN credentials for the HTTP endpoint (the hub has its own copy).
     pub turn: Option<TurnConfig>,
     /// Checks tokens on the HTTP endpoint, as the hub does on join.

@@ -159,6 +159,14 @@ pub struct Telemetry {
     pub leases_taken: Counter,
     /// Rooms this node had to give up because another node held them.
     pub rooms_evicted: Counter,
+    /// Rooms a draining node handed to another node, and rooms it could
+    /// not hand over (their members were told `going_away` as at a plain
+    /// shutdown, and join afresh).
+    pub handovers: [Counter; 2],
+    /// Rooms this node took over from a draining node.
+    pub rooms_imported: Counter,
+    /// 1 while this node drains.
+    pub draining: Gauge,
     /// Upgrades refused at the connection limit or the admission rate.
     pub rejected_connections: Counter,
     /// STUN Binding requests answered.
@@ -211,6 +219,10 @@ impl Telemetry {
             bridge_frames_in: metrics::counter!("switchboard_bridge_frames_total", "direction" => "in"),
             leases_taken: metrics::counter!("switchboard_room_leases_taken_total"),
             rooms_evicted: metrics::counter!("switchboard_rooms_evicted_total"),
+            handovers: ["handed_over", "not_handed_over"]
+                .map(|result| metrics::counter!("switchboard_room_handovers_total", "result" => result)),
+            rooms_imported: metrics::counter!("switchboard_rooms_imported_total"),
+            draining: metrics::gauge!("switchboard_draining"),
             rejected_connections: metrics::counter!("switchboard_rejected_connections_total"),
             stun_answered: metrics::counter!("switchboard_stun_requests_total", "result" => "answered"),
             stun_ignored: metrics::counter!("switchboard_stun_requests_total", "result" => "ignored"),

@@ -168,6 +168,8 @@ impl Bridge {
                     (conn, Frame::MovedOut { from, c: conn.0, s: next(&mut side) })
                 }
                 HubEvent::Shutdown(_)
+                | HubEvent::HandOver { .. }
+                | HubEvent::Import { .. }
                 | HubEvent::Evict { .. }
                 | HubEvent::ChatStored { .. }
                 | HubEvent::SeedChat { .. } => return Ok(()),
@@ -395,6 +397,21 @@ impl Bridge {
             // Opened there but the join is lost: end it as dropped.
             entry.handle.kill.fire(RESET);
         }
+    }
+
+    /// Client side, when this node drains: every connection of this node
+    /// whose room lives on another node is told `notice` and closed as
+    /// going away. Its owner holds the seat (a drop), and the client
+    /// resumes through another node. Returns how many were told.
+    pub fn going_away_all(&self, notice: &switchboard_protocol::GoingAway) -> usize {
+        let text = ServerMessage::GoingAway(notice.clone()).to_json();
+        let clients = lock(&self.clients);
+        for side in clients.values() {
+            let frame = Outbound::Frame { text: text.clone().into(), kind: ServerKind::GoingAway, received: None };
+            let _ = side.handle.outbox.push_unbudgeted(frame);
+            let _ = side.handle.outbox.push_unbudgeted(Outbound::Close(CloseSpec::GOING_AWAY));
+        }
+        clients.len()
     }
 
     /// Every bridged connection whose frames may have been lost (the

@@ -26,6 +26,12 @@ pub fn room_chat(room: &switchboard_protocol::RoomName) -> String {
     format!("sb:room:{room}:chat")
 }
 
+/// A room's state handed over by a draining node, waiting for the next
+/// owner to import it (decision 0019).
+pub fn room_handover(room: &switchboard_protocol::RoomName) -> String {
+    format!("sb:room:{room}:handover")
+}
+
 /// A room's fence counter.
 pub fn room_fence(room: &switchboard_protocol::RoomName) -> String {
     format!("sb:room:{room}:fence")

@@ -56,6 +56,23 @@ end
 return 0
 ";
 
+/// `KEYS[1]` owner, `KEYS[2]` fence, `KEYS[3]` handover; `ARGV[1]` the
+/// holder's value, `ARGV[2]` the next owner's node, `ARGV[3]` TTL ms,
+/// `ARGV[4]` fence keep ms, `ARGV[5]` the snapshot, `ARGV[6]` how long
+/// it is kept (ms). 1 when handed over; 0 when the lease was not ours.
+const HAND_OVER: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local fence = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('SET', KEYS[1], ARGV[2] .. ':' .. fence, 'PX', ARGV[3])
+redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[6])
+return 1
+";
+
+/// How long a handed-over room's snapshot waits for its next owner: past
+/// the resume grace its sessions are over anyway.
+pub const HANDOVER_KEEP: Duration = Duration::from_secs(60);
+
 /// A room's owner as the owner key says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
@@ -152,6 +169,31 @@ pub async fn release(conn: &mut ConnectionManager, lease: &Lease) -> anyhow::Res
     call.arg(lease.owner.value());
     let released: i64 = bounded(call.invoke_async(conn)).await?;
     Ok(released == 1)
+}
+
+/// Hands `lease`'s room to `node` with its state `snapshot` (JSON), in one
+/// step: the owner key names `node` (with a new fence, so this node's
+/// late writes for the room are refused) and the snapshot waits for it.
+/// `false` when the lease was no longer ours.
+pub async fn hand_over(
+    conn: &mut ConnectionManager,
+    lease: &Lease,
+    node: &str,
+    snapshot: &str,
+) -> anyhow::Result<bool> {
+    let script = redis::Script::new(HAND_OVER);
+    let mut call = script.key(keys::room_owner(&lease.room));
+    call.key(keys::room_fence(&lease.room)).key(keys::room_handover(&lease.room));
+    call.arg(lease.owner.value()).arg(node).arg(ms(LEASE_TTL)).arg(ms(FENCE_KEEP));
+    call.arg(snapshot).arg(ms(HANDOVER_KEEP));
+    let moved: i64 = bounded(call.invoke_async(conn)).await?;
+    Ok(moved == 1)
+}
+
+/// Takes the snapshot of `room` handed over by its last owner, if one
+/// waits (read and deleted at once: only one node imports it).
+pub async fn take_snapshot(conn: &mut ConnectionManager, room: &RoomName) -> anyhow::Result<Option<String>> {
+    bounded(redis::cmd("GETDEL").arg(keys::room_handover(room)).query_async(conn)).await
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use crate::state::AppState;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use switchboard_core::snapshot::RoomSnapshot;
 use switchboard_protocol::{GoingAway, RoomName};
 use tracing::{info, warn};
 
@@ -48,6 +49,9 @@ struct Held {
     /// When `started` last changed (or the lease was taken): a lease whose
     /// room is not here for [`UNUSED_LEASE`] is given back.
     since: Instant,
+    /// The room is being handed to another node (this node drains): no
+    /// join is sent to it here meanwhile.
+    moving: bool,
 }
 
 /// The leases of this node.
@@ -80,7 +84,7 @@ impl Leases {
         match held.get_mut(&room) {
             Some(entry) => entry.lease = Some(lease),
             None => {
-                held.insert(room, Held { lease: Some(lease), started: false, since: Instant::now() });
+                held.insert(room, Held { lease: Some(lease), started: false, since: Instant::now(), moving: false });
             }
         }
     }
@@ -96,13 +100,44 @@ impl Leases {
     /// Serves `room` here without a lease (Redis is unreachable).
     fn keep_unleased(&self, room: &RoomName) {
         let mut held = lock(&self.held);
-        held.entry(room.clone()).or_insert(Held { lease: None, started: false, since: Instant::now() });
+        held.entry(room.clone()).or_insert(Held { lease: None, started: false, since: Instant::now(), moving: false });
     }
 
     /// Whether this node holds `room` now (and may act for it): leased and
     /// trusted, or served without a lease while Redis is away.
     pub fn holds(&self, room: &RoomName) -> bool {
-        lock(&self.held).get(room).is_some_and(|h| h.lease.as_ref().is_none_or(|l| l.valid_until > Instant::now()))
+        lock(&self.held)
+            .get(room)
+            .is_some_and(|h| !h.moving && h.lease.as_ref().is_none_or(|l| l.valid_until > Instant::now()))
+    }
+
+    /// The rooms made here (and not moving), for a drain.
+    pub fn started_rooms(&self) -> Vec<RoomName> {
+        lock(&self.held).iter().filter(|(_, h)| h.started && !h.moving).map(|(room, _)| room.clone()).collect()
+    }
+
+    /// Marks `room` as moving to another node and returns its lease: from
+    /// now no join is sent to it here. `None` when this node does not hold
+    /// it with a trusted lease (then it cannot hand it over).
+    pub fn start_moving(&self, room: &RoomName) -> Option<Lease> {
+        let mut held = lock(&self.held);
+        let entry = held.get_mut(room).filter(|h| h.started && !h.moving)?;
+        let lease = entry.lease.clone().filter(|l| l.valid_until > Instant::now())?;
+        entry.moving = true;
+        Some(lease)
+    }
+
+    /// The room stays here after all (its handover failed).
+    pub fn stop_moving(&self, room: &RoomName) {
+        if let Some(held) = lock(&self.held).get_mut(room) {
+            held.moving = false;
+        }
+    }
+
+    /// The room was handed to another node: forgotten here (nothing to
+    /// renew or give back).
+    pub fn moved_away(&self, room: &RoomName) {
+        lock(&self.held).remove(room);
     }
 
     /// A shard made `room`. Normally this node holds it already; if not
@@ -151,6 +186,9 @@ impl Leases {
     /// must name this node (the placing node took it for us); it is renewed
     /// at once, so this node knows until when it may trust it.
     pub async fn hold_here(&self, state: &AppState, cluster: &Cluster, room: &RoomName) -> Result<(), String> {
+        if lock(&self.held).get(room).is_some_and(|h| h.moving) {
+            return Err("this room is moving between nodes: join again".into());
+        }
         if self.owner_value(room).is_some() {
             return Ok(());
         }
@@ -187,6 +225,23 @@ async fn take(
         // The room is here already (a renewal that lapsed): nothing to read.
         cluster.leases.keep(lease);
         return Ok(());
+    }
+    // A draining node handed the room over: its whole state waits here.
+    match lease::take_snapshot(conn, &room).await {
+        Ok(Some(json)) => match serde_json::from_str::<RoomSnapshot>(&json) {
+            Ok(snapshot) => {
+                cluster.leases.keep(lease);
+                cluster.leases.started(&room);
+                state.telemetry.leases_taken.increment(1);
+                info!(%room, members = snapshot.members.len(), "room handed over to this node");
+                let shard = state.shards.get(state.shards.place(&room));
+                let _ = shard.send(HubEvent::Import { snapshot: Box::new(snapshot) }).await;
+                return Ok(());
+            }
+            Err(err) => warn!(%room, "a handed-over room's state is unreadable, so its chat is read back: {err}"),
+        },
+        Ok(None) => {}
+        Err(err) => return Err(format!("reading the room's handed-over state: {err:#}")),
     }
     let messages = super::chat_store::read_back(conn, &room, state.limits.chat_history)
         .await
@@ -264,7 +319,8 @@ pub async fn place(state: &AppState, cluster: &Cluster, room: &RoomName) -> Resu
                 if cluster.leases.len() >= state.limits.max_rooms {
                     return Err("this server holds as many rooms as it may: try again later".into());
                 }
-                let chosen = least_loaded(&cluster.node_id, &alive);
+                let draining = state.draining.load(std::sync::atomic::Ordering::Relaxed);
+                let chosen = least_loaded(&cluster.node_id, draining, &alive);
                 match lease::acquire(&mut conn, room, &chosen).await.map_err(|e| format!("{e:#}"))? {
                     Ok(lease) if chosen == cluster.node_id => {
                         info!(%room, "room placed here");
@@ -288,10 +344,12 @@ pub async fn place(state: &AppState, cluster: &Cluster, room: &RoomName) -> Resu
 }
 
 /// The live node with the fewest rooms, then connections; this node on a
-/// tie (and when the registry has not listed anyone yet).
-fn least_loaded(me: &str, alive: &[super::NodeInfo]) -> String {
-    let mine = alive.iter().find(|n| n.id == me);
-    let best = alive.iter().min_by_key(|n| (n.rooms, n.connections, n.id != me));
+/// tie (and when the registry has not listed anyone yet). A draining node
+/// takes no room while another can (this one included, `draining`).
+fn least_loaded(me: &str, draining: bool, alive: &[super::NodeInfo]) -> String {
+    let open: Vec<&super::NodeInfo> = alive.iter().filter(|n| !(n.draining || (draining && n.id == me))).collect();
+    let mine = open.iter().find(|n| n.id == me);
+    let best = open.iter().min_by_key(|n| (n.rooms, n.connections, n.id != me));
     match (mine, best) {
         (Some(mine), Some(best)) if (mine.rooms, mine.connections) <= (best.rooms, best.connections) => me.to_owned(),
         (_, Some(best)) => best.id.clone(),
@@ -362,15 +420,34 @@ mod tests {
     use super::*;
 
     fn node(id: &str, rooms: usize, connections: usize) -> NodeInfo {
-        NodeInfo { id: id.into(), addr: String::new(), started_unix_ms: 0, connections, rooms }
+        NodeInfo {
+            id: id.into(),
+            addr: String::new(),
+            started_unix_ms: 0,
+            connections,
+            rooms,
+            draining: false,
+            snapshot_versions: vec![1],
+        }
     }
 
     #[test]
     fn rooms_go_to_the_least_loaded_node_and_stay_here_on_a_tie() {
-        assert_eq!(least_loaded("a", &[]), "a", "nobody listed yet");
-        assert_eq!(least_loaded("a", &[node("a", 1, 5), node("b", 1, 5)]), "a");
-        assert_eq!(least_loaded("a", &[node("a", 2, 0), node("b", 1, 9)]), "b");
-        assert_eq!(least_loaded("a", &[node("a", 1, 9), node("b", 1, 2)]), "b");
-        assert_eq!(least_loaded("a", &[node("b", 0, 0)]), "b", "this node not listed (yet)");
+        assert_eq!(least_loaded("a", false, &[]), "a", "nobody listed yet");
+        assert_eq!(least_loaded("a", false, &[node("a", 1, 5), node("b", 1, 5)]), "a");
+        assert_eq!(least_loaded("a", false, &[node("a", 2, 0), node("b", 1, 9)]), "b");
+        assert_eq!(least_loaded("a", false, &[node("a", 1, 9), node("b", 1, 2)]), "b");
+        assert_eq!(least_loaded("a", false, &[node("b", 0, 0)]), "b", "this node not listed (yet)");
+    }
+
+    #[test]
+    fn a_draining_node_takes_no_room_while_another_can() {
+        let drains = |mut n: NodeInfo| {
+            n.draining = true;
+            n
+        };
+        assert_eq!(least_loaded("a", true, &[node("a", 0, 0), node("b", 9, 9)]), "b", "this node drains");
+        assert_eq!(least_loaded("a", false, &[node("a", 5, 5), drains(node("b", 0, 0))]), "a", "b drains");
+        assert_eq!(least_loaded("a", true, &[node("a", 0, 0)]), "a", "nobody else: here after all");
     }
 }

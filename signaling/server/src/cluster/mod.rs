@@ -8,6 +8,7 @@
 
 pub mod bridge;
 pub mod chat_store;
+pub mod drain;
 pub mod keys;
 pub mod lease;
 pub mod leases;
@@ -71,6 +72,13 @@ pub struct NodeInfo {
     pub connections: usize,
     /// Rooms held by its hub shards.
     pub rooms: usize,
+    /// It is draining: it takes no new rooms, and hands its rooms over.
+    #[serde(default)]
+    pub draining: bool,
+    /// The room snapshot versions it imports (empty: a node from before
+    /// handovers, which takes none).
+    #[serde(default)]
+    pub snapshot_versions: Vec<u32>,
 }
 
 /// What this node knows of the cluster; shared by the registry task (the

@@ -24,6 +24,8 @@ pub async fn run(cluster: Arc<Cluster>, state: Arc<AppState>, client: redis::Cli
             started_unix_ms,
             connections: state.limits.max_connections - state.conn_slots.available_permits(),
             rooms: state.room_quota.taken(),
+            draining: state.draining.load(std::sync::atomic::Ordering::Relaxed),
+            snapshot_versions: switchboard_core::snapshot::SNAPSHOT_VERSIONS_READ.to_vec(),
         };
         let result = async {
             if redis.is_none() {

@@ -1,0 +1,251 @@
+//! Rolling restarts (decision 0019): three `switchboard` nodes on a real
+//! Redis behind a real HAProxy running `deploy/haproxy.cfg`; each node in
+//! turn gets SIGTERM (it drains: hands its rooms over, tells its clients
+//! `going_away`), exits, and is started again, during a call with chat
+//! flowing both ways. Nobody may notice: no chat lost or repeated, no
+//! leave, no new session, media and data channels never stop for long.
+
+use std::time::{Duration, Instant};
+use switchboard_e2e::cluster_kit::{Haproxy, NodeProcess};
+use switchboard_e2e::{POLL, Redis, WAIT, peer_at, wait_for_rust_media};
+use switchboard_peer::{Channel, MediaSource, Peer, PeerEvent, TrackStats};
+
+async fn three_nodes(redis: &Redis) -> Vec<NodeProcess> {
+    let mut nodes = Vec::new();
+    for id in ["node-1", "node-2", "node-3"] {
+        nodes.push(NodeProcess::start(redis, id).await);
+    }
+    for node in &nodes {
+        listed_by_all(&nodes, &node.id).await;
+    }
+    nodes
+}
+
+/// Waits until every live node lists `id`, not draining.
+async fn listed_by_all(nodes: &[NodeProcess], id: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for node in nodes {
+        loop {
+            let view = node.view().await;
+            let listed =
+                view["nodes"].as_array().is_some_and(|all| all.iter().any(|n| n["id"] == id && n["draining"] == false));
+            if listed {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{} does not list {id}", node.id);
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// The node that holds `room`, by its `/v1/cluster` view.
+async fn owner_of(nodes: &[NodeProcess], room: &str) -> Option<usize> {
+    for (i, node) in nodes.iter().enumerate() {
+        let Some(view) = node.try_view().await else { continue };
+        if view["rooms"].as_array().is_some_and(|r| r.iter().any(|n| n == room)) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+fn packets(tracks: &[TrackStats]) -> (u64, u64) {
+    let sum = |kind: &str| tracks.iter().filter(|t| t.kind == kind).map(|t| t.packets).sum();
+    (sum("video"), sum("audio"))
+}
+
+/// What one participant saw over the whole run.
+struct Seen {
+    name: &'static str,
+    chats: Vec<(u64, String)>,
+    /// Anything that must not happen: a leave, a fresh session.
+    noticed: Vec<String>,
+    resumed: usize,
+    data: usize,
+    /// Received media packets (video + audio), when they last grew, and
+    /// the longest time they did not.
+    packets: u64,
+    grew_at: Instant,
+    longest_gap: Duration,
+    /// The longest time between two samples (a gap shorter than this
+    /// cannot be seen).
+    sampled_at: Instant,
+    longest_sample_gap: Duration,
+}
+
+impl Seen {
+    fn new(name: &'static str) -> Self {
+        let now = Instant::now();
+        Self {
+            name,
+            chats: Vec::new(),
+            noticed: Vec::new(),
+            resumed: 0,
+            data: 0,
+            packets: 0,
+            grew_at: now,
+            longest_gap: Duration::ZERO,
+            sampled_at: now,
+            longest_sample_gap: Duration::ZERO,
+        }
+    }
+
+    /// Reads every queued event (never waits).
+    fn read(&mut self, peer: &mut Peer) {
+        while let Ok(event) = peer.events.try_recv() {
+            match event {
+                PeerEvent::Chat(m) => self.chats.push((m.seq, m.text)),
+                PeerEvent::SignalingResumed => self.resumed += 1,
+                PeerEvent::Data { .. } => self.data += 1,
+                e @ (PeerEvent::PeerLeft { .. } | PeerEvent::Rejoined { .. } | PeerEvent::SignalingClosed) => {
+                    self.noticed.push(format!("{e:?}"));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn sample_media(&mut self, peer: &Peer) {
+        let (video, audio) = packets(&peer.media_stats().await.expect("stats"));
+        let now = Instant::now();
+        self.longest_sample_gap = self.longest_sample_gap.max(now - self.sampled_at);
+        self.sampled_at = now;
+        if video + audio > self.packets {
+            self.longest_gap = self.longest_gap.max(now - self.grew_at);
+            self.packets = video + audio;
+            self.grew_at = now;
+        }
+    }
+}
+
+/// The call: two headless peers, chatting both ways at a steady rate and
+/// sending on their data channels.
+struct Call {
+    peers: [(Peer, Seen); 2],
+    sent: Vec<String>,
+    data_sent: usize,
+    next: usize,
+}
+
+impl Call {
+    /// One beat: each side sends a chat and a data channel message, reads
+    /// what came, and samples its media.
+    async fn beat(&mut self) {
+        self.next += 1;
+        for (peer, seen) in &mut self.peers {
+            let text = format!("{} {}", seen.name, self.next);
+            if peer.chat(&text).await.is_ok() {
+                self.sent.push(text);
+            }
+            if peer.send(Channel::Chat, format!("data {}", self.next)).await.is_ok_and(|n| n > 0) {
+                self.data_sent += 1;
+            }
+            seen.read(peer);
+            seen.sample_media(peer).await;
+        }
+    }
+
+    /// Beats for `d`.
+    async fn run_for(&mut self, d: Duration) {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            self.beat().await;
+            tokio::time::sleep(BEAT).await;
+        }
+    }
+
+    fn received(&self) -> u64 {
+        self.peers.iter().map(|(_, s)| s.packets).min().unwrap_or(0)
+    }
+}
+
+/// Time between beats: about five chats a second from each side.
+const BEAT: Duration = Duration::from_millis(200);
+
+#[tokio::test]
+async fn a_rolling_restart_of_every_node_during_a_call_goes_unnoticed() {
+    let redis = Redis::start().await;
+    let mut nodes = three_nodes(&redis).await;
+    let lb = Haproxy::start(&[&nodes[0], &nodes[1], &nodes[2]]).await;
+    let mut ada = peer_at(&lb.url(), "rolling", "Ada", MediaSource::Default).await;
+    let mut bob = peer_at(&lb.url(), "rolling", "Bob", MediaSource::Default).await;
+    let both = |t: &[TrackStats]| {
+        let (video, audio) = packets(t);
+        video > 20 && audio > 20
+    };
+    wait_for_rust_media(&mut ada, "Bob's media", both).await;
+    wait_for_rust_media(&mut bob, "Ada's media", both).await;
+    let ids = [ada.id().to_string(), bob.id().to_string()];
+    let mut call =
+        Call { peers: [(ada, Seen::new("Ada")), (bob, Seen::new("Bob"))], sent: Vec::new(), data_sent: 0, next: 0 };
+    call.run_for(Duration::from_secs(1)).await;
+
+    let mut moves = 0;
+    for i in 0..nodes.len() {
+        let owner = owner_of(&nodes, "rolling").await;
+        let before = call.received();
+        let started = Instant::now();
+        nodes[i].terminate();
+        while nodes[i].exited().is_none() {
+            assert!(started.elapsed() < WAIT, "{} did not exit after SIGTERM", nodes[i].id);
+            call.beat().await;
+            tokio::time::sleep(BEAT).await;
+        }
+        let exited = started.elapsed();
+        let status = nodes[i].exited().expect("exited");
+        assert!(status.success(), "{} exits cleanly after a drain: {status}", nodes[i].id);
+        // The new version starts in its place while the call goes on.
+        nodes[i].respawn();
+        while !nodes[i].ready().await {
+            assert!(started.elapsed() < WAIT * 2, "{} did not come back", nodes[i].id);
+            call.beat().await;
+            tokio::time::sleep(BEAT).await;
+        }
+        listed_by_all(&nodes, &nodes[i].id.clone()).await;
+        call.run_for(Duration::from_secs(2)).await;
+        assert!(call.received() > before + 50, "media carried on across the restart of {}", nodes[i].id);
+        println!("{} drained and exited in {exited:?}", nodes[i].id);
+        if owner == Some(i) {
+            let now = owner_of(&nodes, "rolling").await;
+            assert!(now.is_some_and(|n| n != i), "the room moved away from {}: {now:?}", nodes[i].id);
+            println!("the room moved from {} to {}", nodes[i].id, nodes[now.unwrap_or(i)].id);
+            moves += 1;
+        }
+    }
+    assert!(moves >= 1, "every node restarted, so the room's node did too");
+
+    // Everything sent has arrived, on both sides.
+    let deadline = Instant::now() + WAIT;
+    while call.peers.iter().any(|(_, seen)| seen.chats.len() < call.sent.len()) && Instant::now() < deadline {
+        for (peer, seen) in &mut call.peers {
+            seen.read(peer);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let mut sent = call.sent.clone();
+    sent.sort();
+    for (peer, seen) in &call.peers {
+        let seqs: Vec<u64> = seen.chats.iter().map(|(seq, _)| *seq).collect();
+        let want: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert_eq!(seqs, want, "{} saw every seq once, in order", seen.name);
+        let mut texts: Vec<String> = seen.chats.iter().map(|(_, t)| t.clone()).collect();
+        texts.sort();
+        assert_eq!(texts, sent, "{} saw every chat sent, once", seen.name);
+        assert!(seen.noticed.is_empty(), "{} noticed the restarts: {:?}", seen.name, seen.noticed);
+        assert_eq!(peer.id().to_string(), ids[if seen.name == "Ada" { 0 } else { 1 }], "the same peer id");
+        assert!(seen.data > 0, "{}'s data channel carried on", seen.name);
+        println!(
+            "{}: {} chats, {} resumes, {} data messages, {} media packets, longest media gap {:?} (sampled at least every {:?})",
+            seen.name,
+            seen.chats.len(),
+            seen.resumed,
+            seen.data,
+            seen.packets,
+            seen.longest_gap,
+            seen.longest_sample_gap,
+        );
+    }
+    let [(ada, _), (bob, _)] = call.peers;
+    ada.leave().await;
+    bob.leave().await;
+}
