@@ -131,11 +131,17 @@ pub struct Haproxy {
 impl Haproxy {
     /// Runs `deploy/haproxy.cfg` in front of `nodes` (three).
     pub async fn start(nodes: &[&NodeProcess]) -> Self {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], free_port())), nodes).await
+    }
+
+    /// As [`Haproxy::start`], listening on `addr` (chosen before the nodes
+    /// start, so that they can allow the origin of pages served through
+    /// it).
+    pub async fn start_on(addr: SocketAddr, nodes: &[&NodeProcess]) -> Self {
         assert!(std::path::Path::new(HAPROXY).exists(), "{HAPROXY} is missing: scripts/test installs haproxy");
         assert_eq!(nodes.len(), 3, "the repository's configuration has three nodes");
         let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/haproxy.cfg");
         let mut text = std::fs::read_to_string(&config).expect("deploy/haproxy.cfg");
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         text = text.replace("bind 127.0.0.1:8080", &format!("bind {addr}"));
         for (i, node) in nodes.iter().enumerate() {
             let from = format!("server node-{} 127.0.0.1:808{}", i + 1, i + 1);

@@ -363,3 +363,54 @@ fn a_hand_over_needs_resume() {
     );
     assert_eq!(old.hub.rooms(), 1, "the room stays");
 }
+
+#[test]
+fn an_sfu_rooms_sfu_stays_behind_and_the_new_hub_asks_for_another_at_once() {
+    use switchboard_core::{Claims, TokenVerifier, mint_token};
+    use switchboard_protocol::{Role, RoomMode};
+    const SFU_SECRET: &[u8] = b"sfu-secret-sfu-secret-sfu-secret-0";
+    let config = || HubConfig {
+        room_mode: RoomMode::Sfu,
+        sfu_verifier: Some(TokenVerifier::new(SFU_SECRET)),
+        ..HubConfig::default()
+    };
+    let mut old = Sim::new(config());
+    let (a, wa) = old.join(1, "sfu", "Ada");
+    assert_eq!(old.sfu_wanted, ["sfu"]);
+    let sfu = old.open(2);
+    let claims = Claims {
+        room: "sfu".into(),
+        sub: "sfu".into(),
+        exp: old.now.unix_ms / 1000 + 60,
+        role: Role::Sfu,
+        ..Claims::default()
+    };
+    let token = mint_token(SFU_SECRET, &claims);
+    old.send(sfu, &format!(r#"{{"type":"join","room":"sfu","name":"SFU","role":"sfu","token":"{token}"}}"#));
+    let sfu_id = match old.take(sfu).first() {
+        Some(ServerMessage::Welcome(w)) => w.you.id.clone(),
+        other => panic!("the SFU joins: {other:?}"),
+    };
+    let got_a = events(&old.take(a));
+
+    let snapshot = old.hub.hand_over(&room("sfu"), &notice(), old.now).expect("hands over");
+    old.drain();
+    assert!(matches!(old.take(sfu).as_slice(), [ServerMessage::GoingAway(_)]), "the SFU is told to go too");
+    assert_eq!(snapshot.members.len(), 1, "the SFU's seat stays behind");
+
+    let mut new = Sim::new(config());
+    new.hub.import_room(round_trip(&snapshot), new.now).expect("imports");
+    new.drain();
+    assert_eq!(new.sfu_wanted, ["sfu"], "a new SFU is asked for at once");
+    let a2 = new.open(5);
+    new.send(a2, &resume_json("sfu", &wa.resume_token, got_a));
+    let msgs = new.take(a2);
+    assert!(matches!(msgs.first(), Some(ServerMessage::Welcome(w)) if w.resumed), "{msgs:?}");
+    assert!(
+        msgs.iter().any(
+            |m| matches!(m, ServerMessage::PeerLeft(l) if l.peer_id == sfu_id && l.reason == LeaveReason::Shutdown)
+        ),
+        "Ada learns the old SFU is gone: {msgs:?}"
+    );
+    assert!(new.hub.check_invariants().is_ok());
+}

@@ -24,7 +24,12 @@ use crate::snapshot::{
 use crate::timers::Timer;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use switchboard_protocol::{GoingAway, RoomName, ServerMessage};
+use switchboard_protocol::{GoingAway, LeaveReason, PeerLeft, RoomName, ServerMessage};
+
+/// Whether `room` has no member left.
+fn room_empty(hub: &Hub, room: &RoomName) -> bool {
+    hub.rooms.get(room).is_none_or(Room::is_empty)
+}
 
 /// What is left of `deadline` at `now`, in nanoseconds.
 fn left_ns(deadline: Instant, now: Now) -> u64 {
@@ -204,6 +209,12 @@ impl Hub {
         for message in stores {
             self.out.push_back(Output::StoreChat { room: room_name.clone(), message });
         }
+        // An SFU room whose SFU stayed behind (see `hand_over`) gets a new
+        // one here. A room that moved as it was has asked already.
+        let sfu_until = now.mono + self.config.limits.sfu_launch_timeout;
+        if self.rooms.get_mut(&room_name).is_some_and(|room| room.ask_for_sfu(sfu_until)) {
+            self.request_sfu(room_name, sfu_until);
+        }
         Ok(())
     }
 
@@ -223,6 +234,30 @@ impl Hub {
         let until = now.mono + self.config.limits.resume_grace;
         let room = self.rooms.get_mut(room_name).ok_or(ExportError::NoSuchRoom)?;
         let mut closing = Vec::new();
+        // The room's SFU runs beside this hub and stops with it: its seat
+        // goes (the participants are told, in their streams), and the
+        // importer asks for a new one at once.
+        if let Some(sfu) = room.sfu().map(|m| m.info.id.clone())
+            && let Some(member) = room.remove(&sfu)
+        {
+            room.sfu_asked_until = None;
+            self.peers -= 1;
+            if member.online {
+                closing.push(member.conn);
+            }
+            if let Some(pending) = &member.pending {
+                closing.push(pending.conn);
+            }
+            let seat = Seat::new(room_name, &sfu);
+            self.forget(&seat, Member { pending: None, ..member }, now);
+            let left = ServerMessage::PeerLeft(PeerLeft { peer_id: sfu, reason: LeaveReason::Shutdown });
+            self.emit(room_name, super::fanout::Audience::All, left, now);
+        }
+        if room_empty(self, room_name) {
+            // Nobody but the SFU: nothing to move.
+            return self.end_handed_over(room_name, &closing, notice);
+        }
+        let Some(room) = self.rooms.get_mut(room_name) else { return Err(ExportError::NoSuchRoom) };
         let mut held = Vec::new();
         for member in room.members_mut() {
             if let Some(pending) = member.pending.take() {
@@ -238,19 +273,40 @@ impl Hub {
         for seat in held {
             self.away.insert(seat, until);
         }
-        for &conn in &closing {
-            self.conns.remove(&conn);
-        }
-        if !closing.is_empty() {
-            let msg = ServerMessage::GoingAway(notice.clone());
-            self.out.push_back(Output::Send { to: Recipients::Many(closing.clone()), msg, json: None });
-            for conn in closing {
-                self.out.push_back(Output::Close { conn, reason: CloseReason::GoingAway });
-            }
-        }
+        self.tell_going_away(&closing, notice);
         let snapshot = self.export_room(room_name, now);
         // A resume that was waiting is answered (refused) after its close.
         self.settle_joins();
         snapshot
+    }
+
+    /// Tells `conns` `notice` and closes them; they are the hub's no more.
+    fn tell_going_away(&mut self, conns: &[super::ConnId], notice: &GoingAway) {
+        for conn in conns {
+            self.conns.remove(conn);
+        }
+        if !conns.is_empty() {
+            let msg = ServerMessage::GoingAway(notice.clone());
+            self.out.push_back(Output::Send { to: Recipients::Many(conns.to_vec()), msg, json: None });
+            for &conn in conns {
+                self.out.push_back(Output::Close { conn, reason: CloseReason::GoingAway });
+            }
+        }
+    }
+
+    /// A room handed over with nobody left in it once its SFU went: it
+    /// simply ends (there is nothing to import).
+    fn end_handed_over(
+        &mut self,
+        room_name: &RoomName,
+        closing: &[super::ConnId],
+        notice: &GoingAway,
+    ) -> Result<RoomSnapshot, ExportError> {
+        self.tell_going_away(closing, notice);
+        self.rooms.remove(room_name);
+        self.config.room_quota.give_back(1);
+        self.out.push_back(Output::RoomEnded { room: room_name.clone() });
+        self.settle_joins();
+        Err(ExportError::NoSuchRoom)
     }
 }
