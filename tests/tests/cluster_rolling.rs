@@ -150,7 +150,7 @@ impl Call {
     async fn beat(&mut self) {
         self.next += 1;
         if let Some(browser) = &mut self.browser
-            && self.next % 5 == 0
+            && self.next.is_multiple_of(5)
         {
             let text = format!("Cleo {}", self.next);
             browser.browser.type_into("#chat-input", &text).await;
