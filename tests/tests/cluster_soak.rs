@@ -64,9 +64,8 @@ async fn chat_through_a_cluster_restarted_node_by_node_every_20_s_loses_nothing_
             .expect("the soak runs")
     });
     let mut restarts = 0;
-    for round in 0..3 {
+    for (round, node) in nodes.iter_mut().enumerate() {
         tokio::time::sleep(std::time::Duration::from_secs(if round == 0 { 10 } else { 20 })).await;
-        let node = &mut nodes[round];
         node.terminate();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while node.exited().is_none() {

@@ -54,6 +54,10 @@ pub struct Member {
     /// entries, senders who left since included). Cleared when it comes
     /// back. Lookups only, never iterated.
     pub held_relays: HashMap<PeerId, usize>,
+    /// Its seat is held because its room moved to this node (a drain):
+    /// it is offline, but nobody was told it is reconnecting, since every
+    /// member went at once and comes back within moments.
+    pub quiet_hold: bool,
 }
 
 /// Members in join order plus the chat log. Created on first join, removed
@@ -162,6 +166,7 @@ impl Room {
             typing_until: None,
             typing_timer_armed: false,
             held_relays: HashMap::new(),
+            quiet_hold: false,
         };
         self.order.insert(member.info.id.clone(), join_order);
         self.members.insert(join_order, member);

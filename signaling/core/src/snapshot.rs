@@ -40,6 +40,10 @@ pub struct RoomSnapshot {
     pub sfu_asked_left_ns: Option<u64>,
     /// Members, in join order.
     pub members: Vec<MemberSnapshot>,
+    /// When it was exported (Unix ms): the importer counts the time the
+    /// snapshot waited against every deadline. 0: not counted.
+    #[serde(default)]
+    pub exported_unix_ms: u64,
 }
 
 /// A room's chat memory.
@@ -90,6 +94,9 @@ pub struct MemberSnapshot {
     pub typing_left_ns: Option<u64>,
     /// Relays held for it per sender while it is away, by sender.
     pub held_relays: Vec<(PeerId, usize)>,
+    /// Held by a handover, without a `reconnecting` notice.
+    #[serde(default)]
+    pub quiet_hold: bool,
 }
 
 /// A member's event stream.

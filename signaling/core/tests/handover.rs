@@ -242,6 +242,22 @@ fn members_handed_over_resume_on_the_new_hub_with_what_they_missed_and_nobody_se
     new.advance(Duration::from_secs(1));
     new.hub.import_room(round_trip(&snapshot), new.now).expect("imports");
     assert_eq!((new.hub.rooms(), new.hub.peers(), new.hub.away()), (1, 2, 2));
+    assert!(new.hub.check_invariants().is_ok(), "{:?}", new.hub.check_invariants());
+
+    // A join that was on its way to the old hub is told to join again
+    // (it then reaches the new one), rather than making the room anew.
+    let late = old.open(7);
+    old.send(late, &resume_json("call", &wa.resume_token, got_a));
+    assert!(
+        matches!(old.take(late).as_slice(), [ServerMessage::Error(e)] if e.code == switchboard_protocol::ErrorCode::Unavailable),
+        "a resume reaching the old hub is asked to come again"
+    );
+    old.send(late, r#"{"type":"join","room":"call","name":"Late"}"#);
+    assert!(
+        matches!(old.take(late).as_slice(), [ServerMessage::Error(e)] if e.code == switchboard_protocol::ErrorCode::Unavailable),
+        "so is a fresh join"
+    );
+    assert_eq!(old.hub.rooms(), 0);
 
     // Ada comes back first and chats; Grace is still on her way.
     let a2 = new.open(10);

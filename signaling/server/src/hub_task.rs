@@ -9,7 +9,7 @@ use axum::extract::ws::Utf8Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
-use switchboard_core::snapshot::{ExportError, RoomSnapshot};
+use switchboard_core::snapshot::{ExportError, ImportError, RoomSnapshot};
 use switchboard_core::{CloseReason, ConnId, Hub, HubConfig, Output};
 use switchboard_protocol::{ClientMessage, GoingAway, LeaveReason, RoomName, ServerKind, ServerMessage};
 use tokio::sync::mpsc;
@@ -94,6 +94,8 @@ pub enum HubEvent {
     Import {
         /// The room's state.
         snapshot: Box<RoomSnapshot>,
+        /// Where the outcome goes, if anyone waits for it.
+        reply: Option<tokio::sync::oneshot::Sender<Result<(), ImportError>>>,
     },
     /// This node lost a room to another (its lease): tell its members and
     /// forget it.
@@ -329,14 +331,18 @@ impl HubTask {
             HubEvent::HandOver { room, notice, reply } => {
                 let _ = reply.send(self.hub.hand_over(&room, &notice, clock::now()));
             }
-            HubEvent::Import { snapshot } => {
+            HubEvent::Import { snapshot, reply } => {
                 let room = snapshot.room.clone();
-                match self.hub.import_room(*snapshot, clock::now()) {
+                let imported = self.hub.import_room(*snapshot, clock::now());
+                match &imported {
                     Ok(()) => {
                         info!(%room, "room taken over");
                         self.telemetry.rooms_imported.increment(1);
                     }
                     Err(err) => warn!(%room, "a room handed over could not be made here: {err}"),
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(imported);
                 }
             }
             HubEvent::Evict { room, notice } => self.hub.evict_room(&room, &notice, clock::now()),

@@ -75,22 +75,33 @@ async fn serve(settings: switchboard_server::config::Settings) -> anyhow::Result
             server.local_addr()
         );
     }
+    // Signals that end the drain at once: the second one. After a drain
+    // asked for over HTTP (an orchestrator's pre-stop hook, followed by its
+    // SIGTERM), the SIGTERM joins the drain and only a later one cuts it.
+    let mut signals_to_exit = 2;
     tokio::select! {
-        () = signals.next() => {}
+        () = signals.next() => signals_to_exit -= 1,
         () = server.drain_requested() => {}
     }
     // A drain first (a cluster's rooms move to other nodes), then the
-    // shutdown; a second signal at any point exits at once.
+    // shutdown.
     info!("draining, then shutting down (signal again to exit at once)");
     let stopped = async {
         server.drain().await;
         server.shutdown().await
     };
-    tokio::select! {
-        result = stopped => result,
-        () = signals.next() => {
-            warn!("second signal: exiting now");
-            Ok(())
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            result = &mut stopped => return result,
+            () = signals.next() => {
+                signals_to_exit -= 1;
+                if signals_to_exit == 0 {
+                    warn!("second signal: exiting now");
+                    return Ok(());
+                }
+                info!("signal received: the drain goes on (signal again to exit at once)");
+            }
         }
     }
 }

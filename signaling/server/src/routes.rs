@@ -81,6 +81,11 @@ async fn drain(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
+    // A web page can send a plain POST from the operator's own browser:
+    // anything a browser sends carries an Origin, and is refused.
+    if headers.contains_key(header::ORIGIN) {
+        return (StatusCode::FORBIDDEN, "not from a web page\n").into_response();
+    }
     if !operator(&state, peer, &headers) {
         return (StatusCode::FORBIDDEN, "draining needs the metrics token (or a request from this host)\n")
             .into_response();

@@ -26,6 +26,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use switchboard_protocol::{GoingAway, LeaveReason, PeerLeft, RoomName, ServerMessage};
 
+/// Rooms remembered as moved away at most (see `Hub::note_moved`).
+pub const MAX_MOVED: usize = 4096;
+
 /// Whether `room` has no member left.
 fn room_empty(hub: &Hub, room: &RoomName) -> bool {
     hub.rooms.get(room).is_none_or(Room::is_empty)
@@ -67,6 +70,7 @@ impl Hub {
                 previous_token: m.previous_token.as_ref().map(ResumeToken::to_wire),
                 typing_left_ns: m.typing_until.map(|until| left_ns(until, now)),
                 held_relays,
+                quiet_hold: m.quiet_hold,
             });
         }
         let pending_chat = room
@@ -83,6 +87,7 @@ impl Hub {
             pending_chat,
             sfu_asked_left_ns: room.sfu_asked_until.map(|until| left_ns(until, now)),
             members,
+            exported_unix_ms: now.unix_ms,
         };
         // Forget it, and everything that points at it.
         let Some(room) = self.rooms.remove(room_name) else { unreachable!("looked up above") };
@@ -111,8 +116,25 @@ impl Hub {
         if !SNAPSHOT_VERSIONS_READ.contains(&snapshot.version) {
             return Err(ImportError::Version(snapshot.version));
         }
-        let RoomSnapshot { room: room_name, mode, next_order, chat, pending_chat, sfu_asked_left_ns, members, .. } =
-            snapshot;
+        let RoomSnapshot {
+            room: room_name,
+            mode,
+            next_order,
+            chat,
+            pending_chat,
+            sfu_asked_left_ns,
+            members,
+            exported_unix_ms,
+            ..
+        } = snapshot;
+        // Time the snapshot spent between the nodes counts against every
+        // deadline (a held seat's grace does not grow by a move).
+        let waited_ns = if exported_unix_ms == 0 {
+            0
+        } else {
+            now.unix_ms.saturating_sub(exported_unix_ms).saturating_mul(1_000_000)
+        };
+        let deadline = |left: u64, now: Now| deadline(left.saturating_sub(waited_ns), now);
         if self.rooms.contains_key(&room_name) {
             return Err(ImportError::RoomExists);
         }
@@ -172,12 +194,19 @@ impl Hub {
                 typing_until,
                 typing_timer_armed: typing_until.is_some(),
                 held_relays: m.held_relays.into_iter().collect::<HashMap<_, _>>(),
+                quiet_hold: m.quiet_hold && !m.online,
             };
             if !room.restore_member(m.order, member) {
                 return Err(ImportError::Invalid("join orders or peer ids repeat"));
             }
         }
-        for p in pending_chat {
+        if pending_chat.len() > super::MAX_PENDING_CHAT {
+            return Err(ImportError::Invalid("too much pending chat"));
+        }
+        for (seq, p) in (room.chat.last_seq() + 1..).zip(pending_chat) {
+            if p.message.seq != seq {
+                return Err(ImportError::Invalid("pending chat out of sequence"));
+            }
             room.pending_chat.push_back(PendingChat { message: p.message, conn: super::ConnId(p.conn), id: p.id });
         }
         if let Some(left) = sfu_asked_left_ns {
@@ -191,6 +220,8 @@ impl Hub {
             return Err(ImportError::TooManyRooms);
         }
         // Checked: from here nothing fails.
+        self.moved.remove(&room_name);
+        self.seeds.retain(|(name, _)| *name != room_name);
         self.peers += room.members().count();
         let stores: Vec<_> = room.pending_chat.iter().map(|p| p.message.clone()).collect();
         self.rooms.insert(room_name.clone(), room);
@@ -265,19 +296,48 @@ impl Hub {
             }
             if member.online {
                 member.online = false;
+                member.quiet_hold = true;
                 member.events.went_away();
                 closing.push(member.conn);
                 held.push(Seat::new(room_name, &member.info.id));
             }
+        }
+        // Connection ids mean nothing on another node: a message waiting
+        // to be stored answers nobody there if it fails.
+        for pending in &mut room.pending_chat {
+            pending.conn = super::ConnId(u64::MAX);
         }
         for seat in held {
             self.away.insert(seat, until);
         }
         self.tell_going_away(&closing, notice);
         let snapshot = self.export_room(room_name, now);
+        if snapshot.is_ok() {
+            self.note_moved(room_name, now);
+        }
         // A resume that was waiting is answered (refused) after its close.
         self.settle_joins();
         snapshot
+    }
+
+    /// Remembers that `room` moved away (for a while, at most
+    /// [`MAX_MOVED`] rooms): a join for it that was already on its way here
+    /// is told to join again (it then reaches the room's new node) rather
+    /// than making the room anew here.
+    fn note_moved(&mut self, room: &RoomName, now: Now) {
+        let until = now.mono + self.config.limits.resume_grace;
+        self.moved.retain(|_, u| *u > now.mono);
+        if self.moved.len() >= MAX_MOVED
+            && let Some(oldest) = self.moved.iter().min_by_key(|(_, u)| **u).map(|(r, _)| r.clone())
+        {
+            self.moved.remove(&oldest);
+        }
+        self.moved.insert(room.clone(), until);
+    }
+
+    /// Whether `room` moved away from here lately (see `note_moved`).
+    pub(super) fn moved_away(&self, room: &RoomName, now: Now) -> bool {
+        !self.rooms.contains_key(room) && self.moved.get(room).is_some_and(|until| *until > now.mono)
     }
 
     /// Tells `conns` `notice` and closes them; they are the hub's no more.

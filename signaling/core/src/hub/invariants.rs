@@ -101,7 +101,7 @@ impl Hub {
                 } else if !self.away.contains_key(&seat) {
                     return Err(V::AwayWithoutSeat(seat));
                 }
-                if m.info.reconnecting == m.online {
+                if m.info.reconnecting == (m.online || m.quiet_hold) || (m.online && m.quiet_hold) {
                     return Err(V::ReconnectingFlag(m.info.id.clone()));
                 }
                 match self.tokens.get(&m.resume_token) {

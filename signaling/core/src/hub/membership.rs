@@ -56,6 +56,10 @@ impl Hub {
             Ok(admitted) => admitted,
             Err(refusal) => return self.turn_away(conn, id, &refusal),
         };
+        if self.moved_away(&room_name, now) {
+            let why = "this room moved to another server: join again";
+            return self.error(conn, id, ErrorCode::Unavailable, why);
+        }
         if let Some(resume) = resume {
             let who = (identity.as_deref(), role);
             return self.resume(conn, id, &room_name, who, &resume, now);

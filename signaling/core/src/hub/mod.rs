@@ -122,6 +122,9 @@ pub struct Hub {
     /// Chat history read back from durable storage for rooms about to be
     /// made here (a new owner), taken when the room is made; oldest first.
     seeds: VecDeque<(RoomName, Vec<switchboard_protocol::ChatMessage>)>,
+    /// Rooms handed to another node lately, until when they are
+    /// remembered (see [`Hub::hand_over`]).
+    moved: BTreeMap<RoomName, Instant>,
 }
 
 /// Rooms whose chat seed may wait for the room's first join; past this the
@@ -151,6 +154,7 @@ impl Hub {
             replaced: ReplacedTokens::default(),
             joins_owed: std::collections::BTreeSet::new(),
             seeds: VecDeque::new(),
+            moved: BTreeMap::new(),
         }
     }
 

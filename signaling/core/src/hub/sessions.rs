@@ -131,8 +131,8 @@ impl Hub {
             return self.refuse(pending, why, now);
         };
         let missed: Vec<ServerMessage> = missed.map(|e| ServerMessage::clone(e)).collect();
-        // A member held by a handover was never shown as reconnecting:
-        // nobody needs telling that it is back.
+        // A member held by a handover was never shown as reconnecting
+        // (`quiet_hold`): nobody needs telling that it is back.
         let was_reconnecting = member.info.reconnecting;
         let mut info = member.info.clone();
         info.reconnecting = false;
@@ -159,6 +159,7 @@ impl Hub {
         let stale: Vec<ResumeToken> =
             [Some(old_token), old_previous].into_iter().flatten().filter(|t| *t != pending.token).collect();
         member.online = true;
+        member.quiet_hold = false;
         member.info = info.clone();
         member.events.came_back();
         member.held_relays.clear();

@@ -34,7 +34,12 @@ use tracing::{info, warn};
 /// resume: the handover takes a few Redis round trips.
 pub const HANDOVER_RETRY_AFTER_MS: u64 = 250;
 /// Rooms handed over at once.
-pub const HANDOVER_CONCURRENCY: usize = 32;
+pub const HANDOVER_CONCURRENCY: usize = 16;
+/// Largest room state handed over (its JSON): a room whose members never
+/// acknowledge fills their replay buffers, and a snapshot of that size
+/// goes through Redis in one call. A larger room stays and ends with the
+/// node (its members join afresh elsewhere).
+pub const MAX_SNAPSHOT_BYTES: usize = 16 << 20;
 /// Times the rooms are looked at again (a join already on its way when
 /// the drain began may make a room here after the first pass).
 const PASSES: usize = 3;
@@ -160,7 +165,19 @@ async fn hand_over_room(
     };
     let members = snapshot.members.len();
     let moved = match (serde_json::to_string(&snapshot), cluster.redis()) {
-        (Ok(json), Some(mut conn)) => lease::hand_over(&mut conn, &held, &target, &json).await,
+        (Ok(json), _) if json.len() > MAX_SNAPSHOT_BYTES => {
+            Err(anyhow::anyhow!("its state is {} bytes, over {MAX_SNAPSHOT_BYTES}", json.len()))
+        }
+        (Ok(json), Some(mut conn)) => match lease::hand_over(&mut conn, &held, &target, &json).await {
+            // The answer was lost: whether the script ran is in the owner
+            // key (the next owner's value, or still ours).
+            Err(err) => match lease::owner(&mut conn, &room).await {
+                Ok(Some(owner)) if owner.node == target => Ok(true),
+                Ok(Some(owner)) if owner == held.owner => Ok(false),
+                _ => Err(err),
+            },
+            answered => answered,
+        },
         (Err(err), _) => Err(err.into()),
         (_, None) => Err(anyhow::anyhow!("Redis is unreachable")),
     };
@@ -177,7 +194,7 @@ async fn hand_over_room(
                 Err(err) => format!("{err:#}"),
             };
             warn!(%room, "drain: handing the room over failed ({why}): it stays here");
-            let _ = shard.send(HubEvent::Import { snapshot: Box::new(snapshot) }).await;
+            let _ = shard.send(HubEvent::Import { snapshot: Box::new(snapshot), reply: None }).await;
             cluster.leases.stop_moving(&room);
             Outcome::Kept
         }

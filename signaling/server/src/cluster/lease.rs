@@ -186,7 +186,10 @@ pub async fn hand_over(
     call.key(keys::room_fence(&lease.room)).key(keys::room_handover(&lease.room));
     call.arg(lease.owner.value()).arg(node).arg(ms(LEASE_TTL)).arg(ms(FENCE_KEEP));
     call.arg(snapshot).arg(ms(HANDOVER_KEEP));
-    let moved: i64 = bounded(call.invoke_async(conn)).await?;
+    // A large snapshot takes longer to send than a lease call: the bound
+    // grows with it (about 10 MB/s more).
+    let allowed = REDIS_TIMEOUT + Duration::from_millis(u64::try_from(snapshot.len() / 10_000).unwrap_or(u64::MAX));
+    let moved: i64 = tokio::time::timeout(allowed, call.invoke_async(conn)).await.context("Redis: timed out")??;
     Ok(moved == 1)
 }
 

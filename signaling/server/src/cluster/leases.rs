@@ -23,7 +23,7 @@ use crate::state::AppState;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use switchboard_core::snapshot::RoomSnapshot;
+use switchboard_core::snapshot::{ImportError, RoomSnapshot};
 use switchboard_protocol::{GoingAway, RoomName};
 use tracing::{info, warn};
 
@@ -58,6 +58,10 @@ struct Held {
 #[derive(Debug, Default)]
 pub struct Leases {
     held: Mutex<HashMap<RoomName, Held>>,
+    /// Rooms being taken (their state read from Redis and handed to their
+    /// shard): a second taker waits, so that no join reaches the shard
+    /// before the room's state. One entry per take in progress.
+    taking: Mutex<HashMap<RoomName, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Leases {
@@ -86,6 +90,14 @@ impl Leases {
             None => {
                 held.insert(room, Held { lease: Some(lease), started: false, since: Instant::now(), moving: false });
             }
+        }
+    }
+
+    /// A renewal (or a retake by the renewals) of a lease still tracked
+    /// here; a room forgotten meanwhile (handed over) stays forgotten.
+    fn renewed(&self, lease: Lease) {
+        if let Some(entry) = lock(&self.held).get_mut(&lease.room) {
+            entry.lease = Some(lease);
         }
     }
 
@@ -212,8 +224,10 @@ async fn adopt(conn: &mut redis::aio::ConnectionManager, room: &RoomName, owner:
     matches!(lease::renew(conn, &mut lease).await, Ok(true)).then_some(lease)
 }
 
-/// This node now holds `lease`: its room's chat is read back from Redis
-/// and handed to the room's shard before anything else about the room.
+/// This node now holds `lease`: the room's state goes to its shard before
+/// anything else about the room: the snapshot a draining node handed over,
+/// or else its chat read back from Redis. Only then is the lease kept (and
+/// joins sent to the room); a concurrent take of the same room waits.
 async fn take(
     state: &AppState,
     cluster: &Cluster,
@@ -221,35 +235,66 @@ async fn take(
     lease: Lease,
 ) -> Result<(), String> {
     let room = lease.room.clone();
+    let gate = lock(&cluster.leases.taking).entry(room.clone()).or_default().clone();
+    let taken = {
+        let _taking = gate.lock().await;
+        take_now(state, cluster, conn, lease).await
+    };
+    let mut taking = lock(&cluster.leases.taking);
+    if taking.get(&room).is_some_and(|g| Arc::ptr_eq(g, &gate)) {
+        taking.remove(&room);
+    }
+    taken
+}
+
+async fn take_now(
+    state: &AppState,
+    cluster: &Cluster,
+    conn: &mut redis::aio::ConnectionManager,
+    lease: Lease,
+) -> Result<(), String> {
+    let room = lease.room.clone();
     if lock(&cluster.leases.held).get(&room).is_some_and(|h| h.started) {
-        // The room is here already (a renewal that lapsed): nothing to read.
+        // The room is here already (a renewal that lapsed, or a take that
+        // just finished): nothing to read.
         cluster.leases.keep(lease);
         return Ok(());
     }
+    let shard = state.shards.get(state.shards.place(&room));
     // A draining node handed the room over: its whole state waits here.
-    match lease::take_snapshot(conn, &room).await {
-        Ok(Some(json)) => match serde_json::from_str::<RoomSnapshot>(&json) {
-            Ok(snapshot) => {
-                cluster.leases.keep(lease);
-                cluster.leases.started(&room);
-                state.telemetry.leases_taken.increment(1);
-                info!(%room, members = snapshot.members.len(), "room handed over to this node");
-                let shard = state.shards.get(state.shards.place(&room));
-                let _ = shard.send(HubEvent::Import { snapshot: Box::new(snapshot) }).await;
-                return Ok(());
+    let json =
+        lease::take_snapshot(conn, &room).await.map_err(|e| format!("reading the room's handed-over state: {e:#}"))?;
+    if let Some(json) = json {
+        let parsed = tokio::task::spawn_blocking(move || serde_json::from_str::<RoomSnapshot>(&json)).await;
+        match parsed {
+            Ok(Ok(snapshot)) => {
+                let members = snapshot.members.len();
+                let (reply, imported) = tokio::sync::oneshot::channel();
+                let _ = shard.send(HubEvent::Import { snapshot: Box::new(snapshot), reply: Some(reply) }).await;
+                match imported.await {
+                    Ok(Ok(()) | Err(ImportError::RoomExists)) => {
+                        cluster.leases.keep(lease);
+                        cluster.leases.started(&room);
+                        state.telemetry.leases_taken.increment(1);
+                        info!(%room, members, "room handed over to this node");
+                        return Ok(());
+                    }
+                    Ok(Err(err)) => {
+                        warn!(%room, "a handed-over room cannot be made here ({err}): its chat is read back")
+                    }
+                    Err(_) => return Err("this server is stopping".into()),
+                }
             }
-            Err(err) => warn!(%room, "a handed-over room's state is unreadable, so its chat is read back: {err}"),
-        },
-        Ok(None) => {}
-        Err(err) => return Err(format!("reading the room's handed-over state: {err:#}")),
+            Ok(Err(err)) => warn!(%room, "a handed-over room's state is unreadable ({err}): its chat is read back"),
+            Err(_) => return Err("this server is stopping".into()),
+        }
     }
     let messages = super::chat_store::read_back(conn, &room, state.limits.chat_history)
         .await
         .map_err(|e| format!("reading the room's chat back: {e:#}"))?;
+    let _ = shard.send(HubEvent::SeedChat { room, messages }).await;
     cluster.leases.keep(lease);
     state.telemetry.leases_taken.increment(1);
-    let shard = state.shards.get(state.shards.place(&room));
-    let _ = shard.send(HubEvent::SeedChat { room, messages }).await;
     Ok(())
 }
 
@@ -364,11 +409,11 @@ pub async fn run_renewals(state: Arc<AppState>, cluster: Arc<Cluster>) {
     while !state.shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
         tick.tick().await;
         let Some(mut conn) = cluster.redis() else { continue };
-        let leases: Vec<(RoomName, Option<Lease>, bool, Instant)> = lock(&cluster.leases.held)
+        let leases: Vec<(RoomName, Option<Lease>, bool, Instant, bool)> = lock(&cluster.leases.held)
             .iter()
-            .map(|(room, h)| (room.clone(), h.lease.clone(), h.started, h.since))
+            .map(|(room, h)| (room.clone(), h.lease.clone(), h.started, h.since, h.moving))
             .collect();
-        for (room, lease, started, since) in leases {
+        for (room, lease, started, since, moving) in leases {
             if !started && since.elapsed() > UNUSED_LEASE {
                 cluster.leases.give_back(&cluster, &room).await;
                 continue;
@@ -383,16 +428,20 @@ pub async fn run_renewals(state: Arc<AppState>, cluster: Arc<Cluster>) {
                 None => None,
             };
             if let Some(lease) = renewed {
-                cluster.leases.keep(lease);
+                cluster.leases.renewed(lease);
+                continue;
+            }
+            if moving {
+                // Being handed over: the handover settles who holds it.
                 continue;
             }
             // Not leased (made while Redis was away), or lapsed: take it
             // again, adopt it if it names this node, or give way.
             match lease::acquire(&mut conn, &room, &cluster.node_id).await {
-                Ok(Ok(taken)) => cluster.leases.keep(taken),
+                Ok(Ok(taken)) => cluster.leases.renewed(taken),
                 Ok(Err(Some(owner))) if owner.node == cluster.node_id => {
                     if let Some(lease) = adopt(&mut conn, &room, owner).await {
-                        cluster.leases.keep(lease);
+                        cluster.leases.renewed(lease);
                     }
                 }
                 Ok(Err(owner)) => evict(&state, &cluster, &room, owner).await,
