@@ -109,6 +109,22 @@ impl ServerProc {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM (the process drains and exits).
+    #[allow(dead_code)]
+    pub fn terminate(&self) -> anyhow::Result<()> {
+        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status()?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        Ok(())
+    }
+
+    /// Waits for the process to exit.
+    #[allow(dead_code)]
+    pub fn wait(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        Ok(self.child.wait()?)
+    }
+
     /// User + system CPU time used so far.
     pub fn cpu(&self) -> anyhow::Result<Duration> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;

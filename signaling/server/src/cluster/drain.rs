@@ -33,13 +33,14 @@ use tracing::{info, warn};
 /// What members of a handed-over room are told to wait before they
 /// resume: the handover takes a few Redis round trips.
 pub const HANDOVER_RETRY_AFTER_MS: u64 = 250;
-/// Rooms handed over at once.
-pub const HANDOVER_CONCURRENCY: usize = 16;
-/// Largest room state handed over (its JSON): a room whose members never
-/// acknowledge fills their replay buffers, and a snapshot of that size
-/// goes through Redis in one call. A larger room stays and ends with the
-/// node (its members join afresh elsewhere).
-pub const MAX_SNAPSHOT_BYTES: usize = 16 << 20;
+/// Rooms handed over at once (with [`MAX_SNAPSHOT_BYTES`], a bound on the
+/// memory a drain holds in snapshots).
+pub const HANDOVER_CONCURRENCY: usize = 8;
+/// Largest room state handed over (its JSON). A room of 32 members whose
+/// replay buffers are full (1 MiB each by default) is about 34 MiB; its
+/// snapshot goes through Redis in one call. A larger room stays and ends
+/// with the node (its members join afresh elsewhere).
+pub const MAX_SNAPSHOT_BYTES: usize = 64 << 20;
 /// Times the rooms are looked at again (a join already on its way when
 /// the drain began may make a room here after the first pass).
 const PASSES: usize = 3;

@@ -196,7 +196,11 @@ pub async fn hand_over(
 /// Takes the snapshot of `room` handed over by its last owner, if one
 /// waits (read and deleted at once: only one node imports it).
 pub async fn take_snapshot(conn: &mut ConnectionManager, room: &RoomName) -> anyhow::Result<Option<String>> {
-    bounded(redis::cmd("GETDEL").arg(keys::room_handover(room)).query_async(conn)).await
+    // Up to tens of megabytes: longer than a lease call may take.
+    let allowed = REDIS_TIMEOUT + Duration::from_secs(5);
+    let mut cmd = redis::cmd("GETDEL");
+    cmd.arg(keys::room_handover(room));
+    Ok(tokio::time::timeout(allowed, cmd.query_async(conn)).await.context("Redis: timed out")??)
 }
 
 #[cfg(test)]
