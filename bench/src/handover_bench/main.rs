@@ -147,6 +147,8 @@ enum Report {
     Resumed(usize, Instant),
     /// It received a relay, at this time.
     Relayed(Instant),
+    /// It failed (the bench stops with this).
+    Failed(usize, String),
 }
 
 /// A member: joined at `a`, reads everything (so its queue never fills)
@@ -234,9 +236,11 @@ async fn room(pair: &Pair, name: &str, members: usize) -> anyhow::Result<Room> {
         let (relay_tx, relay_rx) = mpsc::unbounded_channel();
         let (seen_tx, seen_rx) = tokio::sync::watch::channel(0);
         let (b, room, reports) = (pair.b.addr, name.to_owned(), report_tx.clone());
-        // A member that fails stops reporting: the bench times out and
-        // says which part did not finish.
-        tokio::spawn(member(i, ws, token, b, room, reports, relay_rx, seen_tx));
+        tokio::spawn(async move {
+            if let Err(err) = member(i, ws, token, b, room, reports.clone(), relay_rx, seen_tx).await {
+                let _ = reports.send(Report::Failed(i, format!("{err:#}")));
+            }
+        });
         relay.push(relay_tx);
         seen.push(seen_rx);
     }
@@ -313,6 +317,7 @@ async fn handover_round(bin: &std::path::Path, members: usize, fill: usize) -> a
                 }
             }
             Report::Relayed(at) => first_relay = first_relay.or(Some(at)),
+            Report::Failed(i, why) => bail!("member {i} failed: {why}"),
         }
     }
     let went = went.context("nobody was told going_away")?;
@@ -351,9 +356,13 @@ async fn drain_many(bin: &std::path::Path, rooms: usize) -> anyhow::Result<Drain
                 .await
                 .context("a room's members did not resume in 60 s")?
                 .context("members stopped")?;
-            if let Report::Resumed(_, at) = report {
-                back += 1;
-                last = last.max(at);
+            match report {
+                Report::Resumed(_, at) => {
+                    back += 1;
+                    last = last.max(at);
+                }
+                Report::Failed(i, why) => bail!("member {i} failed: {why}"),
+                _ => {}
             }
         }
     }
@@ -402,6 +411,7 @@ async fn main() -> anyhow::Result<()> {
     );
     if let Some(path) = &args.write {
         let mut s = String::new();
+        writeln!(s, "{BEGIN}")?;
         writeln!(s, "Measured {} with `{}` (release build, loopback namespace, two nodes on one Redis; the drained node runs with `--drain-delay-ms 0`, since there is no load balancer to wait for).", today(), args.command)?;
         writeln!(s)?;
         writeln!(s, "Handover per room, replay buffers full (every member holds {fill} unacknowledged chat events of about 1 KB, the 1 MiB budget), median of {rounds}:")?;
@@ -413,6 +423,7 @@ async fn main() -> anyhow::Result<()> {
         }
         writeln!(s)?;
         writeln!(s, "A node owning {rooms} rooms (two members each) drained: SIGTERM to exit **{}**; every member resumed on the other node **{}** after SIGTERM.", ms(drain.exited), ms(drain.all_resumed))?;
+        writeln!(s, "{END}")?;
         section::write_section(path, BEGIN, END, &s)?;
     }
     Ok(())
