@@ -414,7 +414,7 @@ async fn main() -> anyhow::Result<()> {
         writeln!(s, "{BEGIN}")?;
         writeln!(s, "Measured {} with `{}` (release build, loopback namespace, two nodes on one Redis; the drained node runs with `--drain-delay-ms 0`, since there is no load balancer to wait for).", today(), args.command)?;
         writeln!(s)?;
-        writeln!(s, "Handover per room, replay buffers full (every member holds {fill} unacknowledged chat events of about 1 KB, the 1 MiB budget), median of {rounds}:")?;
+        writeln!(s, "Handover per room, replay buffers full (every member was sent {fill} chat events of about 1 KB and acknowledged none: its buffer is at the 1 MiB byte budget), median of {rounds}:")?;
         writeln!(s)?;
         writeln!(s, "| Members | First relay served by the new owner, after `going_away` | Every member resumed there |")?;
         writeln!(s, "|---|---|---|")?;
