@@ -2,6 +2,7 @@
 //! real Redis behind a real HAProxy running `deploy/haproxy.cfg`; nodes are
 //! SIGKILLed mid-call.
 
+use std::os::unix::process::CommandExt;
 use std::time::Duration;
 use switchboard_e2e::cluster_kit::{Haproxy, NodeProcess};
 use switchboard_e2e::{POLL, Redis, WAIT, peer_at, wait_for_event, wait_for_rust_media};
@@ -292,6 +293,64 @@ async fn the_readmes_three_node_example_runs_as_written() {
     assert_eq!(welcome["peers"].as_array().map_or(0, Vec::len), 1, "{welcome}");
     a.send(r#"{"type":"chat","client_id":"r1","text":"from the README"}"#).await;
     assert_eq!(b.recv("chat").await["text"], "from the README");
+    drop((a, b));
+
+    // The README's rolling restart, as written (ports moved), during a
+    // call through the balancer: nobody notices.
+    let url = format!("ws://{balancer}/v1/ws");
+    let mut ada = peer_at(&url, "rolling", "Ada", MediaSource::None).await;
+    let mut bob = peer_at(&url, "rolling", "Bob", MediaSource::None).await;
+    let ids = (ada.id().to_string(), bob.id().to_string());
+    wait_for_event(&mut ada, "Bob", |e| matches!(e, PeerEvent::PeerJoined(p) if p.id.as_str() == ids.1)).await;
+    let start = readme.find("for node in node-1:8081").expect("the README's rolling restart");
+    let block_start = readme[..start].rfind("```sh\n").expect("its sh block") + "```sh\n".len();
+    let block_end = block_start + readme[block_start..].find("```").expect("block end");
+    let recipe = moved(&readme[block_start..block_end]);
+    let mut rolling = std::process::Command::new("sh")
+        .args(["-c", &recipe])
+        .current_dir(&dir)
+        .env("PATH", &path)
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("recipe.log")).expect("log file"))
+        .spawn()
+        .expect("the recipe starts");
+    let group = rolling.id();
+    let mut sent = 0;
+    let deadline = tokio::time::Instant::now() + WAIT * 3;
+    let finished = loop {
+        if let Some(status) = rolling.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the README's rolling restart did not finish");
+        sent += 1;
+        ada.chat(format!("during {sent}")).await.expect("chat");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let log = std::fs::read_to_string(dir.join("recipe.log")).unwrap_or_default();
+    assert!(finished.success(), "the recipe ran: {finished}\n{recipe}\n{log}");
+    ada.chat("after").await.expect("chat");
+    let mut seen = Vec::new();
+    let last = wait_for_event(&mut bob, "every chat, then the last", |e| match e {
+        PeerEvent::Chat(m) if m.text == "after" => true,
+        PeerEvent::Chat(m) => {
+            seen.push(m.text.clone());
+            false
+        }
+        PeerEvent::PeerLeft { .. } | PeerEvent::Rejoined { .. } => panic!("Bob noticed the restarts: {e:?}"),
+        _ => false,
+    })
+    .await;
+    drop(last);
+    let want: Vec<String> = (1..=sent).map(|i| format!("during {i}")).collect();
+    assert_eq!(seen, want, "every chat sent during the rolling restart, once, in order");
+    assert_eq!((ada.id().to_string(), bob.id().to_string()), ids, "the same sessions");
+    println!("the README's rolling restart took {sent} chat beats of 200 ms");
+    bob.leave().await;
+    ada.leave().await;
+    // The restarted nodes are the recipe's children, in its process group.
+    let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{group}")]).status();
     for mut child in children {
         let _ = child.kill();
         let _ = child.wait();

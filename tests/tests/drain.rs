@@ -64,7 +64,8 @@ async fn reqwest_post(addr: std::net::SocketAddr, headers: &[(&str, &str)]) -> S
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connects");
     let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
-    let request = format!("POST /v1/drain HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("POST /v1/drain HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("sends");
     let mut answer = String::new();
     stream.read_to_string(&mut answer).await.expect("reads");

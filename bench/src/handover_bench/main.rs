@@ -155,16 +155,18 @@ enum Report {
 /// without acknowledging (so its replay buffer stays full); on
 /// `going_away` it resumes at `b` until it is welcomed back, then relays
 /// what the bench asks and reports what it receives.
-async fn member(
+/// Who a member is and where it reports.
+struct Member {
     index: usize,
-    mut ws: Ws,
     token: String,
     b: SocketAddr,
     room: String,
     reports: mpsc::UnboundedSender<Report>,
-    mut relay_to: mpsc::UnboundedReceiver<String>,
     events_seen: tokio::sync::watch::Sender<u64>,
-) -> anyhow::Result<()> {
+}
+
+async fn member(me: Member, mut ws: Ws, mut relay_to: mpsc::UnboundedReceiver<String>) -> anyhow::Result<()> {
+    let Member { index, token, b, room, reports, events_seen } = me;
     let mut received = 0u64;
     loop {
         let msg = next_json(&mut ws).await?;
@@ -237,7 +239,8 @@ async fn room(pair: &Pair, name: &str, members: usize) -> anyhow::Result<Room> {
         let (seen_tx, seen_rx) = tokio::sync::watch::channel(0);
         let (b, room, reports) = (pair.b.addr, name.to_owned(), report_tx.clone());
         tokio::spawn(async move {
-            if let Err(err) = member(i, ws, token, b, room, reports.clone(), relay_rx, seen_tx).await {
+            let me = Member { index: i, token, b, room, reports: reports.clone(), events_seen: seen_tx };
+            if let Err(err) = member(me, ws, relay_rx).await {
                 let _ = reports.send(Report::Failed(i, format!("{err:#}")));
             }
         });
@@ -412,17 +415,33 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.write {
         let mut s = String::new();
         writeln!(s, "{BEGIN}")?;
-        writeln!(s, "Measured {} with `{}` (release build, loopback namespace, two nodes on one Redis; the drained node runs with `--drain-delay-ms 0`, since there is no load balancer to wait for).", today(), args.command)?;
+        writeln!(
+            s,
+            "Measured {} with `{}` (release build, loopback namespace, two nodes on one Redis; the drained node runs with `--drain-delay-ms 0`, since there is no load balancer to wait for).",
+            today(),
+            args.command
+        )?;
         writeln!(s)?;
-        writeln!(s, "Handover per room, replay buffers full (every member was sent {fill} chat events of about 1 KB and acknowledged none: its buffer is at the 1 MiB byte budget), median of {rounds}:")?;
+        writeln!(
+            s,
+            "Handover per room, replay buffers full (every member was sent {fill} chat events of about 1 KB and acknowledged none: its buffer is at the 1 MiB byte budget), median of {rounds}:"
+        )?;
         writeln!(s)?;
-        writeln!(s, "| Members | First relay served by the new owner, after `going_away` | Every member resumed there |")?;
+        writeln!(
+            s,
+            "| Members | First relay served by the new owner, after `going_away` | Every member resumed there |"
+        )?;
         writeln!(s, "|---|---|---|")?;
         for (members, h) in &rows {
             writeln!(s, "| {members} | {} | {} |", ms(h.first_relay), ms(h.all_resumed))?;
         }
         writeln!(s)?;
-        writeln!(s, "A node owning {rooms} rooms (two members each) drained: SIGTERM to exit **{}**; every member resumed on the other node **{}** after SIGTERM.", ms(drain.exited), ms(drain.all_resumed))?;
+        writeln!(
+            s,
+            "A node owning {rooms} rooms (two members each) drained: SIGTERM to exit **{}**; every member resumed on the other node **{}** after SIGTERM.",
+            ms(drain.exited),
+            ms(drain.all_resumed)
+        )?;
         writeln!(s, "{END}")?;
         section::write_section(path, BEGIN, END, &s)?;
     }
