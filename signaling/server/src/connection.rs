@@ -97,7 +97,7 @@ pub async fn run(ws: WebSocket, id: ConnId, state: Arc<AppState>, _slot: Option<
 async fn serve(
     ws: WebSocket,
     (id, internal, opened): (ConnId, bool, Instant),
-    state: &AppState,
+    state: &Arc<AppState>,
     handle: &ConnHandle,
     route: &mut Route,
 ) -> LeaveReason {
@@ -220,7 +220,7 @@ async fn bounded<E>(op: impl Future<Output = Result<(), E>>) -> Result<(), Leave
 /// The reading half and what it decides alone.
 struct Reader<'a> {
     id: ConnId,
-    state: &'a AppState,
+    state: &'a Arc<AppState>,
     direct: mpsc::Sender<Message>,
     /// While a probe is out: when the client must have answered by.
     probe_deadline: Option<tokio::time::Instant>,
@@ -423,7 +423,14 @@ impl Reader<'_> {
     async fn place(&self, room: &switchboard_protocol::RoomName) -> Result<Target, String> {
         match &self.state.cluster {
             None => Ok(Target::Shard(self.state.shards.place(room))),
-            Some(cluster) => crate::cluster::leases::place(self.state, cluster, room).await,
+            // In a task of its own: placing may take the room's lease and
+            // its state, which must not stop halfway if this connection
+            // ends meanwhile.
+            Some(cluster) => {
+                let (state, cluster, room) = (Arc::clone(self.state), cluster.clone(), room.clone());
+                let placing = tokio::spawn(async move { crate::cluster::leases::place(&state, &cluster, &room).await });
+                placing.await.unwrap_or_else(|_| Err("this server is stopping".into()))
+            }
         }
     }
 

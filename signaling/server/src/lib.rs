@@ -118,8 +118,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Server> {
     let room_quota = RoomQuota::default();
     let (publish_tx, publish_rx) = mpsc::channel(cluster::bridge::PUBLISH_QUEUE);
     let (chat_tx, chat_rx) = mpsc::unbounded_channel();
-    let cluster =
-        settings.cluster.as_ref().map(|c| Arc::new(cluster::Cluster::new(c.node_id.clone(), publish_tx, chat_tx)));
+    let cluster = settings
+        .cluster
+        .as_ref()
+        .map(|c| Arc::new(cluster::Cluster::new(c.redis_url.clone(), c.node_id.clone(), publish_tx, chat_tx)));
     let state_later: hub_task::StateLater = Arc::default();
     let (mut inboxes, mut hubs) = (Vec::new(), Vec::new());
     for _ in 0..settings.hub_shards() {

@@ -182,6 +182,9 @@ impl Hub {
                 }
                 tokens.push((token.clone(), seat.clone()));
             }
+            // Derived, not trusted: held without a notice is exactly
+            // offline and not shown reconnecting.
+            let quiet_hold = !m.online && !m.info.reconnecting;
             let member = Member {
                 conn,
                 online: m.online,
@@ -194,7 +197,7 @@ impl Hub {
                 typing_until,
                 typing_timer_armed: typing_until.is_some(),
                 held_relays: m.held_relays.into_iter().collect::<HashMap<_, _>>(),
-                quiet_hold: m.quiet_hold && !m.online,
+                quiet_hold,
             };
             if !room.restore_member(m.order, member) {
                 return Err(ImportError::Invalid("join orders or peer ids repeat"));

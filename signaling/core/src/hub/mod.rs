@@ -166,6 +166,8 @@ impl Hub {
         if self.rooms.contains_key(&room) {
             return;
         }
+        // The room is coming back here (it moved away and back).
+        self.moved.remove(&room);
         self.seeds.retain(|(name, _)| *name != room);
         if self.seeds.len() >= MAX_SEEDS {
             self.seeds.pop_front();

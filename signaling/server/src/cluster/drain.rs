@@ -21,7 +21,8 @@
 //! the room owned elsewhere and evict this copy: members resume at the
 //! owner.
 
-use super::{Cluster, lease};
+use super::Cluster;
+use super::lease::{self, LEASE_TTL, Lease};
 use crate::hub_task::HubEvent;
 use crate::state::AppState;
 use std::sync::Arc;
@@ -104,6 +105,15 @@ pub async fn hand_over_rooms(state: &Arc<AppState>, cluster: &Arc<Cluster>) -> D
             warn!(rooms = rooms.len(), "drain: Redis is unreachable, so no room can be handed over");
             break;
         }
+        // Snapshots go over a connection of their own: leases and
+        // heartbeats never wait behind them.
+        let snapshots = match super::connect(&cluster.redis_url).await {
+            Ok(conn) => conn,
+            Err(err) => {
+                warn!(rooms = rooms.len(), "drain: no connection to Redis for the rooms' state ({err:#})");
+                break;
+            }
+        };
         let mut running = JoinSet::new();
         let mut outcomes = Vec::new();
         for room in rooms {
@@ -114,7 +124,8 @@ pub async fn hand_over_rooms(state: &Arc<AppState>, cluster: &Arc<Cluster>) -> D
             while running.len() >= HANDOVER_CONCURRENCY {
                 outcomes.extend(running.join_next().await.and_then(Result::ok));
             }
-            running.spawn(hand_over_room(state.clone(), cluster.clone(), room, target, notice.clone()));
+            let (state, cluster, conn) = (state.clone(), cluster.clone(), snapshots.clone());
+            running.spawn(hand_over_room(state, cluster, conn, (room, target), notice.clone()));
         }
         outcomes.extend(running.join_all().await);
         report.handed_over += outcomes.iter().filter(|o| **o == Outcome::HandedOver).count();
@@ -133,12 +144,13 @@ pub async fn hand_over_rooms(state: &Arc<AppState>, cluster: &Arc<Cluster>) -> D
     report
 }
 
-/// Hands one room to `target`.
+/// Hands one room to `target`, sending its snapshot over `snapshots` (a
+/// connection of the drain's own).
 async fn hand_over_room(
     state: Arc<AppState>,
     cluster: Arc<Cluster>,
-    room: RoomName,
-    target: String,
+    snapshots: redis::aio::ConnectionManager,
+    (room, target): (RoomName, String),
     notice: GoingAway,
 ) -> Outcome {
     let Some(held) = cluster.leases.start_moving(&room) else { return Outcome::Kept };
@@ -165,39 +177,74 @@ async fn hand_over_room(
         }
     };
     let members = snapshot.members.len();
-    let moved = match (serde_json::to_string(&snapshot), cluster.redis()) {
-        (Ok(json), _) if json.len() > MAX_SNAPSHOT_BYTES => {
-            Err(anyhow::anyhow!("its state is {} bytes, over {MAX_SNAPSHOT_BYTES}", json.len()))
+    // Serialized off the runtime's threads: tens of megabytes at most.
+    let (snapshot, json) = tokio::task::spawn_blocking(move || {
+        let json = serde_json::to_string(&snapshot);
+        (snapshot, json)
+    })
+    .await
+    .unwrap_or_else(|_| unreachable!("serializing cannot panic"));
+    let moved = match json {
+        Ok(json) if json.len() > MAX_SNAPSHOT_BYTES => {
+            Moved::No(format!("its state is {} bytes, over {MAX_SNAPSHOT_BYTES}", json.len()))
         }
-        (Ok(json), Some(mut conn)) => match lease::hand_over(&mut conn, &held, &target, &json).await {
-            // The answer was lost: whether the script ran is in the owner
-            // key (the next owner's value, or still ours).
-            Err(err) => match lease::owner(&mut conn, &room).await {
-                Ok(Some(owner)) if owner.node == target => Ok(true),
-                Ok(Some(owner)) if owner == held.owner => Ok(false),
-                _ => Err(err),
-            },
-            answered => answered,
-        },
-        (Err(err), _) => Err(err.into()),
-        (_, None) => Err(anyhow::anyhow!("Redis is unreachable")),
+        Ok(json) => send(snapshots, &held, &target, &json).await,
+        Err(err) => Moved::No(format!("{err}")),
     };
     match moved {
-        Ok(true) => {
+        Moved::Yes => {
             cluster.leases.moved_away(&room);
             state.telemetry.handovers[0].increment(1);
             info!(%room, node = %target, members, "room handed over");
             Outcome::HandedOver
         }
-        failed => {
-            let why = match failed {
-                Ok(_) => "the lease was no longer this node's".to_owned(),
-                Err(err) => format!("{err:#}"),
-            };
+        Moved::No(why) => {
             warn!(%room, "drain: handing the room over failed ({why}): it stays here");
-            let _ = shard.send(HubEvent::Import { snapshot: Box::new(snapshot), reply: None }).await;
+            let (reply, imported) = tokio::sync::oneshot::channel();
+            let _ = shard.send(HubEvent::Import { snapshot: Box::new(snapshot), reply: Some(reply) }).await;
+            if !matches!(imported.await, Ok(Ok(()))) {
+                // Not back either: the lease goes when it is found unused.
+                cluster.leases.ended(&room);
+            }
             cluster.leases.stop_moving(&room);
             Outcome::Kept
         }
+        Moved::Unknown(why) => {
+            // Neither here nor surely there: importing it back could make
+            // two copies. Its members resume wherever the owner key says;
+            // if the script never ran, the lease lapses and the room starts
+            // again from its stream.
+            warn!(%room, "drain: whether the room was handed over is unknown ({why}): it is not kept here");
+            cluster.leases.moved_away(&room);
+            Outcome::Kept
+        }
     }
+}
+
+/// Whether the handover script ran.
+enum Moved {
+    Yes,
+    No(String),
+    Unknown(String),
+}
+
+/// Runs the handover script; when its answer is lost, reads the owner key
+/// until it says (the script runs before a later command on the same
+/// connection, so the key settles it), for at most a lease's life.
+async fn send(mut conn: redis::aio::ConnectionManager, held: &Lease, target: &str, json: &str) -> Moved {
+    let err = match lease::hand_over(&mut conn, held, target, json).await {
+        Ok(true) => return Moved::Yes,
+        Ok(false) => return Moved::No("the lease was no longer this node's".into()),
+        Err(err) => format!("{err:#}"),
+    };
+    let deadline = tokio::time::Instant::now() + LEASE_TTL;
+    while tokio::time::Instant::now() < deadline {
+        match lease::owner(&mut conn, &held.room).await {
+            Ok(Some(owner)) if owner.node == target => return Moved::Yes,
+            Ok(Some(owner)) if owner == held.owner => return Moved::No(err),
+            Ok(_) => return Moved::Unknown(err),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    Moved::Unknown(err)
 }

@@ -193,14 +193,28 @@ pub async fn hand_over(
     Ok(moved == 1)
 }
 
-/// Takes the snapshot of `room` handed over by its last owner, if one
-/// waits (read and deleted at once: only one node imports it).
-pub async fn take_snapshot(conn: &mut ConnectionManager, room: &RoomName) -> anyhow::Result<Option<String>> {
+/// The snapshot of `room` handed over by its last owner, if one waits,
+/// and how long it has waited (by Redis's clock: its key's remaining
+/// life). Left in Redis until [`drop_snapshot`]: a take that fails halfway
+/// leaves it for the next.
+pub async fn read_snapshot(
+    conn: &mut ConnectionManager,
+    room: &RoomName,
+) -> anyhow::Result<Option<(String, Duration)>> {
     // Up to tens of megabytes: longer than a lease call may take.
-    let allowed = REDIS_TIMEOUT + Duration::from_secs(5);
-    let mut cmd = redis::cmd("GETDEL");
-    cmd.arg(keys::room_handover(room));
-    Ok(tokio::time::timeout(allowed, cmd.query_async(conn)).await.context("Redis: timed out")??)
+    let allowed = REDIS_TIMEOUT + Duration::from_secs(10);
+    let key = keys::room_handover(room);
+    let read = redis::pipe().get(&key).cmd("PTTL").arg(&key).to_owned();
+    let (json, left_ms): (Option<String>, i64) =
+        tokio::time::timeout(allowed, read.query_async(conn)).await.context("Redis: timed out")??;
+    let left = Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
+    Ok(json.map(|json| (json, HANDOVER_KEEP.saturating_sub(left))))
+}
+
+/// Deletes `room`'s handed-over snapshot (it was imported).
+pub async fn drop_snapshot(conn: &mut ConnectionManager, room: &RoomName) -> anyhow::Result<()> {
+    bounded(redis::cmd("DEL").arg(keys::room_handover(room)).query_async::<i64>(conn)).await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -49,8 +49,9 @@ struct Held {
     /// When `started` last changed (or the lease was taken): a lease whose
     /// room is not here for [`UNUSED_LEASE`] is given back.
     since: Instant,
-    /// The room is being handed to another node (this node drains): no
-    /// join is sent to it here meanwhile.
+    /// The room is being handed to another node (this node drains), or
+    /// its state is on its way here (a take): no join is sent to it here
+    /// meanwhile, but the lease is renewed.
     moving: bool,
 }
 
@@ -105,7 +106,8 @@ impl Leases {
     /// for the room are fenced with).
     pub fn owner_value(&self, room: &RoomName) -> Option<String> {
         let held = lock(&self.held);
-        let lease = held.get(room)?.lease.as_ref()?;
+        let entry = held.get(room).filter(|h| !h.moving || h.started)?;
+        let lease = entry.lease.as_ref()?;
         (lease.valid_until > Instant::now()).then(|| lease.owner.value())
     }
 
@@ -137,6 +139,26 @@ impl Leases {
         let lease = entry.lease.clone().filter(|l| l.valid_until > Instant::now())?;
         entry.moving = true;
         Some(lease)
+    }
+
+    /// A take began: the lease is held (and renewed) while the room's state
+    /// is read, but joins wait (see [`Leases::arrived`]).
+    fn arriving(&self, lease: Lease) {
+        let room = lease.room.clone();
+        let mut held = lock(&self.held);
+        let entry =
+            held.entry(room).or_insert(Held { lease: None, started: false, since: Instant::now(), moving: true });
+        entry.lease = Some(lease);
+        entry.moving = !entry.started;
+    }
+
+    /// The room's state is in its shard: joins may come.
+    fn arrived(&self, room: &RoomName) {
+        if let Some(entry) = lock(&self.held).get_mut(room) {
+            entry.moving = false;
+            entry.started = true;
+            entry.since = Instant::now();
+        }
     }
 
     /// The room stays here after all (its handover failed).
@@ -185,7 +207,7 @@ impl Leases {
     async fn give_back(&self, cluster: &Cluster, room: &RoomName) {
         let removed = {
             let mut held = lock(&self.held);
-            let unused = held.get(room).is_some_and(|h| !h.started && h.since.elapsed() > UNUSED_LEASE);
+            let unused = held.get(room).is_some_and(|h| !h.started && !h.moving && h.since.elapsed() > UNUSED_LEASE);
             if unused { held.remove(room) } else { None }
         };
         let Some(lease) = removed.and_then(|held| held.lease) else { return };
@@ -198,7 +220,7 @@ impl Leases {
     /// must name this node (the placing node took it for us); it is renewed
     /// at once, so this node knows until when it may trust it.
     pub async fn hold_here(&self, state: &AppState, cluster: &Cluster, room: &RoomName) -> Result<(), String> {
-        if lock(&self.held).get(room).is_some_and(|h| h.moving) {
+        if lock(&self.held).get(room).is_some_and(|h| h.moving && h.started) {
             return Err("this room is moving between nodes: join again".into());
         }
         if self.owner_value(room).is_some() {
@@ -241,7 +263,9 @@ async fn take(
         take_now(state, cluster, conn, lease).await
     };
     let mut taking = lock(&cluster.leases.taking);
-    if taking.get(&room).is_some_and(|g| Arc::ptr_eq(g, &gate)) {
+    // The last taker out removes the gate (the map holds one reference and
+    // this taker another): a taker still waiting keeps it.
+    if taking.get(&room).is_some_and(|g| Arc::ptr_eq(g, &gate) && Arc::strong_count(g) == 2) {
         taking.remove(&room);
     }
     taken
@@ -261,41 +285,75 @@ async fn take_now(
         return Ok(());
     }
     let shard = state.shards.get(state.shards.place(&room));
-    // A draining node handed the room over: its whole state waits here.
-    let json =
-        lease::take_snapshot(conn, &room).await.map_err(|e| format!("reading the room's handed-over state: {e:#}"))?;
-    if let Some(json) = json {
+    // Held from now (renewed while the state is read, which may take
+    // longer than the lease lives), but no join is sent here until the
+    // state is in the shard.
+    cluster.leases.arriving(lease.clone());
+    match bring_state(state, conn, shard, &room).await {
+        Ok(()) => {
+            cluster.leases.arrived(&room);
+            state.telemetry.leases_taken.increment(1);
+            Ok(())
+        }
+        Err(why) => {
+            // Not here after all: the lease goes back (nothing was made).
+            cluster.leases.moved_away(&room);
+            let _ = lease::release(conn, &lease).await;
+            Err(why)
+        }
+    }
+}
+
+/// Hands the room's state to its shard: the snapshot a draining node left,
+/// or else its chat read back from the stream.
+async fn bring_state(
+    state: &AppState,
+    conn: &mut redis::aio::ConnectionManager,
+    shard: &tokio::sync::mpsc::Sender<HubEvent>,
+    room: &RoomName,
+) -> Result<(), String> {
+    let stopping = || "this server is stopping".to_owned();
+    let waiting =
+        lease::read_snapshot(conn, room).await.map_err(|e| format!("reading the room's handed-over state: {e:#}"))?;
+    if let Some((json, waited)) = waiting {
         let parsed = tokio::task::spawn_blocking(move || serde_json::from_str::<RoomSnapshot>(&json)).await;
-        match parsed {
-            Ok(Ok(snapshot)) => {
+        match parsed.map_err(|_| stopping())? {
+            Ok(mut snapshot) => {
+                // The time it waited, by Redis's clock (the two nodes'
+                // clocks may disagree).
+                snapshot.exported_unix_ms = crate::clock::now().unix_ms.saturating_sub(ms(waited));
                 let members = snapshot.members.len();
                 let (reply, imported) = tokio::sync::oneshot::channel();
                 let _ = shard.send(HubEvent::Import { snapshot: Box::new(snapshot), reply: Some(reply) }).await;
-                match imported.await {
-                    Ok(Ok(()) | Err(ImportError::RoomExists)) => {
-                        cluster.leases.keep(lease);
-                        cluster.leases.started(&room);
-                        state.telemetry.leases_taken.increment(1);
+                match imported.await.map_err(|_| stopping())? {
+                    Ok(()) => {
+                        // Deleted once imported: a take that failed before
+                        // leaves it for the next one.
+                        let _ = lease::drop_snapshot(conn, room).await;
                         info!(%room, members, "room handed over to this node");
                         return Ok(());
                     }
-                    Ok(Err(err)) => {
-                        warn!(%room, "a handed-over room cannot be made here ({err}): its chat is read back")
+                    Err(ImportError::RoomExists) => {
+                        warn!(%room, "a handed-over room exists here already: its snapshot is dropped");
+                        let _ = lease::drop_snapshot(conn, room).await;
+                        return Ok(());
                     }
-                    Err(_) => return Err("this server is stopping".into()),
+                    Err(err) => warn!(%room, "a handed-over room cannot be made here ({err}): its chat is read back"),
                 }
             }
-            Ok(Err(err)) => warn!(%room, "a handed-over room's state is unreadable ({err}): its chat is read back"),
-            Err(_) => return Err("this server is stopping".into()),
+            Err(err) => warn!(%room, "a handed-over room's state is unreadable ({err}): its chat is read back"),
         }
+        let _ = lease::drop_snapshot(conn, room).await;
     }
-    let messages = super::chat_store::read_back(conn, &room, state.limits.chat_history)
+    let messages = super::chat_store::read_back(conn, room, state.limits.chat_history)
         .await
         .map_err(|e| format!("reading the room's chat back: {e:#}"))?;
-    let _ = shard.send(HubEvent::SeedChat { room, messages }).await;
-    cluster.leases.keep(lease);
-    state.telemetry.leases_taken.increment(1);
+    let _ = shard.send(HubEvent::SeedChat { room: room.clone(), messages }).await;
     Ok(())
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A room was made here that this node does not hold (its lease was given
@@ -414,7 +472,7 @@ pub async fn run_renewals(state: Arc<AppState>, cluster: Arc<Cluster>) {
             .map(|(room, h)| (room.clone(), h.lease.clone(), h.started, h.since, h.moving))
             .collect();
         for (room, lease, started, since, moving) in leases {
-            if !started && since.elapsed() > UNUSED_LEASE {
+            if !started && !moving && since.elapsed() > UNUSED_LEASE {
                 cluster.leases.give_back(&cluster, &room).await;
                 continue;
             }

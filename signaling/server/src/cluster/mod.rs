@@ -99,18 +99,24 @@ pub struct Cluster {
     pub chat: tokio::sync::mpsc::UnboundedSender<chat_store::Request>,
     /// Since when Redis has not answered (None: it answers).
     down_since: Mutex<Option<std::time::Instant>>,
+    /// Where Redis is (a drain opens a connection of its own for room
+    /// snapshots, which may be large, so that leases and heartbeats never
+    /// wait behind them).
+    pub redis_url: String,
 }
 
 impl Cluster {
     /// A node that has not reached Redis yet; its bridge publishes through
     /// `publish` (see [`bridge::run_publisher`]).
     pub fn new(
+        redis_url: String,
         node_id: String,
         publish: tokio::sync::mpsc::Sender<bridge::Outgoing>,
         chat: tokio::sync::mpsc::UnboundedSender<chat_store::Request>,
     ) -> Self {
         let bridge = bridge::Bridge::new(node_id.as_str().into(), publish);
         Self {
+            redis_url,
             chat,
             // Not reached yet: counts as down from the start.
             down_since: Mutex::new(Some(std::time::Instant::now())),
