@@ -35,6 +35,10 @@ const PLACEMENT_TRIES: usize = 3;
 /// How often placement looks again at a room whose owner died, until its
 /// lease lapses.
 const LAPSE_POLL: Duration = Duration::from_millis(250);
+/// How often, and how long at most, placement looks again at a room whose
+/// owner drains (it hands the room over within milliseconds, or keeps it).
+const MOVING_POLL: Duration = Duration::from_millis(20);
+const MOVING_WAIT: Duration = Duration::from_secs(2);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -401,6 +405,7 @@ pub async fn place(state: &AppState, cluster: &Cluster, room: &RoomName) -> Resu
         return Err("the cluster's Redis is unreachable: try again shortly".into());
     };
     let deadline = Instant::now() + LEASE_TTL + LEASE_RENEW;
+    let moving_deadline = Instant::now() + MOVING_WAIT;
     let mut tries = 0;
     loop {
         let owner = lease::owner(&mut conn, room).await.map_err(|e| format!("{e:#}"))?;
@@ -409,6 +414,14 @@ pub async fn place(state: &AppState, cluster: &Cluster, room: &RoomName) -> Resu
             Some(Owner { node, .. }) if node == cluster.node_id => {
                 cluster.leases.hold_here(state, cluster, room).await?;
                 return Ok(here());
+            }
+            // Its owner drains: the room is about to move (the owner key
+            // names its next node within moments); a join sent there now
+            // would only be told to come again.
+            Some(Owner { node, .. })
+                if alive.iter().any(|n| n.id == node && n.draining) && Instant::now() < moving_deadline =>
+            {
+                tokio::time::sleep(MOVING_POLL).await;
             }
             Some(Owner { node, .. }) if alive.iter().any(|n| n.id == node) => {
                 return Ok(Target::Node(Arc::from(node.as_str())));
