@@ -13,8 +13,8 @@
 //!   the other node.
 //!
 //! Two release nodes on one Redis; the draining node runs with
-//! `--drain-delay-ms 0` (the delay is for a load balancer, and there is
-//! none here). Members connect to the nodes directly and resume at the
+//! `--drain-delay-ms 1100` (just over a registry heartbeat: the delay is
+//! for a load balancer, and there is none here). Members connect to the nodes directly and resume at the
 //! other node as soon as they read `going_away`. Run it through
 //! `scripts/bench-handover`; it rewrites its section of docs/benchmarks.md.
 
@@ -34,6 +34,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+
+/// The drained node's `--drain-delay-ms`: just over a registry heartbeat,
+/// so that the other node knows it drains (there is no load balancer to
+/// wait for here; a deployment uses the 1.5 s default).
+const DRAIN_DELAY_MS: &str = "1100";
 
 const BEGIN: &str = "<!-- handover-bench:begin -->";
 const END: &str = "<!-- handover-bench:end -->";
@@ -80,8 +85,16 @@ impl Pair {
             // 32 of them: the queues must not be what is measured.
             // Members read as fast as the bench's one process can for 32
             // of them: the server's queues must not be what is measured.
-            let args =
-                ["--redis-url", &url, "--node-id", id, "--drain-delay-ms", "0", "--outbound-queue-bytes", "67108864"];
+            let args = [
+                "--redis-url",
+                &url,
+                "--node-id",
+                id,
+                "--drain-delay-ms",
+                DRAIN_DELAY_MS,
+                "--outbound-queue-bytes",
+                "67108864",
+            ];
             ServerProc::switchboard(bin, &args.map(str::to_owned))
         };
         let a = node("node-a")?;
@@ -432,7 +445,7 @@ async fn main() -> anyhow::Result<()> {
         writeln!(s, "{BEGIN}")?;
         writeln!(
             s,
-            "Measured {} with `{}` (release build, loopback namespace, two nodes on one Redis; the drained node runs with `--drain-delay-ms 0`, since there is no load balancer to wait for).",
+            "Measured {} with `{}` (release build, loopback namespace, two nodes on one Redis; the drained node runs with `--drain-delay-ms {DRAIN_DELAY_MS}`, just over a registry heartbeat, since there is no load balancer to wait for).",
             today(),
             args.command
         )?;
@@ -453,7 +466,7 @@ async fn main() -> anyhow::Result<()> {
         writeln!(s)?;
         writeln!(
             s,
-            "A node owning {rooms} rooms (two members each) drained: SIGTERM to exit **{}**; every member resumed on the other node **{}** after SIGTERM.",
+            "A node owning {rooms} rooms (two members each) drained: SIGTERM to exit **{}**, of which {DRAIN_DELAY_MS} ms is the drain delay; every member resumed on the other node **{}** after SIGTERM.",
             ms(drain.exited),
             ms(drain.all_resumed)
         )?;
