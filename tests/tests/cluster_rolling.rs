@@ -341,6 +341,15 @@ async fn rolling_restart(extra: &[&str], room: &str) -> Vec<Duration> {
         }
     }
     assert!(moves >= 1, "every node restarted, so the room's node did too");
+    // Restarted nodes take new rooms at once: a new room goes to a node
+    // without one (the least loaded), not to the call's.
+    let call_node = owner_of(&nodes, room).await.expect("the call's room lives somewhere");
+    let mut newcomer = switchboard_e2e::ws::WsClient::connect(lb.addr).await;
+    let fresh = format!("{room}-fresh");
+    newcomer.join(&fresh, "New").await;
+    let fresh_node = owner_of(&nodes, &fresh).await.expect("the new room lives somewhere");
+    assert_ne!(fresh_node, call_node, "a new room goes to a node without rooms");
+    drop(newcomer);
 
     // Everything sent has arrived, on both sides.
     let deadline = Instant::now() + WAIT;

@@ -122,3 +122,27 @@ async fn a_cluster_node_that_cannot_reach_redis_keeps_its_rooms_through_a_drain_
     ada.recv("going_away").await;
     b.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn a_second_sigterm_during_a_drain_exits_at_once() {
+    use switchboard_e2e::cluster_kit::NodeProcess;
+    let redis = Redis::start().await;
+    // A drain delay far longer than the test waits.
+    let mut node = NodeProcess::start_with(&redis, "node-1", &["--drain-delay-ms", "60000"]).await;
+    let mut ada = WsClient::connect(node.addr).await;
+    ada.join("room", "Ada").await;
+    node.terminate();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while http_get(node.addr, "/readyz").await != (503, "draining\n".into()) {
+        assert!(tokio::time::Instant::now() < deadline, "the node drains");
+        tokio::time::sleep(POLL).await;
+    }
+    assert!(node.exited().is_none(), "the first SIGTERM drains, and the drain waits");
+    let second = std::time::Instant::now();
+    node.terminate();
+    while node.exited().is_none() {
+        assert!(second.elapsed() < std::time::Duration::from_secs(5), "a second SIGTERM exits at once");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    println!("exited {:?} after the second SIGTERM", second.elapsed());
+}
