@@ -40,7 +40,10 @@ mod turn;
 pub use auth::{Claims, ClaimsError, MAX_IDENTITY_BYTES, TokenError, TokenVerifier, check_claims, mint_token};
 pub use chat::ChatLog;
 pub use events::{Budget, CHAT_DEDUP, ChatDedup, EventLog, Overflow};
-pub use hub::{CloseReason, ConnId, Entropy, Hub, HubConfig, InvariantViolation, MAX_PENDING_CHAT, Output, Recipients};
+pub use hub::{
+    CloseReason, ConnId, Entropy, Hub, HubConfig, InvariantViolation, MAX_PENDING_CHAT, MemberView, Output, Recipients,
+    RoomDetail, RoomSummary,
+};
 pub use limits::Limits;
 pub use quota::RoomQuota;
 pub use rate::{RateLimiter, Verdict};

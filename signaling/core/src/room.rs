@@ -58,6 +58,8 @@ pub struct Member {
     /// it is offline, but nobody was told it is reconnecting, since every
     /// member went at once and comes back within moments.
     pub quiet_hold: bool,
+    /// When it joined (Unix ms; a resume keeps it).
+    pub joined_unix_ms: u64,
 }
 
 /// Members in join order plus the chat log. Created on first join, removed
@@ -80,6 +82,8 @@ pub struct Room {
     /// Chat numbered and handed to durable storage, not yet stored (with
     /// durable chat on): echoed, in order, once stored.
     pub pending_chat: std::collections::VecDeque<PendingChat>,
+    /// When it was made (Unix ms; a move to another node keeps it).
+    pub created_unix_ms: u64,
 }
 
 /// A chat message waiting to be stored durably.
@@ -106,6 +110,7 @@ impl Room {
             mode,
             sfu_asked_until: None,
             pending_chat: std::collections::VecDeque::new(),
+            created_unix_ms: 0,
         }
     }
 
@@ -150,8 +155,16 @@ impl Room {
         self.order.get(peer).and_then(|order| self.members.get_mut(order))
     }
 
-    /// Adds a member, last in join order, keeping up to `replay` of events.
-    pub fn insert(&mut self, conn: ConnId, info: PeerInfo, resume_token: ResumeToken, replay: Budget) {
+    /// Adds a member, last in join order, keeping up to `replay` of events;
+    /// it joins at `now_unix_ms`.
+    pub fn insert(
+        &mut self,
+        conn: ConnId,
+        info: PeerInfo,
+        resume_token: ResumeToken,
+        replay: Budget,
+        now_unix_ms: u64,
+    ) {
         let join_order = self.next_order;
         self.next_order += 1;
         let member = Member {
@@ -167,6 +180,7 @@ impl Room {
             typing_timer_armed: false,
             held_relays: HashMap::new(),
             quiet_hold: false,
+            joined_unix_ms: now_unix_ms,
         };
         self.order.insert(member.info.id.clone(), join_order);
         self.members.insert(join_order, member);

@@ -40,6 +40,9 @@ pub struct RoomSnapshot {
     pub sfu_asked_left_ns: Option<u64>,
     /// Members, in join order.
     pub members: Vec<MemberSnapshot>,
+    /// When the room was made (Unix ms). 0: not known (an older writer).
+    #[serde(default)]
+    pub created_unix_ms: u64,
     /// When it was exported (Unix ms): the importer counts the time the
     /// snapshot waited against every deadline. 0: not counted.
     #[serde(default)]
@@ -97,6 +100,9 @@ pub struct MemberSnapshot {
     /// Held by a handover, without a `reconnecting` notice.
     #[serde(default)]
     pub quiet_hold: bool,
+    /// When it joined (Unix ms). 0: not known (an older writer).
+    #[serde(default)]
+    pub joined_unix_ms: u64,
 }
 
 /// A member's event stream.

@@ -203,6 +203,12 @@ proptest! {
             prop_assert_eq!(pair.still.hub.peers(), pair.moved.hub.peers());
             prop_assert_eq!(pair.still.hub.away(), pair.moved.hub.away());
             prop_assert_eq!(pair.still.hub.replay_bytes(), pair.moved.hub.replay_bytes());
+            // What the server API reads is the same too (when rooms were
+            // made, when members joined, who is reconnecting).
+            prop_assert_eq!(pair.still.hub.list_rooms(None, 10), pair.moved.hub.list_rooms(None, 10));
+            for name in ROOMS {
+                prop_assert_eq!(pair.still.hub.room_detail(&room(name)), pair.moved.hub.room_detail(&room(name)));
+            }
         }
         let _ = moves;
     }

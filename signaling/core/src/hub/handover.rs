@@ -71,6 +71,7 @@ impl Hub {
                 typing_left_ns: m.typing_until.map(|until| left_ns(until, now)),
                 held_relays,
                 quiet_hold: m.quiet_hold,
+                joined_unix_ms: m.joined_unix_ms,
             });
         }
         let pending_chat = room
@@ -87,6 +88,7 @@ impl Hub {
             pending_chat,
             sfu_asked_left_ns: room.sfu_asked_until.map(|until| left_ns(until, now)),
             members,
+            created_unix_ms: room.created_unix_ms,
             exported_unix_ms: now.unix_ms,
         };
         // Forget it, and everything that points at it.
@@ -124,6 +126,7 @@ impl Hub {
             pending_chat,
             sfu_asked_left_ns,
             members,
+            created_unix_ms,
             exported_unix_ms,
             ..
         } = snapshot;
@@ -146,6 +149,7 @@ impl Hub {
             .ok_or(ImportError::Invalid("chat out of order"))?;
         let mut room = Room::new(limits.chat_history, limits.chat_history_bytes, mode);
         room.chat = chat;
+        room.created_unix_ms = created_unix_ms;
         room.set_next_order(next_order);
         let replay = Budget { events: limits.replay_buffer, bytes: limits.replay_buffer_bytes };
         let mut timers = Vec::new();
@@ -198,6 +202,7 @@ impl Hub {
                 typing_timer_armed: typing_until.is_some(),
                 held_relays: m.held_relays.into_iter().collect::<HashMap<_, _>>(),
                 quiet_hold,
+                joined_unix_ms: m.joined_unix_ms,
             };
             if !room.restore_member(m.order, member) {
                 return Err(ImportError::Invalid("join orders or peer ids repeat"));

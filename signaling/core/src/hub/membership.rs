@@ -81,6 +81,7 @@ impl Hub {
             let seed = self.take_seed(&room_name);
             let limits = &self.config.limits;
             let mut room = Room::new(limits.chat_history, limits.chat_history_bytes, mode);
+            room.created_unix_ms = now.unix_ms;
             for message in seed {
                 if message.seq > room.chat.last_seq() {
                     room.chat.push(message);
@@ -120,7 +121,7 @@ impl Hub {
         // The SFU's seat is held like a participant's: a blip on its socket
         // must not tear down the room's media, so what it misses is kept.
         let replay = Budget { events: limits.replay_buffer, bytes: limits.replay_buffer_bytes };
-        room.insert(conn, info.clone(), resume_token, replay);
+        room.insert(conn, info.clone(), resume_token, replay, now.unix_ms);
         if role == Role::Sfu {
             room.sfu_asked_until = None;
         }

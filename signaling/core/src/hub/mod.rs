@@ -6,6 +6,7 @@
 //! | file            | what it decides                                          |
 //! |-----------------|----------------------------------------------------------|
 //! | `mod.rs`        | the state, the connection states, polling                |
+//! | `api.rs`        | what the server API reads: rooms, members                |
 //! | `output.rs`     | what the shell is told to do ([`Output`])                |
 //! | `inputs.rs`     | the inputs, and where each message goes                  |
 //! | `membership.rs` | who gets in (join, replacing an identity) and leaving    |
@@ -18,6 +19,7 @@
 //! | `sfu.rs`        | asking the shell for an SFU, and again when none comes   |
 //! | `invariants.rs` | what must hold between all of the above                  |
 
+mod api;
 mod chat;
 mod fanout;
 mod handover;
@@ -30,6 +32,7 @@ mod relay;
 mod sessions;
 mod sfu;
 
+pub use api::{MemberView, RoomDetail, RoomSummary};
 pub use chat::MAX_PENDING_CHAT;
 pub use invariants::InvariantViolation;
 pub use output::{CloseReason, Output, Recipients};
