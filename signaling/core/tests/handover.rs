@@ -436,3 +436,28 @@ fn an_sfu_rooms_sfu_stays_behind_and_the_new_hub_asks_for_another_at_once() {
     );
     assert!(new.hub.check_invariants().is_ok());
 }
+
+#[test]
+fn a_quietly_held_member_whose_resume_fails_is_shown_reconnecting_rather_than_present() {
+    let mut old = Sim::new(HubConfig::default());
+    let (_, wa) = old.join(1, "call", "Ada");
+    let (_, wb) = old.join(2, "call", "Bob");
+    let snapshot = old.hub.hand_over(&room("call"), &notice(), old.now).expect("hands over");
+    let mut new = Sim::new(HubConfig::default());
+    new.hub.import_room(round_trip(&snapshot), new.now).expect("imports");
+    let a = new.open(5);
+    new.send(a, &resume_json("call", &wa.resume_token, 1));
+    assert!(matches!(new.take(a).first(), Some(ServerMessage::Welcome(w)) if w.resumed));
+    // Bob's client names a position the server never reached: it must join
+    // afresh; its old seat is no longer shown as present.
+    let b = new.open(6);
+    new.send(b, &resume_json("call", &wb.resume_token, 99));
+    assert!(
+        matches!(new.take(b).as_slice(), [ServerMessage::Error(e)] if e.code == switchboard_protocol::ErrorCode::ResumeFailed)
+    );
+    match new.take(a).as_slice() {
+        [ServerMessage::PeerUpdated(u)] => assert!(u.peer.id == wb.you.id && u.peer.reconnecting),
+        other => panic!("Ada sees Bob reconnecting: {other:?}"),
+    }
+    assert!(new.hub.check_invariants().is_ok(), "{:?}", new.hub.check_invariants());
+}

@@ -96,6 +96,15 @@ impl Hub {
             return self.error(conn, id, ErrorCode::ResumeFailed, UNKNOWN);
         }
         if member.events.since(resume.received).is_none() {
+            // Its own client, which will join afresh: a seat held quietly
+            // (a handover) is shown as what it now is, reconnecting, until
+            // the grace ends it, rather than as a member still there.
+            if member.quiet_hold {
+                member.quiet_hold = false;
+                member.info.reconnecting = true;
+                let updated = ServerMessage::PeerUpdated(PeerUpdated { peer: member.info.clone() });
+                self.emit(&seat.room, Audience::AllBut(&seat.peer), updated, now);
+            }
             let message = format!("the events after {} are no longer kept: join afresh", resume.received);
             return self.error(conn, id, ErrorCode::ResumeFailed, message);
         }
