@@ -119,6 +119,47 @@ fn spawn(redis_url: &str, id: &str, addr: SocketAddr, extra: &[String]) -> Child
         .expect("switchboard starts")
 }
 
+/// Three nodes (`node-1` to `node-3`) started with `extra` flags, once each
+/// lists all three.
+pub async fn three_nodes(redis: &Redis, extra: &[&str]) -> Vec<NodeProcess> {
+    let mut nodes = Vec::new();
+    for id in ["node-1", "node-2", "node-3"] {
+        nodes.push(NodeProcess::start_with(redis, id, extra).await);
+    }
+    for node in &nodes {
+        listed_by_all(&nodes, &node.id).await;
+    }
+    nodes
+}
+
+/// Waits until every live node lists `id`, not draining.
+pub async fn listed_by_all(nodes: &[NodeProcess], id: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for node in nodes {
+        loop {
+            let view = node.view().await;
+            let listed =
+                view["nodes"].as_array().is_some_and(|all| all.iter().any(|n| n["id"] == id && n["draining"] == false));
+            if listed {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{} does not list {id}", node.id);
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// The node that holds `room`, by its `/v1/cluster` view.
+pub async fn owner_of(nodes: &[NodeProcess], room: &str) -> Option<usize> {
+    for (i, node) in nodes.iter().enumerate() {
+        let Some(view) = node.try_view().await else { continue };
+        if view["rooms"].as_array().is_some_and(|r| r.iter().any(|n| n == room)) {
+            return Some(i);
+        }
+    }
+    None
+}
+
 /// A running HAProxy; dropping it stops it.
 #[derive(Debug)]
 pub struct Haproxy {

@@ -4,24 +4,9 @@
 
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
-use switchboard_e2e::cluster_kit::{Haproxy, NodeProcess};
+use switchboard_e2e::cluster_kit::{Haproxy, NodeProcess, owner_of, three_nodes};
 use switchboard_e2e::{POLL, Redis, WAIT, peer_at, wait_for_event, wait_for_rust_media};
 use switchboard_peer::{MediaSource, Peer, PeerEvent, TrackStats};
-
-async fn three_nodes(redis: &Redis) -> Vec<NodeProcess> {
-    let mut nodes = Vec::new();
-    for id in ["node-1", "node-2", "node-3"] {
-        nodes.push(NodeProcess::start(redis, id).await);
-    }
-    let deadline = tokio::time::Instant::now() + WAIT;
-    for node in &nodes {
-        while node.view().await["nodes"].as_array().map_or(0, Vec::len) < 3 {
-            assert!(tokio::time::Instant::now() < deadline, "{} does not list all three nodes", node.id);
-            tokio::time::sleep(POLL).await;
-        }
-    }
-    nodes
-}
 
 fn received(tracks: &[TrackStats], kind: &str) -> u64 {
     tracks.iter().filter(|t| t.kind == kind).map(|t| t.packets).sum()
@@ -48,7 +33,7 @@ async fn bridging_node(nodes: &[NodeProcess]) -> Option<usize> {
 #[tokio::test]
 async fn a_clients_node_killed_mid_call_its_client_resumes_through_the_balancer_and_nobody_sees_a_leave() {
     let redis = Redis::start().await;
-    let mut nodes = three_nodes(&redis).await;
+    let mut nodes = three_nodes(&redis, &[]).await;
     let lb = Haproxy::start(&[&nodes[0], &nodes[1], &nodes[2]]).await;
     // Ada is on node-1, where the room lives.
     let mut ada = peer_at(&nodes[0].url(), "call", "Ada", MediaSource::Default).await;
@@ -133,22 +118,11 @@ async fn a_clients_node_killed_mid_call_its_client_resumes_through_the_balancer_
     ada.leave().await;
 }
 
-/// The node that holds `room`, by its `/v1/cluster` view.
-async fn owner_of(nodes: &[NodeProcess], room: &str) -> Option<usize> {
-    for (i, node) in nodes.iter().enumerate() {
-        let Some(view) = node.try_view().await else { continue };
-        if view["rooms"].as_array().is_some_and(|r| r.iter().any(|n| n == room)) {
-            return Some(i);
-        }
-    }
-    None
-}
-
 #[tokio::test]
 async fn the_rooms_owner_killed_mid_call_the_room_comes_back_elsewhere_with_every_acknowledged_chat() {
     use switchboard_e2e::ws::WsClient;
     let redis = Redis::start().await;
-    let mut nodes = three_nodes(&redis).await;
+    let mut nodes = three_nodes(&redis, &[]).await;
     let lb = Haproxy::start(&[&nodes[0], &nodes[1], &nodes[2]]).await;
     let mut ada = peer_at(&lb.url(), "durable", "Ada", MediaSource::Default).await;
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -6,48 +6,9 @@
 //! leave, no new session, media and data channels never stop for long.
 
 use std::time::{Duration, Instant};
-use switchboard_e2e::cluster_kit::{Haproxy, NodeProcess};
+use switchboard_e2e::cluster_kit::{Haproxy, listed_by_all, owner_of, three_nodes};
 use switchboard_e2e::{Browser, Driver, POLL, Redis, WAIT, peer_at, wait_for_rust_media};
 use switchboard_peer::{Channel, MediaSource, Peer, PeerEvent, TrackStats};
-
-async fn three_nodes(redis: &Redis, extra: &[&str]) -> Vec<NodeProcess> {
-    let mut nodes = Vec::new();
-    for id in ["node-1", "node-2", "node-3"] {
-        nodes.push(NodeProcess::start_with(redis, id, extra).await);
-    }
-    for node in &nodes {
-        listed_by_all(&nodes, &node.id).await;
-    }
-    nodes
-}
-
-/// Waits until every live node lists `id`, not draining.
-async fn listed_by_all(nodes: &[NodeProcess], id: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    for node in nodes {
-        loop {
-            let view = node.view().await;
-            let listed =
-                view["nodes"].as_array().is_some_and(|all| all.iter().any(|n| n["id"] == id && n["draining"] == false));
-            if listed {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{} does not list {id}", node.id);
-            tokio::time::sleep(POLL).await;
-        }
-    }
-}
-
-/// The node that holds `room`, by its `/v1/cluster` view.
-async fn owner_of(nodes: &[NodeProcess], room: &str) -> Option<usize> {
-    for (i, node) in nodes.iter().enumerate() {
-        let Some(view) = node.try_view().await else { continue };
-        if view["rooms"].as_array().is_some_and(|r| r.iter().any(|n| n == room)) {
-            return Some(i);
-        }
-    }
-    None
-}
 
 fn packets(tracks: &[TrackStats]) -> (u64, u64) {
     let sum = |kind: &str| tracks.iter().filter(|t| t.kind == kind).map(|t| t.packets).sum();

@@ -29,8 +29,11 @@ async fn a_single_node_asked_to_drain_tells_its_clients_going_away_and_logs_that
 
     // From a web page: refused (a page could otherwise drain the node of
     // the operator who opens it).
-    let page = reqwest_post(addr, &[("Origin", "http://evil.example")]).await;
+    let page = post_drain(addr, &[("Origin", "http://evil.example")]).await;
     assert!(page.starts_with("HTTP/1.1 403"), "{page}");
+    // Relayed by a proxy on this host, with a wrong token: not the operator.
+    let relayed = post_drain(addr, &[("X-Forwarded-For", "203.0.113.9"), ("Authorization", "Bearer wrong")]).await;
+    assert!(relayed.starts_with("HTTP/1.1 403"), "{relayed}");
     // The operator's command.
     let cli = Command::new(workspace_binary("switchboard"))
         .args(["drain", "--url", &format!("http://{addr}")])
@@ -60,7 +63,7 @@ async fn a_single_node_asked_to_drain_tells_its_clients_going_away_and_logs_that
 }
 
 /// A raw `POST /v1/drain` with extra headers; the whole answer.
-async fn reqwest_post(addr: std::net::SocketAddr, headers: &[(&str, &str)]) -> String {
+async fn post_drain(addr: std::net::SocketAddr, headers: &[(&str, &str)]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connects");
     let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();

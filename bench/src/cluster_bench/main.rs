@@ -15,6 +15,8 @@
 //! namespace); it rewrites its section of docs/benchmarks.md.
 
 // Shared with the side-by-side bench, which uses the parts this one does not.
+#[path = "../cluster_view.rs"]
+mod cluster_view;
 #[path = "../latency.rs"]
 mod latency;
 #[allow(dead_code)]
@@ -28,6 +30,7 @@ mod target;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use cluster_view::cluster_view;
 use futures_util::{SinkExt, StreamExt};
 use process::ServerProc;
 use std::fmt::Write as _;
@@ -215,19 +218,6 @@ impl Cluster {
         }
         Ok(total)
     }
-}
-
-/// `GET /v1/cluster` of a node (the bench connects from loopback).
-async fn cluster_view(addr: SocketAddr) -> anyhow::Result<serde_json::Value> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!("GET /v1/cluster HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await??;
-    let text = String::from_utf8_lossy(&response);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).context("no body")?;
-    Ok(serde_json::from_str(body)?)
 }
 
 /// Redis's `used_memory`, bytes.

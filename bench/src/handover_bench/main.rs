@@ -18,6 +18,8 @@
 //! other node as soon as they read `going_away`. Run it through
 //! `scripts/bench-handover`; it rewrites its section of docs/benchmarks.md.
 
+#[path = "../cluster_view.rs"]
+mod cluster_view;
 #[allow(dead_code)]
 #[path = "../process.rs"]
 mod process;
@@ -26,6 +28,7 @@ mod section;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use cluster_view::cluster_view;
 use futures_util::{SinkExt, StreamExt};
 use process::ServerProc;
 use std::fmt::Write as _;
@@ -112,28 +115,15 @@ impl Pair {
 async fn wait_nodes(addr: SocketAddr, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let body = http(addr, "GET", "/v1/cluster").await.unwrap_or_default();
-        let view: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let view = cluster_view(addr).await.unwrap_or_default();
         if view["redis"] == "up" && view["nodes"].as_array().map_or(0, Vec::len) == n {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("{addr} did not list {n} nodes in 20 s: {body}");
+            bail!("{addr} did not list {n} nodes in 20 s: {view}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// One HTTP request; the body.
-async fn http(addr: SocketAddr, method: &str, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await??;
-    let text = String::from_utf8_lossy(&response);
-    Ok(text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
 }
 
 async fn connect(addr: SocketAddr) -> anyhow::Result<Ws> {

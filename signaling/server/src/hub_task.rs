@@ -94,8 +94,8 @@ pub enum HubEvent {
     Import {
         /// The room's state.
         snapshot: Box<RoomSnapshot>,
-        /// Where the outcome goes, if anyone waits for it.
-        reply: Option<tokio::sync::oneshot::Sender<Result<(), ImportError>>>,
+        /// Where the outcome goes.
+        reply: tokio::sync::oneshot::Sender<Result<(), ImportError>>,
     },
     /// This node lost a room to another (its lease): tell its members and
     /// forget it.
@@ -341,9 +341,7 @@ impl HubTask {
                     }
                     Err(err) => warn!(%room, "a room handed over could not be made here: {err}"),
                 }
-                if let Some(reply) = reply {
-                    let _ = reply.send(imported);
-                }
+                let _ = reply.send(imported);
             }
             HubEvent::Evict { room, notice } => self.hub.evict_room(&room, &notice, clock::now()),
             HubEvent::ChatStored { room, seq, stored } => self.hub.chat_stored(&room, seq, stored, clock::now()),

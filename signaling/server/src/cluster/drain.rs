@@ -201,7 +201,7 @@ async fn hand_over_room(
         Moved::No(why) => {
             warn!(%room, "drain: handing the room over failed ({why}): it stays here");
             let (reply, imported) = tokio::sync::oneshot::channel();
-            let _ = shard.send(HubEvent::Import { snapshot: Box::new(snapshot), reply: Some(reply) }).await;
+            let _ = shard.send(HubEvent::Import { snapshot: Box::new(snapshot), reply }).await;
             if !matches!(imported.await, Ok(Ok(()))) {
                 // Not back either: the lease goes when it is found unused.
                 cluster.leases.ended(&room);

@@ -114,7 +114,8 @@ impl Lease {
     }
 }
 
-fn ms(d: Duration) -> u64 {
+/// `d` in whole milliseconds (what Redis takes), saturating.
+pub fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 

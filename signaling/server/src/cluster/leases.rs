@@ -325,10 +325,10 @@ async fn bring_state(
             Ok(mut snapshot) => {
                 // The time it waited, by Redis's clock (the two nodes'
                 // clocks may disagree).
-                snapshot.exported_unix_ms = crate::clock::now().unix_ms.saturating_sub(ms(waited));
+                snapshot.exported_unix_ms = crate::clock::now().unix_ms.saturating_sub(lease::ms(waited));
                 let members = snapshot.members.len();
                 let (reply, imported) = tokio::sync::oneshot::channel();
-                let _ = shard.send(HubEvent::Import { snapshot: Box::new(snapshot), reply: Some(reply) }).await;
+                let _ = shard.send(HubEvent::Import { snapshot: Box::new(snapshot), reply }).await;
                 match imported.await.map_err(|_| stopping())? {
                     Ok(()) => {
                         // Deleted once imported: a take that failed before
@@ -354,10 +354,6 @@ async fn bring_state(
         .map_err(|e| format!("reading the room's chat back: {e:#}"))?;
     let _ = shard.send(HubEvent::SeedChat { room: room.clone(), messages }).await;
     Ok(())
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A room was made here that this node does not hold (its lease was given
